@@ -1,0 +1,27 @@
+# d2pose: the two commands are `make demo` and `make test`; both set the environment up first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST ?= -q
+
+.PHONY: setup test test-fast demo benchmark cuda-check clean
+
+setup:  ## create or refresh .venv (idempotent; fast when nothing changed)
+	@bash tools/setup_env.sh
+
+test: setup  ## the whole suite, slow tests included
+	$(PY) -m pytest $(PYTEST) tests
+
+test-fast: setup  ## everything but the slow tests
+	$(PY) -m pytest $(PYTEST) -m "not slow" tests
+
+demo: setup  ## the main job on built-in data
+	$(PY) tools/benchmark_ops.py
+
+benchmark: setup  ## operator benchmark (reference vs compiled kernels)
+	$(PY) tools/benchmark_ops.py
+
+cuda-check: setup  ## prove the CUDA kernels compile (FORCE_CUDA=1) without a GPU
+	bash tools/build_cuda_check.sh
+
+clean:  ## remove build products (keeps .venv)
+	rm -rf build d2pose/_C*.so *.egg-info

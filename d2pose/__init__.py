@@ -1,0 +1,11 @@
+"""d2pose: human pose estimation for Detectron2.
+
+`import d2pose` registers every d2pose component into Detectron2's registries (meta-architectures,
+backbones, ROI heads, datasets); `d2pose.add_d2pose_config(cfg)` adds every d2pose config key.
+"""
+__version__ = "0.1.0"
+
+from . import evaluation, layers  # noqa: F401  (registering modules)
+from .config import add_d2pose_config, get_d2pose_cfg
+
+__all__ = ["add_d2pose_config", "get_d2pose_cfg", "layers", "__version__"]

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Build and install d2pose.
+
+`d2pose._C` holds the compiled operators: C++ kernels always, CUDA kernels when CUDA is available
+(or `FORCE_CUDA=1`, which builds them on a machine without a GPU). `NVCC_FLAGS` adds nvcc flags and
+`TORCH_CUDA_ARCH_LIST` chooses the GPU architectures, as in Detectron2.
+"""
+import glob
+import os
+import sysconfig
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _version() -> str:
+    with open(os.path.join(ROOT, "d2pose", "__init__.py")) as f:
+        for line in f:
+            if line.startswith("__version__"):
+                return line.split("=")[1].strip().strip("\"'")
+    raise RuntimeError("d2pose/__init__.py has no __version__")
+
+
+def _cuda_home():
+    """The CUDA toolkit folder whose include/ holds cuda_runtime.h.
+
+    torch guesses CUDA_HOME from where `nvcc` is found, which may be a wrapper outside the toolkit;
+    follow the wrapper to the real toolkit when the guess has no headers.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), cpp_extension.CUDA_HOME]
+    nvcc = cpp_extension._find_cuda_home() if hasattr(cpp_extension, "_find_cuda_home") else None
+    candidates.append(nvcc)
+    candidates += sorted(glob.glob("/usr/local/cuda*"), reverse=True)
+    for home in candidates:
+        if home and os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+            return os.path.realpath(home)
+    return None
+
+
+def _extra_cuda_includes():
+    """Header folders of the pip-installed CUDA libraries (e.g. cusparse.h under nvidia/cu13)."""
+    site = sysconfig.get_paths()["purelib"]
+    found = []
+    for pattern in ("nvidia/cu*/include", "nvidia/*/include"):
+        found += [p for p in glob.glob(os.path.join(site, pattern)) if os.path.isdir(p)]
+    return sorted(set(found))
+
+
+def get_extensions():
+    csrc = os.path.join("d2pose", "layers", "csrc")
+    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "*", "*.cpp")))
+    cuda_sources = sorted(glob.glob(os.path.join(csrc, "*", "*.cu")))
+
+    extension = cpp_extension.CppExtension
+    define_macros = []
+    include_dirs = [os.path.join(ROOT, csrc)]
+    extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
+    extra_link_args = ["-fopenmp"]
+
+    force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
+    cuda_home = _cuda_home()
+    if (torch.cuda.is_available() and cuda_home is not None) or force_cuda:
+        if cuda_home is None:
+            raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit (include/cuda_runtime.h) was found; set CUDA_HOME")
+        os.environ["CUDA_HOME"] = cuda_home
+        cpp_extension.CUDA_HOME = cuda_home
+        extension = cpp_extension.CUDAExtension
+        sources += cuda_sources
+        define_macros += [("WITH_CUDA", None)]
+        include_dirs += _extra_cuda_includes()
+        nvcc_flags = os.environ.get("NVCC_FLAGS", "").split()
+        extra_compile_args["nvcc"] = [
+            "-O3",
+            "-DCUDA_HAS_FP16=1",
+            "-D__CUDA_NO_HALF_OPERATORS__",
+            "-D__CUDA_NO_HALF_CONVERSIONS__",
+            "-D__CUDA_NO_HALF2_OPERATORS__",
+        ] + nvcc_flags
+
+    return [
+        extension(
+            "d2pose._C",
+            sources,
+            include_dirs=include_dirs,
+            define_macros=define_macros,
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        )
+    ]
+
+
+setup(
+    name="d2pose",
+    version=_version(),
+    author="d2pose developers",
+    description="Human pose estimation methods (RLE, Poseur, TransPose, LOGO-CAP) for Detectron2",
+    packages=find_packages(exclude=("tests", "tests.*", "configs", "tools")),
+    python_requires=">=3.9",
+    ext_modules=get_extensions(),
+    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    zip_safe=False,
+)
