@@ -65,7 +65,7 @@ def load_keypoint_json(
     check_exists(json_file, name, layout)
     check_exists(image_root, name, layout)
     meta = get_keypoint_metadata(metadata)
-    dicts = load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["num_keypoints", "area"])
+    dicts = load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["num_keypoints", "area", "id"])
     _check_keypoints(dicts, meta, json_file)
     return dicts
 

@@ -1,0 +1,37 @@
+"""Tests of the command-line tools."""
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_visualize_data(shared_data, tmp_path):
+    from d2pose.data import register_keypoint_dataset
+    from detectron2.data import DatasetCatalog
+
+    name = "test_tools_vis_coco"
+    if name not in DatasetCatalog.list():
+        register_keypoint_dataset(name, os.path.join(shared_data, "coco/annotations/test_coco.json"),
+                                  os.path.join(shared_data, "coco/images"))
+    vis = _load("visualize_data")
+    preds = os.path.join(shared_data, "coco/predictions/example_coco_preds.json")
+    out = vis.main(["--dataset", name, "--output-dir", str(tmp_path), "--num", "2", "--predictions", preds])
+    assert len(out) == 2 and all(os.path.getsize(p) > 10000 for p in out)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        vis.main(["--dataset", name, "--output-dir", str(tmp_path), "--num", "1"])
+
+
+def test_benchmark_ops_quick(capsys):
+    bench = _load("benchmark_ops")
+    rows = bench.main(["--quick", "--repeats", "1"])
+    assert len(rows) >= 10 and all(r["t_ref"] > 0 and r["t_fast"] > 0 for r in rows)
+    assert "ratio" in capsys.readouterr().out
