@@ -19,7 +19,7 @@ import numpy as np
 
 from .transforms.affine import apply_affine
 
-__all__ = ["random_bottomup_affine", "bottomup_targets", "inference_resize_affine", "BottomUpTargets"]
+__all__ = ["random_bottomup_affine", "bottomup_targets", "inference_resize_affine", "BottomUpTargets", "BottomUpDatasetMapper"]
 
 
 def random_bottomup_affine(image_size: Tuple[int, int], input_size: int, rng: np.random.Generator,
@@ -135,3 +135,92 @@ class BottomUpTargets:
         scale2 = abs(np.linalg.det(matrix[:, :2]))
         return bottomup_targets(kps, np.asarray(areas, dtype=np.float64) * scale2, (out_wh, out_wh), self.stride,
                                 **self.target_kw)
+
+
+class BottomUpDatasetMapper:
+    """Maps an image record to bottom-up model inputs.
+
+    Training: {"image": (3, S, S) uint8 augmented input, "heatmaps" (K + 1, S/4, S/4) with the
+    centre map last, "heatmap_weights" (K + 1, S/4, S/4) (0 under crowd / unlabelled-people masks,
+    1 elsewhere), "offsets", "offset_weights" (2K, S/4, S/4), "keypoints" (P, K, 3) input coordinates,
+    "image_id"}. Testing: {"image": (3, H', W') uint8 resized (short side, aspect kept, padded to 64),
+    "resize_matrix" (2, 3) image -> input, "image_id", "height", "width"}.
+    """
+
+    def __init__(self, is_train: bool, *, flip_indices: Sequence[int], input_size: int = 512, stride: int = 4,
+                 test_short_side: int = 512, image_format: str = "BGR", max_rotation: float = 30.0,
+                 scale_range=(0.75, 1.5), max_translation: float = 40.0, flip_prob: float = 0.5, **target_kw):
+        self.is_train = is_train
+        self.flip_indices = list(flip_indices)
+        self.input_size = input_size
+        self.stride = stride
+        self.test_short_side = test_short_side
+        self.image_format = image_format
+        self.aug = dict(max_rotation=max_rotation, scale_range=scale_range, max_translation=max_translation,
+                        flip_prob=flip_prob)
+        self.targets = BottomUpTargets(input_size, stride, flip_indices, **target_kw)
+
+    def _ignore_mask(self, record: Dict, image_hw, matrix: np.ndarray) -> np.ndarray:
+        """1 where the loss counts: crowd regions and people without keypoints are masked out."""
+        from pycocotools import mask as mask_util
+
+        from .transforms.affine import warp_image
+
+        H, W = image_hw
+        ignore = np.zeros((H, W), np.uint8)
+        for ann in record.get("annotations", []):
+            no_kps = ann.get("keypoints") is None or not np.any(np.asarray(ann["keypoints"])[2::3] > 0)
+            if not (ann.get("iscrowd", 0) or no_kps) or "segmentation" not in ann:
+                continue
+            segm = ann["segmentation"]
+            if isinstance(segm, list):
+                rles = mask_util.frPyObjects(segm, H, W)
+                rle = mask_util.merge(rles)
+            elif isinstance(segm.get("counts"), list):
+                rle = mask_util.frPyObjects(segm, H, W)
+            else:
+                rle = segm
+            ignore |= mask_util.decode(rle).astype(np.uint8)
+        out = self.input_size // self.stride
+        # input -> output cells: scale by 1/stride (cell centres at (u + 0.5) * stride)
+        to_out = np.diag([1.0 / self.stride, 1.0 / self.stride]) @ matrix[:, :2]
+        m = np.concatenate([to_out, matrix[:, 2:] / self.stride], 1)
+        return 1.0 - (warp_image(ignore[..., None].astype(np.float32), m, (out, out)) > 0.5).astype(np.float32)
+
+    def __call__(self, record: Dict) -> Dict:
+        import torch
+        from detectron2.data import detection_utils as utils
+
+        from .transforms.affine import warp_image
+
+        image = utils.read_image(record["file_name"], format=self.image_format)
+        utils.check_image_size(record, image)
+        H, W = image.shape[:2]
+        if not self.is_train:
+            matrix, (w, h) = inference_resize_affine((W, H), self.test_short_side)
+            resized = warp_image(image, matrix, (w, h))
+            return dict(image=torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))),
+                        resize_matrix=torch.as_tensor(matrix), image_id=record["image_id"], height=H, width=W,
+                        file_name=record["file_name"])
+        rng = np.random.default_rng()
+        matrix, flip = random_bottomup_affine((W, H), self.input_size, rng, **self.aug)
+        people = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0) and a.get("keypoints") is not None]
+        K = len(self.flip_indices)
+        kps = np.array([a["keypoints"] for a in people], dtype=np.float64).reshape(-1, K, 3)
+        areas = np.array([a.get("area") or (a["bbox"][2] * a["bbox"][3]) for a in people], dtype=np.float64)
+        t = self.targets(kps, areas, matrix, flip)
+        mask = self._ignore_mask(record, (H, W), matrix)
+        warped = warp_image(image, matrix, (self.input_size, self.input_size))
+        kps_in = kps.copy()
+        kps_in[..., :2] = apply_affine(kps[..., :2], matrix)
+        if flip:
+            kps_in = kps_in[:, self.flip_indices]
+        return dict(
+            image=torch.as_tensor(np.ascontiguousarray(warped.transpose(2, 0, 1))),
+            heatmaps=torch.as_tensor(t["heatmaps"]),
+            heatmap_weights=torch.as_tensor(np.broadcast_to(mask, t["heatmaps"].shape).copy()),
+            offsets=torch.as_tensor(t["offsets"]),
+            offset_weights=torch.as_tensor(t["offset_weights"]),
+            keypoints=torch.as_tensor(kps_in, dtype=torch.float32),
+            image_id=record["image_id"],
+        )

@@ -51,3 +51,34 @@ def test_random_affine_and_flip_targets():
 def test_inference_resize():
     S, (w, h) = inference_resize_affine((640, 427), 512, 64)
     assert h == 512 and w % 64 == 0 and w >= 640 * 512 / 427
+
+
+def test_mapper_on_coco_mini(shared_data):
+    import os
+
+    from detectron2.data import DatasetCatalog
+
+    from d2pose.data import register_keypoint_dataset
+    from d2pose.data.bottomup import BottomUpDatasetMapper
+
+    name = "test_bottomup_coco_mini"
+    if name not in DatasetCatalog.list():
+        register_keypoint_dataset(name, os.path.join(shared_data, "coco_mini/annotations/person_keypoints_train2017.json"),
+                                  os.path.join(shared_data, "coco_mini/images/train2017"))
+    dicts = DatasetCatalog.get(name)
+    flip = get_keypoint_metadata("coco_person").flip_indices
+    train = BottomUpDatasetMapper(True, flip_indices=flip, input_size=256)
+    crowd = [d for d in dicts if any(a.get("iscrowd", 0) for a in d["annotations"])][0]
+    out = train(crowd)
+    assert out["image"].shape == (3, 256, 256) and out["heatmaps"].shape == (18, 64, 64)
+    assert out["offsets"].shape == (34, 64, 64) and out["heatmap_weights"].shape == (18, 64, 64)
+    # with zero augmentation the crowd region is masked (weights 0 somewhere)
+    still = BottomUpDatasetMapper(True, flip_indices=flip, input_size=256, max_rotation=0, scale_range=(1, 1),
+                                  max_translation=0, flip_prob=0)
+    assert still(crowd)["heatmap_weights"].min() == 0
+    test = BottomUpDatasetMapper(False, flip_indices=flip, test_short_side=256)
+    t = test(dicts[0])
+    assert min(t["image"].shape[1:]) == 256 and t["image"].shape[1] % 64 == 0 and t["image"].shape[2] % 64 == 0
+    empty = [d for d in dicts if not d["annotations"]]
+    if empty:
+        assert train(empty[0])["heatmaps"].sum() == 0
