@@ -6,9 +6,11 @@ Image coordinates are continuous, Detectron2's: pixel (i, j) covers [i, i+1) x [
 centre is (i + 0.5, j + 0.5). COCO-format jsons store keypoints as pixel indices, so loading adds
 0.5 (Detectron2's `load_coco_json`; d2pose's MPII loader does the same after converting MPII's 1-based
 indices), and every writer of COCO results (`KeypointEvaluator`) subtracts 0.5. Model outputs
-(`Instances.pred_keypoints`) are in the continuous convention. Crops, heatmaps and codecs in
-`d2pose.data` use the same convention inside the crop: heatmap cell (u, v) is centred at
-((u + 0.5) * stride, (v + 0.5) * stride) in crop pixels.
+(`Instances.pred_keypoints`) are in the continuous convention, and so are crop coordinates: crop
+matrices (`transforms.affine`) map continuous image coordinates to continuous crop coordinates, so
+their inverses are exact. Each heatmap codec states where its cells sit (`codecs`: MSRA cell u at
+crop pixel index u * stride, UDP at u * (W - 1) / (w - 1)); bottom-up grids put cell u at
+(u + 0.5) * stride.
 """
 from . import datasets
 from .datasets import load_keypoint_json, register_all_keypoint_datasets, register_keypoint_dataset

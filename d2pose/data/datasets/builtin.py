@@ -63,14 +63,14 @@ def register_mpii_dataset(name: str, json_file: str, image_root: str, check_file
 
 
 def _register_synthetic() -> None:
-    from ..synthetic import SYNTHETIC_SPLITS, ensure_synthetic_split, synthetic_root
+    from ..synthetic import SYNTHETIC_SPLITS, ensure_synthetic_split, synthetic_split_paths
 
     for name in SYNTHETIC_SPLITS:
-        root = os.path.join(synthetic_root(), name)
+        json_file, image_root = synthetic_split_paths(name)
         register_keypoint_dataset(
             name,
-            os.path.join(root, "annotations.json"),
-            os.path.join(root, "images"),
+            json_file,
+            image_root,
             metadata="coco_person",
             check_files=False,
             prepare=lambda name=name: ensure_synthetic_split(name),
@@ -95,6 +95,4 @@ def register_all_keypoint_datasets(root: str = None) -> None:
                                   evaluator_type="crowdpose", check_files=False, layout=LAYOUT)
     for name, (images, ann) in _MPII.items():
         register_mpii_dataset(name, os.path.join(root, ann), os.path.join(root, images), check_files=False)
-    import importlib.util  # TEMP-GUARD
-    if importlib.util.find_spec("d2pose.data.synthetic"):  # TEMP-GUARD
-        _register_synthetic()
+    _register_synthetic()
