@@ -19,10 +19,24 @@ from detectron2.evaluation import verify_results
 
 import d2pose  # noqa: F401  (registers every d2pose component)
 from d2pose.config import add_d2pose_config
+from d2pose.data.build import build_pose_test_loader, build_pose_train_loader
+from d2pose.solver import build_optimizer
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with d2pose's evaluators."""
+    """DefaultTrainer with d2pose's data pipelines, optimizers and evaluators."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_pose_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_pose_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

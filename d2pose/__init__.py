@@ -5,7 +5,7 @@ backbones, ROI heads, datasets); `d2pose.add_d2pose_config(cfg)` adds every d2po
 """
 __version__ = "0.1.0"
 
-from . import evaluation, layers  # noqa: F401  (registering modules)
+from . import data, evaluation, layers, modeling  # noqa: F401  (registering modules)
 from .config import add_d2pose_config, get_d2pose_cfg
 
 __all__ = ["add_d2pose_config", "get_d2pose_cfg", "layers", "__version__"]

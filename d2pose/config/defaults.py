@@ -48,6 +48,50 @@ def _add_data(cfg: CN) -> None:
     cfg.TEST.PERSON_DETECTION_SCORE_THRESH = 0.0
 
 
+def _add_models(cfg: CN) -> None:
+    # data pipeline of the model: "detectron2" (Keypoint R-CNN), "topdown" or "bottomup"
+    cfg.INPUT.PIPELINE = "detectron2"
+    b = cfg.INPUT.BOTTOMUP = CN()
+    # bottom-up training input size (square), output stride, test-time short side
+    b.INPUT_SIZE = 512
+    b.STRIDE = 4
+    b.TEST_SHORT_SIDE = 512
+
+    cfg.MODEL.TOPDOWN = CN()
+    # top-down head (TOPDOWN_HEAD_REGISTRY) and the backbone features it reads
+    cfg.MODEL.TOPDOWN.HEAD = "RLERegressionHead"
+    cfg.MODEL.TOPDOWN.IN_FEATURES = ["res5"]
+
+    cfg.MODEL.RLE = CN()
+    # regression loss: "rle" (Eq. 8), "dle" (flow only) or "l1"; preset density "laplace"/"gaussian"
+    cfg.MODEL.RLE.LOSS = "rle"
+    cfg.MODEL.RLE.BASE_DENSITY = "laplace"
+    # the authors' loss (log sigma counted twice) instead of the paper's Eq. 8
+    cfg.MODEL.RLE.OFFICIAL_FORM = False
+    cfg.MODEL.RLE.LOSS_WEIGHT = 1.0
+    # keypoint score from sigma: "rle" (mean of 1 - sigma) or "poseur" (prod of 1 - exp(-a / sigma))
+    cfg.MODEL.RLE.SCORE_FORM = "rle"
+    # ROI keypoint head (RLEKeypointHead): conv layers before the average pool
+    cfg.MODEL.RLE.ROI_CONV_DIMS = (256, 256, 256, 256)
+
+    cfg.MODEL.TIMM = CN()
+    # timm backbone (build_timm_backbone): model name, feature levels, optional local checkpoint
+    cfg.MODEL.TIMM.NAME = "resnet50"
+    cfg.MODEL.TIMM.OUT_INDICES = (1, 2, 3, 4)
+    cfg.MODEL.TIMM.CHECKPOINT = ""
+
+    # keypoint inference: flip test, instance rescoring rule, OKS-NMS threshold (0 = off)
+    cfg.TEST.KEYPOINT_FLIP = True
+    cfg.TEST.KEYPOINT_RESCORE = "box_x_mean"
+    cfg.TEST.OKS_NMS_THRESH = 0.0
+
+    # optimizer: "SGD" (Detectron2's), "ADAM" or "ADAMW"; lr multipliers for parameters whose name
+    # contains one of LR_MULTIPLIER_NAMES
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.LR_MULTIPLIER_NAMES = []
+    cfg.SOLVER.LR_MULTIPLIER_VALUES = []
+
+
 def add_d2pose_config(cfg: CN) -> CN:
     """Adds every d2pose key to `cfg` (in place) and returns it."""
     if "MS_DEFORM_ATTN" in cfg.MODEL:
@@ -56,6 +100,7 @@ def add_d2pose_config(cfg: CN) -> CN:
     cfg.defrost()
     _add_layers(cfg)
     _add_data(cfg)
+    _add_models(cfg)
     if defrosted:
         cfg.freeze()
     return cfg

@@ -1,5 +1,6 @@
 """Layers and compiled operators shared by every d2pose method."""
 from .deformable_attention import EMSDA, MSDeformAttn, sampling_locations_from_offsets
+from .normalized_linear import NormalizedLinear
 from .ms_deform_attn import (
     compiled_backends,
     ms_deform_attn,

@@ -1,0 +1,54 @@
+"""Data loaders for the three pipelines, picked by `INPUT.PIPELINE`:
+"detectron2" (Detectron2's own, e.g. Keypoint R-CNN), "topdown" (person crops) and "bottomup"."""
+import logging
+
+from detectron2.data import (
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+
+from .bottomup import BottomUpDatasetMapper
+from .topdown import TopDownDatasetMapper, attach_person_detections, person_instances
+
+__all__ = ["build_pose_train_loader", "build_pose_test_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+def _bottomup_mapper(cfg, is_train):
+    b = cfg.INPUT.BOTTOMUP
+    meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0])
+    return BottomUpDatasetMapper(is_train, flip_indices=meta.keypoint_flip_indices, input_size=b.INPUT_SIZE,
+                                 stride=b.STRIDE, test_short_side=b.TEST_SHORT_SIDE, image_format=cfg.INPUT.FORMAT)
+
+
+def build_pose_train_loader(cfg):
+    pipeline = cfg.INPUT.PIPELINE
+    if pipeline == "detectron2":
+        return build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, True))
+    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+    if pipeline == "topdown":
+        people = person_instances(dicts, min_keypoints=cfg.INPUT.TOPDOWN.MIN_KEYPOINTS)
+        return build_detection_train_loader(cfg, dataset=people, mapper=TopDownDatasetMapper(cfg, is_train=True))
+    if pipeline == "bottomup":
+        return build_detection_train_loader(cfg, dataset=dicts, mapper=_bottomup_mapper(cfg, True))
+    raise ValueError(f"INPUT.PIPELINE must be 'detectron2', 'topdown' or 'bottomup', got {pipeline!r}")
+
+
+def build_pose_test_loader(cfg, dataset_name: str):
+    pipeline = cfg.INPUT.PIPELINE
+    if pipeline == "detectron2":
+        return build_detection_test_loader(cfg, dataset_name)
+    dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+    if pipeline == "topdown":
+        if cfg.TEST.PERSON_DETECTIONS:
+            dicts = attach_person_detections(dicts, cfg.TEST.PERSON_DETECTIONS, cfg.TEST.PERSON_DETECTION_SCORE_THRESH)
+        return build_detection_test_loader(dicts, mapper=TopDownDatasetMapper(cfg, is_train=False),
+                                           num_workers=cfg.DATALOADER.NUM_WORKERS)
+    if pipeline == "bottomup":
+        return build_detection_test_loader(dicts, mapper=_bottomup_mapper(cfg, False),
+                                           num_workers=cfg.DATALOADER.NUM_WORKERS)
+    raise ValueError(f"INPUT.PIPELINE must be 'detectron2', 'topdown' or 'bottomup', got {pipeline!r}")

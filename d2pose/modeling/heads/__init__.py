@@ -1,0 +1,2 @@
+from .build import TOPDOWN_HEAD_REGISTRY, build_topdown_head  # noqa: F401
+from .regression import RLERegressionHead  # noqa: F401

@@ -1,0 +1,1 @@
+from .topdown import TopDownPoseEstimator  # noqa: F401

@@ -1,0 +1,162 @@
+"""The top-down meta-architecture shared by every crop-based method (RLE, Poseur, TransPose).
+
+backbone -> head (TOPDOWN_HEAD_REGISTRY) -> codec: training on person crops made by
+`TopDownDatasetMapper`; inference on the person boxes of each image (ground truth, a detections file
+or the boxes given with the input), with flip test and OKS-NMS, returning Detectron2 `Instances`
+(`pred_keypoints` (R, K, 3) in image coordinates, `scores`, `pred_boxes`, head extras) per image.
+`DefaultPredictor` works too: an input {"image": (3, H, W)} is cropped here, around its
+"person_boxes" (R, 4 XYXY) or, without them, around the whole image.
+
+Shape shorthand: N images, R crops, K keypoints, H x W crop.
+"""
+from typing import Dict, List
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.structures import Boxes, Instances
+from torch import nn
+
+from ...data.transforms.affine import apply_affine, box_to_center_size, crop_affine, invert_affine, warp_image
+from ...evaluation.oks_nms import oks_nms, rescore_instances
+from ..heads.build import build_topdown_head
+
+__all__ = ["TopDownPoseEstimator"]
+
+
+@META_ARCH_REGISTRY.register()
+class TopDownPoseEstimator(nn.Module):
+    """Backbone + top-down head; see the module docstring."""
+
+    @configurable
+    def __init__(self, *, backbone: nn.Module, head: nn.Module, pixel_mean, pixel_std, input_size,
+                 flip_indices=None, flip_test: bool = True, padding: float = 1.25, rescore: str = "box_x_mean",
+                 oks_nms_thresh: float = 0.0, sigmas=None, input_format: str = "BGR"):
+        """
+        Args:
+            backbone, head: modules; the head follows TOPDOWN_HEAD_REGISTRY's contract.
+            pixel_mean, pixel_std: per-channel normalisation (buffers follow .to()).
+            input_size: crop (W, H).
+            flip_indices: left/right permutation for the flip test (None disables it).
+            flip_test: average the crop and its mirror at inference.
+            padding: box enlargement when the model crops inputs itself.
+            rescore: instance score from box and keypoint scores (d2pose.evaluation.rescore_instances).
+            oks_nms_thresh: OKS-NMS threshold per image (0 disables it).
+            sigmas: OKS sigmas for OKS-NMS.
+            input_format: channel order of the images.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.input_size = tuple(int(v) for v in input_size)
+        self.flip_indices = list(flip_indices) if flip_indices is not None else None
+        self.flip_test = flip_test and flip_indices is not None
+        self.padding = padding
+        self.rescore = rescore
+        self.oks_nms_thresh = oks_nms_thresh
+        self.sigmas = np.asarray(sigmas) if sigmas is not None else None
+        self.input_format = input_format
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        head = build_topdown_head(cfg, backbone.output_shape())
+        names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+        meta = MetadataCatalog.get(names[0]) if names else None
+        return dict(
+            backbone=backbone, head=head, pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
+            input_size=cfg.INPUT.TOPDOWN.INPUT_SIZE,
+            flip_indices=meta.get("keypoint_flip_indices") if meta is not None else None,
+            flip_test=cfg.TEST.KEYPOINT_FLIP, padding=cfg.INPUT.TOPDOWN.PADDING, rescore=cfg.TEST.KEYPOINT_RESCORE,
+            oks_nms_thresh=cfg.TEST.OKS_NMS_THRESH,
+            sigmas=meta.get("keypoint_oks_sigmas") if meta is not None else None, input_format=cfg.INPUT.FORMAT,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
+
+    def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self._normalize(torch.stack([x["image"] for x in batched_inputs]))
+        outputs = self.head(self.backbone(images))
+        return self.head.losses(outputs, batched_inputs)
+
+    def _crop_inputs(self, x: Dict) -> Dict:
+        """Crops a full image input (DefaultPredictor) around its person boxes."""
+        image = x["image"].permute(1, 2, 0).cpu().numpy()
+        H, W = image.shape[:2]
+        boxes = np.asarray(x.get("person_boxes", [[0.0, 0.0, W, H]]), dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(x.get("person_scores", np.ones(len(boxes))), dtype=np.float64)
+        w, h = self.input_size
+        crops, inv = np.zeros((len(boxes), h, w, image.shape[2]), image.dtype), np.zeros((len(boxes), 2, 3))
+        for i, box in enumerate(boxes):
+            center, size = box_to_center_size(box, w / h, self.padding)
+            M = crop_affine(center, size, self.input_size)
+            crops[i] = warp_image(image, M, self.input_size).reshape(h, w, -1)
+            inv[i] = invert_affine(M)
+        return dict(x, image=torch.as_tensor(crops).permute(0, 3, 1, 2), crop_matrices_inv=torch.as_tensor(inv),
+                    boxes=torch.as_tensor(boxes), box_scores=torch.as_tensor(scores),
+                    height=x.get("height", H), width=x.get("width", W))
+
+    def _predict_crops(self, crops: torch.Tensor):
+        images = self._normalize(crops)
+        outputs = self.head(self.backbone(images))
+        if self.flip_test:
+            flipped = self.head(self.backbone(images.flip(-1)))
+            outputs = self.head.flip_fuse(outputs, flipped, self.flip_indices)
+        return self.head.predict(outputs)
+
+    def inference(self, batched_inputs: List[Dict]) -> List[Dict]:
+        inputs = [self._crop_inputs(x) if x["image"].dim() == 3 else x for x in batched_inputs]
+        counts = [len(x["image"]) for x in inputs]
+        crops = torch.cat([x["image"] for x in inputs]) if inputs else torch.zeros(0)
+        if crops.shape[0] > 0:
+            coords, scores, extras = self._predict_crops(crops)
+        else:
+            coords = scores = None
+            extras = {}
+        results, start = [], 0
+        for x, n in zip(inputs, counts):
+            sl = slice(start, start + n)
+            start += n
+            results.append({"instances": self._to_instances(x, coords, scores, extras, sl, n)})
+        return results
+
+    def _to_instances(self, x: Dict, coords, scores, extras, sl: slice, n: int) -> Instances:
+        """Crop predictions of one image -> Instances in image coordinates (after OKS-NMS)."""
+        H, W = int(x["height"]), int(x["width"])
+        inst = Instances((H, W))
+        K = self.head.num_keypoints
+        if n == 0:
+            inst.pred_keypoints = torch.zeros(0, K, 3)
+            inst.scores = torch.zeros(0)
+            inst.pred_boxes = Boxes(torch.zeros(0, 4))
+            return inst
+        inv = x["crop_matrices_inv"].double().cpu().numpy()
+        c = coords[sl].double().cpu().numpy()
+        img_xy = np.stack([apply_affine(c[i], inv[i]) for i in range(n)])  # (R, K, 2) crop -> image
+        # the input image may have been resized: scale to the requested output size
+        kp_scores = scores[sl].float().cpu()
+        kps = torch.cat([torch.as_tensor(img_xy, dtype=torch.float32), kp_scores[..., None]], -1)
+        box_scores = x["box_scores"].float().cpu()
+        inst_scores = rescore_instances(box_scores, kp_scores, method=self.rescore)
+        inst.pred_keypoints = kps
+        inst.scores = inst_scores.float()
+        inst.pred_boxes = Boxes(x["boxes"].float().cpu())
+        for name, value in extras.items():
+            inst.set(name, value[sl].float().cpu())
+        if self.oks_nms_thresh > 0 and self.sigmas is not None and n > 1:
+            b = x["boxes"].double().cpu().numpy()
+            areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            keep = oks_nms(kps.numpy(), inst.scores.numpy(), areas, self.sigmas, thresh=self.oks_nms_thresh)
+            inst = inst[torch.as_tensor(np.asarray(keep), dtype=torch.long)]
+        return inst

@@ -1,0 +1,117 @@
+"""Tests of the RealNVP flow and the RLE losses (hand-computed values for both forms)."""
+import math
+
+import pytest
+import torch
+
+from d2pose.layers import NormalizedLinear
+from d2pose.modeling.flows import RealNVP
+from d2pose.modeling.losses import RLELoss, sigma_to_score
+
+
+def _random_flow(seed=0, scale=0.5):
+    torch.manual_seed(seed)
+    flow = RealNVP().double()
+    with torch.no_grad():  # far from the near-identity init, so the test means something
+        for p in flow.parameters():
+            p.normal_(0, scale)
+    return flow
+
+
+def test_flow_structure():
+    flow = RealNVP()
+    assert flow.mask.tolist() == [[0, 1], [1, 0]] * 3
+    assert isinstance(flow.s[0][-1], torch.nn.Tanh) and not isinstance(flow.t[0][-1], torch.nn.Tanh)
+    assert [m.out_features for m in flow.s[0] if isinstance(m, torch.nn.Linear)] == [64, 64, 2]
+    assert "prior_mean" not in flow.state_dict()  # state_dict matches RLE's (mask, s, t)
+
+
+def test_flow_invertible():
+    flow = _random_flow()
+    x = torch.randn(64, 2, dtype=torch.float64)
+    z, _ = flow.inverse_transform(x)
+    torch.testing.assert_close(flow.forward_transform(z), x)
+
+
+def test_log_det_matches_autograd_jacobian():
+    flow = _random_flow(1)
+    for x in torch.randn(5, 2, dtype=torch.float64):
+        J = torch.autograd.functional.jacobian(lambda v: flow.inverse_transform(v[None])[0][0], x)
+        _, log_det = flow.inverse_transform(x[None])
+        assert log_det.item() == pytest.approx(torch.linalg.slogdet(J)[1].item(), abs=1e-7)
+
+
+def test_log_prob_is_a_density():
+    flow = _random_flow(2, scale=0.15)
+    # Riemann sum of exp(log_prob) over a wide grid integrates to ~1
+    g = torch.linspace(-12, 12, 481, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    p = flow.log_prob(torch.stack([xx.flatten(), yy.flatten()], 1)).exp()
+    assert p.sum().item() * (g[1] - g[0]).item() ** 2 == pytest.approx(1.0, abs=2e-2)
+    z = torch.zeros(1, 2, dtype=torch.float64)
+    assert RealNVP().double().prior_log_prob(z).item() == pytest.approx(-math.log(2 * math.pi))
+
+
+def _case():
+    pred = torch.tensor([[[0.5, 0.4], [0.1, 0.9]]], dtype=torch.float64)
+    target = torch.tensor([[[0.6, 0.4], [0.3, 0.5]]], dtype=torch.float64)
+    sigma = torch.tensor([[[0.2, 0.1], [0.5, 0.25]]], dtype=torch.float64)
+    weight = torch.tensor([[1.0, 0.0]], dtype=torch.float64)  # second keypoint unlabelled
+    return pred, sigma, target, weight
+
+
+def test_rle_loss_paper_form_hand_computed():
+    pred, sigma, target, weight = _case()
+    loss = RLELoss("rle", "laplace").double()
+    log_g = loss.flow.log_prob(((pred - target) / sigma)[0, :1]).item()
+    # keypoint 0: log 0.2 + log 0.1 - log G + sum_d (log 2 + |d| / sigma)
+    expected = math.log(0.2) + math.log(0.1) - log_g + 2 * math.log(2) + 0.1 / 0.2 + 0.0 / 0.1
+    assert loss(pred, sigma, target, weight).item() == pytest.approx(expected, abs=1e-12)
+    gauss = RLELoss("rle", "gaussian", flow=loss.flow).double()
+    expected_g = math.log(0.2) + math.log(0.1) - log_g + 2 * 0.5 * math.log(2 * math.pi) + 0.5 * (0.1 / 0.2) ** 2
+    assert gauss(pred, sigma, target, weight).item() == pytest.approx(expected_g, abs=1e-12)
+
+
+def test_rle_loss_official_form_hand_computed():
+    pred, sigma, target, weight = _case()
+    loss = RLELoss("rle", official_form=True).double()
+    log_g = loss.flow.log_prob(((pred - target) / sigma)[0, :1]).item()
+    # log sigma twice; log(sigma sqrt(2 pi)) + |d| / (sqrt 2 sigma)
+    expected = (math.log(0.2) + math.log(0.1) - log_g
+                + math.log(0.2 * math.sqrt(2 * math.pi)) + 0.1 / (math.sqrt(2) * 0.2 + 1e-9)
+                + math.log(0.1 * math.sqrt(2 * math.pi)) + 0.0)
+    assert loss(pred, sigma, target, weight).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_dle_and_l1_and_normalisation():
+    pred, sigma, target, weight = _case()
+    dle = RLELoss("dle").double()
+    log_g = dle.flow.log_prob(((pred - target) / sigma)[0, :1]).item()
+    assert dle(pred, sigma, target, weight).item() == pytest.approx(math.log(0.02) - log_g, abs=1e-12)
+    l1 = RLELoss("l1")
+    assert l1(pred, sigma, target, weight).item() == pytest.approx(0.1, abs=1e-7)
+    # divided by the number of instances
+    two = [torch.cat([t, t]) for t in (pred, sigma, target, weight)]
+    assert l1(*two).item() == pytest.approx(0.1, abs=1e-7)
+    with pytest.raises(ValueError, match="kind"):
+        RLELoss("l2")
+
+
+def test_rle_loss_trains_flow_and_regressor():
+    pred, sigma, target, weight = _case()
+    pred = pred.clone().requires_grad_(True)
+    sigma = sigma.clone().requires_grad_(True)
+    loss = RLELoss().double()
+    loss(pred, sigma, target, weight).backward()
+    assert pred.grad[0, 0].abs().sum() > 0 and pred.grad[0, 1].abs().sum() == 0  # masked keypoint
+    assert all(p.grad is not None for p in loss.flow.parameters())
+
+
+def test_scores_and_normalized_linear():
+    sigma = torch.tensor([[[0.1, 0.3]]])
+    assert sigma_to_score(sigma).item() == pytest.approx(0.8)
+    assert sigma_to_score(sigma, "poseur").item() == pytest.approx((1 - math.exp(-2)) * (1 - math.exp(-0.2 / 0.3)))
+    layer = NormalizedLinear(4, 3)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(layer(3.0 * x), layer(x))  # scale invariant
+    torch.testing.assert_close(layer(x), layer.linear(x / x.norm(dim=-1, keepdim=True)))
