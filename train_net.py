@@ -12,6 +12,7 @@ import os
 from collections import OrderedDict
 
 import detectron2.utils.comm as comm
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
@@ -19,12 +20,21 @@ from detectron2.evaluation import verify_results
 
 import d2pose  # noqa: F401  (registers every d2pose component)
 from d2pose.config import add_d2pose_config
+from d2pose.engine import AutocastTrainer
 from d2pose.data.build import build_pose_test_loader, build_pose_train_loader
 from d2pose.solver import build_optimizer
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with d2pose's data pipelines, optimizers and evaluators."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.SOLVER.AUTOCAST_DTYPE:
+            # same model, loader and optimizer; only the forward pass runs under autocast
+            t = self._trainer
+            self._trainer = AutocastTrainer(t.model, t.data_loader, t.optimizer,
+                                            dtype=getattr(torch, cfg.SOLVER.AUTOCAST_DTYPE))
 
     @classmethod
     def build_train_loader(cls, cfg):

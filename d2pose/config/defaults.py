@@ -90,6 +90,9 @@ def _add_models(cfg: CN) -> None:
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.LR_MULTIPLIER_NAMES = []
     cfg.SOLVER.LR_MULTIPLIER_VALUES = []
+    # mixed precision on the model's device through d2pose's AutocastTrainer ("" = off;
+    # "bfloat16" is about 2x faster on CPUs with native bfloat16; "float16" for GPUs)
+    cfg.SOLVER.AUTOCAST_DTYPE = ""
 
 
 def add_d2pose_config(cfg: CN) -> CN:

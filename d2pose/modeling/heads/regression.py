@@ -71,10 +71,11 @@ class RLERegressionHead(nn.Module):
         )
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        x = features[self.in_feature].mean(dim=(2, 3))  # (R, C) global average pooling
+        x = features[self.in_feature].float().mean(dim=(2, 3))  # (R, C) global average pooling
         R, K = x.shape[0], self.num_keypoints
-        coords = self.fc_coord(x).view(R, K, 2)
-        sigma = torch.sigmoid(self.fc_sigma(x)).view(R, K, 2)
+        with torch.autocast(x.device.type, enabled=False):  # coordinates and sigmas in float32
+            coords = self.fc_coord(x).view(R, K, 2)
+            sigma = torch.sigmoid(self.fc_sigma(x)).view(R, K, 2)
         if self.codec.centered:
             return dict(coords=coords, sigma=sigma)
         return dict(coords=coords + 0.5, sigma=sigma)  # x / W in [0, 1]: the FC starts at the centre
@@ -83,7 +84,8 @@ class RLERegressionHead(nn.Module):
         device = outputs["coords"].device
         target = torch.stack([x["target"] for x in batched_inputs]).to(device)
         weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
-        loss = self.loss(outputs["coords"], outputs["sigma"], target, weight)
+        with torch.autocast(device.type, enabled=False):
+            loss = self.loss(outputs["coords"], outputs["sigma"], target, weight)
         return {"loss_rle": loss * self.loss_weight}
 
     def predict(self, outputs: Dict[str, torch.Tensor]):

@@ -1,0 +1,112 @@
+"""RLE keypoint head for Keypoint R-CNN (Li et al., ICCV 2021; the authors' Mask R-CNN variant):
+a conv stack on the ROI features, average pooling and FCs to box-relative normalised keypoints mu
+and scales sigma, trained with the RLE loss; predictions fill `pred_keypoints` with scores from
+sigma. Registered in Detectron2's ROI_KEYPOINT_HEAD_REGISTRY: set
+`MODEL.ROI_KEYPOINT_HEAD.NAME: "RLEKeypointHead"` in a Keypoint R-CNN config.
+
+Shape shorthand: R ROIs, C channels, S x S pooled features, K keypoints.
+"""
+from typing import List
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY
+from detectron2.structures import Instances
+from torch import nn
+from torch.nn import functional as F
+
+from ...layers import NormalizedLinear
+from ..losses import RLELoss, sigma_to_score
+
+__all__ = ["RLEKeypointHead", "box_relative", "from_box_relative"]
+
+
+def box_relative(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Image points (R, K, 2) -> box-relative coordinates in [0, 1] inside boxes (R, 4 XYXY)."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1e-6)
+    return (points - boxes[:, None, :2]) / wh[:, None]
+
+
+def from_box_relative(rel: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Inverse of `box_relative`."""
+    return boxes[:, None, :2] + rel * (boxes[:, 2:] - boxes[:, :2])[:, None]
+
+
+@ROI_KEYPOINT_HEAD_REGISTRY.register()
+class RLEKeypointHead(nn.Module):
+    """ROI keypoint head regressing box-relative keypoints with RLE ("avg-pool FC")."""
+
+    @configurable
+    def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: List[int], loss: RLELoss,
+                 loss_weight: float = 1.0, score_form: str = "rle"):
+        """
+        Args:
+            input_shape: shape of the pooled ROI features.
+            num_keypoints: K.
+            conv_dims: output channels of the 3x3 conv layers before pooling.
+            loss: RLE loss (with its flow); loss_weight: its multiplier.
+            score_form: keypoint score from sigma ("rle" or "poseur").
+        """
+        super().__init__()
+        layers, c = [], input_shape.channels
+        for i, dim in enumerate(conv_dims):
+            conv = Conv2d(c, dim, 3, padding=1, activation=F.relu)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers.append(conv)
+            c = dim
+        self.convs = nn.Sequential(*layers)
+        self.num_keypoints = num_keypoints
+        self.fc_coord = NormalizedLinear(c, num_keypoints * 2)
+        self.fc_sigma = nn.Linear(c, num_keypoints * 2)
+        for fc in (self.fc_coord.linear, self.fc_sigma):
+            nn.init.xavier_uniform_(fc.weight, gain=0.01)
+            nn.init.zeros_(fc.bias)
+        self.loss = loss
+        self.loss_weight = loss_weight
+        self.score_form = score_form
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        r = cfg.MODEL.RLE
+        return dict(
+            input_shape=input_shape, num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
+            conv_dims=list(r.ROI_CONV_DIMS), loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM),
+            loss_weight=r.LOSS_WEIGHT, score_form=r.SCORE_FORM,
+        )
+
+    def layers(self, x: torch.Tensor):
+        x = self.convs(x).mean(dim=(2, 3))  # (R, C)
+        R, K = x.shape[0], self.num_keypoints
+        mu = self.fc_coord(x).view(R, K, 2) + 0.5  # box-relative, starting at the box centre
+        sigma = torch.sigmoid(self.fc_sigma(x)).view(R, K, 2)
+        return mu, sigma
+
+    def forward(self, x: torch.Tensor, instances: List[Instances]):
+        mu, sigma = self.layers(x)
+        if self.training:
+            return {"loss_keypoint": self.losses(mu, sigma, instances) * self.loss_weight}
+        self.inference(mu, sigma, instances)
+        return instances
+
+    def losses(self, mu, sigma, instances: List[Instances]) -> torch.Tensor:
+        if mu.shape[0] == 0:
+            return mu.sum() * 0 + sigma.sum() * 0
+        boxes = torch.cat([i.proposal_boxes.tensor for i in instances])
+        kps = torch.cat([i.gt_keypoints.tensor for i in instances])  # (R, K, 3)
+        target = box_relative(kps[..., :2], boxes)
+        inside = ((target >= 0) & (target <= 1)).all(-1)
+        weight = ((kps[..., 2] > 0) & inside).to(mu.dtype)
+        return self.loss(mu, sigma, target, weight)
+
+    def inference(self, mu, sigma, instances: List[Instances]) -> None:
+        start = 0
+        for inst in instances:
+            n = len(inst)
+            boxes = inst.pred_boxes.tensor
+            xy = from_box_relative(mu[start:start + n], boxes)
+            scores = sigma_to_score(sigma[start:start + n], self.score_form)
+            inst.pred_keypoints = torch.cat([xy, scores[..., None]], dim=-1)
+            inst.pred_keypoint_sigmas = sigma[start:start + n]
+            start += n

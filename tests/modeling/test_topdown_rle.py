@@ -1,0 +1,129 @@
+"""Tests of the top-down meta-architecture with the RLE head, the RLE ROI keypoint head, and the
+R-50 model's size (paper: 23.6M parameters, 4.0 GFLOPs at 256x192)."""
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances, Keypoints
+
+from d2pose.config import get_d2pose_cfg
+from d2pose.modeling.roi_heads.rle_keypoint_head import RLEKeypointHead, box_relative, from_box_relative
+
+
+def _cfg(path, **opts):
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    for k, v in opts.items():
+        node = cfg
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, v)
+    return cfg
+
+
+def _train_sample(K=17, size=(96, 128)):
+    W, H = size
+    kps = torch.zeros(K, 3)
+    kps[:, 0] = torch.linspace(10, W - 10, K)
+    kps[:, 1] = torch.linspace(10, H - 10, K)
+    kps[:, 2] = 2
+    return dict(image=torch.randint(0, 255, (3, H, W), dtype=torch.uint8), keypoints=kps,
+                target=kps[:, :2] / torch.tensor([W, H]), target_weight=torch.ones(K), image_id=0)
+
+
+def test_synthetic_topdown_train_and_inference_steps():
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    model = build_model(cfg)
+    model.train()
+    losses = model([_train_sample(), _train_sample()])
+    assert set(losses) == {"loss_rle"} and torch.isfinite(losses["loss_rle"])
+    sum(losses.values()).backward()
+    model.eval()
+    crops = torch.randint(0, 255, (2, 3, 128, 96), dtype=torch.uint8)
+    inv = torch.tensor([[[2.0, 0, 10], [0, 2.0, 20]]] * 2, dtype=torch.float64)
+    with torch.no_grad():
+        out = model([
+            dict(image=crops, crop_matrices_inv=inv, boxes=torch.tensor([[10.0, 20, 200, 276]] * 2),
+                 box_scores=torch.tensor([0.9, 0.5]), image_id=1, height=400, width=400),
+            dict(image=torch.zeros(0, 3, 128, 96, dtype=torch.uint8), crop_matrices_inv=torch.zeros(0, 2, 3),
+                 boxes=torch.zeros(0, 4), box_scores=torch.zeros(0), image_id=2, height=300, width=300),  # no people
+            dict(image=torch.randint(0, 255, (3, 240, 320), dtype=torch.uint8)),  # DefaultPredictor style
+        ])
+    inst = out[0]["instances"]
+    assert inst.pred_keypoints.shape == (2, 17, 3) and inst.pred_keypoint_sigmas.shape == (2, 17, 2)
+    # crop coordinates mapped through the inverse crop matrices
+    assert (inst.pred_keypoints[..., 0] >= 10).all() and (inst.pred_keypoints[..., 0] <= 10 + 2 * 96).all()
+    assert len(out[1]["instances"]) == 0 and out[1]["instances"].pred_keypoints.shape == (0, 17, 3)
+    assert len(out[2]["instances"]) == 1 and out[2]["instances"].image_size == (240, 320)
+
+
+def test_flip_fuse_of_rle_head_is_exact_for_symmetric_outputs():
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    head = build_model(cfg).head
+    flip = list(range(17))
+    coords = torch.rand(3, 17, 2)
+    sigma = torch.rand(3, 17, 2)
+    mirrored = dict(coords=torch.stack([1 - coords[..., 0], coords[..., 1]], -1), sigma=sigma)
+    fused = head.flip_fuse(dict(coords=coords, sigma=sigma), mirrored, flip)
+    torch.testing.assert_close(fused["coords"], coords)
+
+
+@pytest.mark.parametrize("depth,params,gflops", [(50, 23.6e6, 4.0)])
+def test_r50_params_and_flops_match_paper(depth, params, gflops):
+    from fvcore.nn import FlopCountAnalysis
+
+    cfg = _cfg(f"configs/RLE/rle_R_{depth}_256x192_coco.yaml")
+    cfg.DATASETS.TRAIN = ("synthetic_pose_val_mini",)
+    cfg.DATASETS.TEST = ("synthetic_pose_val_mini",)
+    model = build_model(cfg).eval()
+    n = sum(p.numel() for p in model.backbone.parameters()) + sum(
+        p.numel() for n_, p in model.head.named_parameters() if not n_.startswith("loss."))
+    assert abs(n - params) / params < 0.03, n
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            out = model.head(model.backbone(x))
+            return out["coords"], out["sigma"]
+
+    flops = FlopCountAnalysis(Net(), torch.zeros(1, 3, 256, 192)).unsupported_ops_warnings(False).total()
+    assert abs(flops / 1e9 - gflops) / gflops < 0.03, flops / 1e9
+
+
+def test_roi_head_box_relative_round_trip_and_shapes():
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 50.0, 50.0]])
+    pts = torch.rand(2, 17, 2) * 100
+    torch.testing.assert_close(from_box_relative(box_relative(pts, boxes), boxes), pts)
+    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml")
+    from detectron2.layers import ShapeSpec
+
+    head = RLEKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))
+    feats = torch.randn(3, 128, 14, 14)
+    inst = Instances((300, 300))
+    inst.proposal_boxes = Boxes(torch.tensor([[10.0, 10, 100, 200], [50, 50, 150, 250], [0, 0, 300, 300]]))
+    kps = torch.rand(3, 17, 3) * 90 + 10
+    kps[..., 2] = 2
+    inst.gt_keypoints = Keypoints(kps)
+    head.train()
+    loss = head(feats, [inst])["loss_keypoint"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    head.eval()
+    pred = Instances((300, 300))
+    pred.pred_boxes = Boxes(inst.proposal_boxes.tensor.clone())
+    out = head(feats, [pred])[0]
+    assert out.pred_keypoints.shape == (3, 17, 3)
+    # an untrained head predicts near each box's centre
+    centres = (pred.pred_boxes.tensor[:, :2] + pred.pred_boxes.tensor[:, 2:]) / 2
+    assert torch.allclose(out.pred_keypoints[..., :2].mean(1), centres, atol=2.0)
+    empty = Instances((300, 300))
+    empty.pred_boxes = Boxes(torch.zeros(0, 4))
+    assert head(feats[:0], [empty])[0].pred_keypoints.shape == (0, 17, 3)
+
+
+def test_rcnn_config_switches_keypoint_head_by_name():
+    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml")
+    model = build_model(cfg)
+    assert isinstance(model.roi_heads.keypoint_head, RLEKeypointHead)
