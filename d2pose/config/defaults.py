@@ -41,6 +41,8 @@ def _add_data(cfg: CN) -> None:
     t.DECODE = "dark"
     # regression targets as x / W - 0.5 (RLE's official form) instead of x / W
     t.REGRESSION_CENTERED = False
+    # keep decoded training images in memory (per loader worker; H x W x 3 bytes each)
+    t.CACHE_IMAGES = False
     # a person needs at least this many labelled keypoints to be a training sample
     t.MIN_KEYPOINTS = 1
     # top-down testing: COCO person-detection results file ("" = ground-truth boxes) and score threshold
