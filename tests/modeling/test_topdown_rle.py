@@ -36,26 +36,27 @@ def _train_sample(K=17, size=(96, 128)):
 
 def test_synthetic_topdown_train_and_inference_steps():
     cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     model = build_model(cfg)
     model.train()
-    losses = model([_train_sample(), _train_sample()])
+    losses = model([_train_sample(size=(W, H)), _train_sample(size=(W, H))])
     assert set(losses) == {"loss_rle"} and torch.isfinite(losses["loss_rle"])
     sum(losses.values()).backward()
     model.eval()
-    crops = torch.randint(0, 255, (2, 3, 128, 96), dtype=torch.uint8)
+    crops = torch.randint(0, 255, (2, 3, H, W), dtype=torch.uint8)
     inv = torch.tensor([[[2.0, 0, 10], [0, 2.0, 20]]] * 2, dtype=torch.float64)
     with torch.no_grad():
         out = model([
             dict(image=crops, crop_matrices_inv=inv, boxes=torch.tensor([[10.0, 20, 200, 276]] * 2),
                  box_scores=torch.tensor([0.9, 0.5]), image_id=1, height=400, width=400),
-            dict(image=torch.zeros(0, 3, 128, 96, dtype=torch.uint8), crop_matrices_inv=torch.zeros(0, 2, 3),
+            dict(image=torch.zeros(0, 3, H, W, dtype=torch.uint8), crop_matrices_inv=torch.zeros(0, 2, 3),
                  boxes=torch.zeros(0, 4), box_scores=torch.zeros(0), image_id=2, height=300, width=300),  # no people
             dict(image=torch.randint(0, 255, (3, 240, 320), dtype=torch.uint8)),  # DefaultPredictor style
         ])
     inst = out[0]["instances"]
     assert inst.pred_keypoints.shape == (2, 17, 3) and inst.pred_keypoint_sigmas.shape == (2, 17, 2)
     # crop coordinates mapped through the inverse crop matrices
-    assert (inst.pred_keypoints[..., 0] >= 10).all() and (inst.pred_keypoints[..., 0] <= 10 + 2 * 96).all()
+    assert (inst.pred_keypoints[..., 0] >= 10).all() and (inst.pred_keypoints[..., 0] <= 10 + 2 * W).all()
     assert len(out[1]["instances"]) == 0 and out[1]["instances"].pred_keypoints.shape == (0, 17, 3)
     assert len(out[2]["instances"]) == 1 and out[2]["instances"].image_size == (240, 320)
 
