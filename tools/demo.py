@@ -36,12 +36,15 @@ def main(argv=None):
     opts = ["SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", steps, "OUTPUT_DIR", args.output_dir,
             "SOLVER.CHECKPOINT_PERIOD", str(args.iters)]
     d2_args = default_argument_parser().parse_args(["--config-file", args.config_file] + (["--resume"] if args.resume else []) + opts)
-    results = train_net.main(d2_args)  # trains, then evaluates on cfg.DATASETS.TEST
+    cfg = train_net.setup(d2_args)
+    trainer = train_net.Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()  # ends with an evaluation on cfg.DATASETS.TEST
+    results = trainer._last_eval_results
     print_csv_format(results)
 
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    cfg = train_net.setup(default_argument_parser().parse_args(["--config-file", args.config_file] + opts))
     name = cfg.DATASETS.TEST[0]
     preds = os.path.join(args.output_dir, "inference", name, "keypoints_results.json")
     vis_dir = os.path.join(args.output_dir, "vis")
