@@ -63,6 +63,8 @@ def _add_models(cfg: CN) -> None:
     # top-down head (TOPDOWN_HEAD_REGISTRY) and the backbone features it reads
     cfg.MODEL.TOPDOWN.HEAD = "RLERegressionHead"
     cfg.MODEL.TOPDOWN.IN_FEATURES = ["res5"]
+    # append normalised (x, y) coordinate channels to the crops (CoordConv input; from-scratch recipes)
+    cfg.MODEL.TOPDOWN.COORD_CHANNELS = False
 
     cfg.MODEL.RLE = CN()
     # regression loss: "rle" (Eq. 8), "dle" (flow only) or "l1"; preset density "laplace"/"gaussian"

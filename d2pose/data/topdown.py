@@ -188,18 +188,14 @@ class TopDownDatasetMapper:
         return [x0, y0, x1, y1]
 
     def _augment(self, record: Dict, rng: np.random.Generator):
-        box = record["box"]
+        box, padding = record["box"], self.padding
         kps = record["keypoints"]
         if (self.upper_body_ids and rng.random() < self.half_body_prob
                 and int((kps[:, 2] > 0).sum()) > self.half_body_min_keypoints):
             half = self._half_body_box(kps, rng)
-            if half is not None:
-                box = half
-                center, size = box_to_center_size(box, self.aspect_ratio, padding=1.5)
-            else:
-                center, size = box_to_center_size(box, self.aspect_ratio, self.padding)
-        else:
-            center, size = box_to_center_size(box, self.aspect_ratio, self.padding)
+            if half is not None:  # HRNet's half-body crop: the part's keypoints, padded 1.5x
+                box, padding = half, 1.5
+        center, size = box_to_center_size(box, self.aspect_ratio, padding)
         s = float(np.clip(rng.normal() * self.scale_factor + 1, 1 - self.scale_factor, 1 + self.scale_factor))
         rot = 0.0
         if rng.random() < self.rotation_prob:

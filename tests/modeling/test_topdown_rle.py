@@ -133,3 +133,19 @@ def test_rcnn_config_switches_keypoint_head_by_name():
     cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml")
     model = build_model(cfg)
     assert isinstance(model.roi_heads.keypoint_head, RLEKeypointHead)
+
+
+def test_coord_channels_input():
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml", **{"MODEL.TOPDOWN.COORD_CHANNELS": True})
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+    model = build_model(cfg)
+    x = model._normalize(torch.zeros(2, 3, H, W, dtype=torch.uint8))
+    assert x.shape == (2, 5, H, W)
+    assert x[0, 3, 0, 0] == pytest.approx(-1 + 1 / W) and x[0, 4, -1, 0] == pytest.approx(1 - 1 / H)
+    model.train()
+    losses = model([_train_sample(size=(W, H))])
+    assert torch.isfinite(losses["loss_rle"])
+    model.eval()
+    with torch.no_grad():
+        out = model([dict(image=torch.randint(0, 255, (3, 200, 150), dtype=torch.uint8))])
+    assert out[0]["instances"].pred_keypoints.shape == (1, 17, 3)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes, Instances
 from torch import nn
@@ -33,7 +34,8 @@ class TopDownPoseEstimator(nn.Module):
     @configurable
     def __init__(self, *, backbone: nn.Module, head: nn.Module, pixel_mean, pixel_std, input_size,
                  flip_indices=None, flip_test: bool = True, padding: float = 1.25, rescore: str = "box_x_mean",
-                 oks_nms_thresh: float = 0.0, sigmas=None, input_format: str = "BGR"):
+                 oks_nms_thresh: float = 0.0, sigmas=None, input_format: str = "BGR",
+                 coord_channels: bool = False):
         """
         Args:
             backbone, head: modules; the head follows TOPDOWN_HEAD_REGISTRY's contract.
@@ -46,6 +48,9 @@ class TopDownPoseEstimator(nn.Module):
             oks_nms_thresh: OKS-NMS threshold per image (0 disables it).
             sigmas: OKS sigmas for OKS-NMS.
             input_format: channel order of the images.
+            coord_channels: append two channels holding each pixel's normalised (x, y) in [-1, 1]
+                to the normalised crop (CoordConv, Liu et al. 2018): position becomes an input
+                feature, which speeds up learning of global-pooling regressors from scratch.
         """
         super().__init__()
         self.backbone = backbone
@@ -60,10 +65,12 @@ class TopDownPoseEstimator(nn.Module):
         self.oks_nms_thresh = oks_nms_thresh
         self.sigmas = np.asarray(sigmas) if sigmas is not None else None
         self.input_format = input_format
+        self.coord_channels = coord_channels
 
     @classmethod
     def from_config(cls, cfg):
-        backbone = build_backbone(cfg)
+        extra = 2 if cfg.MODEL.TOPDOWN.COORD_CHANNELS else 0
+        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN) + extra))
         head = build_topdown_head(cfg, backbone.output_shape())
         names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
         meta = MetadataCatalog.get(names[0]) if names else None
@@ -74,6 +81,7 @@ class TopDownPoseEstimator(nn.Module):
             flip_test=cfg.TEST.KEYPOINT_FLIP, padding=cfg.INPUT.TOPDOWN.PADDING, rescore=cfg.TEST.KEYPOINT_RESCORE,
             oks_nms_thresh=cfg.TEST.OKS_NMS_THRESH,
             sigmas=meta.get("keypoint_oks_sigmas") if meta is not None else None, input_format=cfg.INPUT.FORMAT,
+            coord_channels=cfg.MODEL.TOPDOWN.COORD_CHANNELS,
         )
 
     @property
@@ -81,7 +89,15 @@ class TopDownPoseEstimator(nn.Module):
         return self.pixel_mean.device
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
+        x = (images.to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
+        if not self.coord_channels:
+            return x
+        N, _, H, W = x.shape
+        # pixel centres in [-1, 1]; a mirrored crop gets mirrored x, so flip tests stay consistent
+        xs = (torch.arange(W, device=x.device, dtype=x.dtype) + 0.5) / W * 2 - 1
+        ys = (torch.arange(H, device=x.device, dtype=x.dtype) + 0.5) / H * 2 - 1
+        grid = torch.stack([xs.view(1, W).expand(H, W), ys.view(H, 1).expand(H, W)])
+        return torch.cat([x, grid.expand(N, 2, H, W)], dim=1)
 
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
@@ -111,7 +127,10 @@ class TopDownPoseEstimator(nn.Module):
         images = self._normalize(crops)
         outputs = self.head(self.backbone(images))
         if self.flip_test:
-            flipped = self.head(self.backbone(images.flip(-1)))
+            flipped_images = images.flip(-1)
+            if self.coord_channels:  # the coordinate channels describe the mirrored crop's own pixels
+                flipped_images[:, -2:] = images[:, -2:]
+            flipped = self.head(self.backbone(flipped_images))
             outputs = self.head.flip_fuse(outputs, flipped, self.flip_indices)
         return self.head.predict(outputs)
 
