@@ -161,7 +161,13 @@ class TopDownDatasetMapper:
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         t = cfg.INPUT.TOPDOWN
-        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0])
+        name = cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0]
+        meta = MetadataCatalog.get(name)
+        if meta.get("keypoint_flip_indices") is None:
+            raise ValueError(
+                f"dataset {name!r} has no d2pose keypoint metadata (keypoint_flip_indices): register it with "
+                "d2pose.data.register_keypoint_dataset(name, json_file, image_root, metadata=...)"
+            )
         return dict(
             is_train=is_train, input_size=tuple(t.INPUT_SIZE), codec=build_topdown_codec(cfg),
             flip_indices=meta.keypoint_flip_indices, upper_body_ids=meta.get("keypoint_upper_body_ids", []),

@@ -75,3 +75,14 @@ def test_test_mode_crops_every_person(coco_sample, shared_data):
     assert out["image"].shape[0] == len(dets[0]["person_boxes"])
     with pytest.raises(FileNotFoundError, match="no_such.json"):
         attach_person_detections(dicts, "/nonexistent/no_such.json")
+
+
+def test_dataset_without_keypoint_metadata_is_named():
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = "test_topdown_plain_dataset"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [])
+        MetadataCatalog.get(name).set(thing_classes=["person"])
+    with pytest.raises(ValueError, match="test_topdown_plain_dataset.*register_keypoint_dataset"):
+        _mapper(name, True)
