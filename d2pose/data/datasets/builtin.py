@@ -20,7 +20,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..metadata import get_keypoint_metadata
-from .coco_keypoints import register_keypoint_dataset
+from .coco_keypoints import check_exists, register_keypoint_dataset
 from .mpii import load_mpii_json
 
 __all__ = ["register_all_keypoint_datasets", "register_mpii_dataset", "datasets_root", "LAYOUT"]
@@ -52,9 +52,8 @@ def register_mpii_dataset(name: str, json_file: str, image_root: str, check_file
     """Registers an MMPose-style MPII json (16 keypoints, PCKh evaluation)."""
     meta = get_keypoint_metadata("mpii")
     if check_files:
-        for path in (json_file, image_root):
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"dataset {name!r}: {path} does not exist")
+        check_exists(json_file, name, LAYOUT)
+        check_exists(image_root, name, LAYOUT)
     DatasetCatalog.register(name, lambda: load_mpii_json(json_file, image_root, name, meta.num_keypoints))
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="mpii", thing_classes=["person"],

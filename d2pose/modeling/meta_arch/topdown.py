@@ -163,7 +163,6 @@ class TopDownPoseEstimator(nn.Module):
         inv = x["crop_matrices_inv"].double().cpu().numpy()
         c = coords[sl].double().cpu().numpy()
         img_xy = np.stack([apply_affine(c[i], inv[i]) for i in range(n)])  # (R, K, 2) crop -> image
-        # the input image may have been resized: scale to the requested output size
         kp_scores = scores[sl].float().cpu()
         kps = torch.cat([torch.as_tensor(img_xy, dtype=torch.float32), kp_scores[..., None]], -1)
         box_scores = x["box_scores"].float().cpu()
