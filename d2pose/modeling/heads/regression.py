@@ -12,8 +12,8 @@ from detectron2.data import MetadataCatalog
 from torch import nn
 
 from ...data.codecs import RegressionCoords
-from ...layers import NormalizedLinear
 from ..losses import RLELoss, sigma_to_score
+from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
 
 __all__ = ["RLERegressionHead", "num_keypoints_from_cfg"]
@@ -50,14 +50,11 @@ class RLERegressionHead(nn.Module):
         self.in_feature = in_feature
         self.num_keypoints = num_keypoints
         self.codec = RegressionCoords(input_size, centered=centered)
-        self.fc_coord = NormalizedLinear(in_channels, num_keypoints * 2)
-        self.fc_sigma = nn.Linear(in_channels, num_keypoints * 2)
+        # mu starts at the crop centre: 0 for centred targets x / W - 0.5, else 0.5
+        self.output = RLEOutput(in_channels, num_keypoints, offset=0.0 if centered else 0.5)
         self.loss = loss
         self.loss_weight = loss_weight
         self.score_form = score_form
-        for fc in (self.fc_coord.linear, self.fc_sigma):  # RLE's init: xavier, gain 0.01
-            nn.init.xavier_uniform_(fc.weight, gain=0.01)
-            nn.init.zeros_(fc.bias)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -72,13 +69,8 @@ class RLERegressionHead(nn.Module):
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         x = features[self.in_feature].float().mean(dim=(2, 3))  # (R, C) global average pooling
-        R, K = x.shape[0], self.num_keypoints
-        with torch.autocast(x.device.type, enabled=False):  # coordinates and sigmas in float32
-            coords = self.fc_coord(x).view(R, K, 2)
-            sigma = torch.sigmoid(self.fc_sigma(x)).view(R, K, 2)
-        if self.codec.centered:
-            return dict(coords=coords, sigma=sigma)
-        return dict(coords=coords + 0.5, sigma=sigma)  # x / W in [0, 1]: the FC starts at the centre
+        coords, sigma = self.output(x)
+        return dict(coords=coords, sigma=sigma)
 
     def losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         device = outputs["coords"].device

@@ -16,8 +16,8 @@ from detectron2.structures import Instances
 from torch import nn
 from torch.nn import functional as F
 
-from ...layers import NormalizedLinear
 from ..losses import RLELoss, sigma_to_score
+from ..rle_output import RLEOutput
 
 __all__ = ["RLEKeypointHead", "box_relative", "from_box_relative"]
 
@@ -58,11 +58,7 @@ class RLEKeypointHead(nn.Module):
             c = dim
         self.convs = nn.Sequential(*layers)
         self.num_keypoints = num_keypoints
-        self.fc_coord = NormalizedLinear(c, num_keypoints * 2)
-        self.fc_sigma = nn.Linear(c, num_keypoints * 2)
-        for fc in (self.fc_coord.linear, self.fc_sigma):
-            nn.init.xavier_uniform_(fc.weight, gain=0.01)
-            nn.init.zeros_(fc.bias)
+        self.output = RLEOutput(c, num_keypoints)  # box-relative mu starts at the box centre
         self.loss = loss
         self.loss_weight = loss_weight
         self.score_form = score_form
@@ -77,11 +73,7 @@ class RLEKeypointHead(nn.Module):
         )
 
     def layers(self, x: torch.Tensor):
-        x = self.convs(x).mean(dim=(2, 3))  # (R, C)
-        R, K = x.shape[0], self.num_keypoints
-        mu = self.fc_coord(x).view(R, K, 2) + 0.5  # box-relative, starting at the box centre
-        sigma = torch.sigmoid(self.fc_sigma(x)).view(R, K, 2)
-        return mu, sigma
+        return self.output(self.convs(x).mean(dim=(2, 3)))  # (R, C) -> mu, sigma
 
     def forward(self, x: torch.Tensor, instances: List[Instances]):
         mu, sigma = self.layers(x)
