@@ -4,6 +4,7 @@ Feature maps are named by stride, "s4", "s8", "s16", "s32", so configs can pick 
 knowing the architecture. Weights are never downloaded at run time: pretrained weights come from
 `MODEL.WEIGHTS` or `MODEL.TIMM.CHECKPOINT` (a local file).
 """
+import logging
 from typing import Dict
 
 import torch
@@ -23,9 +24,13 @@ class TimmBackbone(Backbone):
                                       in_chans=in_chans, **kwargs)
         if checkpoint:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            missing, unexpected = self.body.load_state_dict(state, strict=False)
-            if len(missing) == len(self.body.state_dict()):
+            if not set(state) & set(self.body.state_dict()):
                 raise ValueError(f"MODEL.TIMM.CHECKPOINT {checkpoint}: no parameter matches timm model {name!r}")
+            missing, unexpected = self.body.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                logging.getLogger(__name__).warning(
+                    "MODEL.TIMM.CHECKPOINT %s: %d parameters of %s not in the file, %d entries of the file unused",
+                    checkpoint, len(missing), name, len(unexpected))
         info = self.body.feature_info
         self._names = [f"s{r}" for r in info.reduction()]
         self._out_features = list(self._names)
@@ -43,5 +48,6 @@ class TimmBackbone(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
     t = cfg.MODEL.TIMM
+    kwargs = {} if t.FEATURE_LOCATION == "auto" else {"feature_location": t.FEATURE_LOCATION}
     return TimmBackbone(t.NAME, out_indices=tuple(t.OUT_INDICES), in_chans=input_shape.channels,
-                        checkpoint=t.CHECKPOINT)
+                        checkpoint=t.CHECKPOINT, **kwargs)
