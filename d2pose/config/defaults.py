@@ -83,6 +83,8 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.TIMM.NAME = "resnet50"
     cfg.MODEL.TIMM.OUT_INDICES = (1, 2, 3, 4)
     cfg.MODEL.TIMM.CHECKPOINT = ""
+    # timm's feature_location ("auto" = the model's default; "" gives HRNet's raw branches 32-256 ch)
+    cfg.MODEL.TIMM.FEATURE_LOCATION = "auto"
 
     # keypoint inference: flip test, instance rescoring rule, OKS-NMS threshold (0 = off)
     cfg.TEST.KEYPOINT_FLIP = True
