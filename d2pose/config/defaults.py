@@ -77,6 +77,11 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.RLE.SCORE_FORM = "rle"
     # ROI keypoint head (RLEKeypointHead): conv layers before the average pool
     cfg.MODEL.RLE.ROI_CONV_DIMS = (256, 256, 256, 256)
+    # training-only auxiliary heatmaps on this backbone feature ("" = off; e.g. "res3"), their
+    # Gaussian sigma (cells) and loss weight: dense supervision for from-scratch recipes
+    cfg.MODEL.RLE.AUX_HEATMAP_FEATURE = ""
+    cfg.MODEL.RLE.AUX_HEATMAP_SIGMA = 1.5
+    cfg.MODEL.RLE.AUX_HEATMAP_WEIGHT = 10.0
 
     cfg.MODEL.TIMM = CN()
     # timm backbone (build_timm_backbone): model name, feature levels, optional local checkpoint

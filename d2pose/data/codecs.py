@@ -94,6 +94,32 @@ class _HeatmapCodec:
             heatmaps[k] = np.outer(gy, gx)
         return heatmaps, weights
 
+    def encode_torch(self, coords: torch.Tensor, weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Unbiased Gaussian heatmaps of a batch, in torch (on the tensors' device), for heads that
+        derive heatmap targets from regression targets.
+
+        Args:
+            coords: (N, K, 2) crop-normalised coordinates x / W, y / H.
+            weights: (N, K) keypoint weights.
+
+        Returns:
+            heatmaps (N, K, h, w) and weights (N, K), as `encode` with `unbiased=True` gives them
+            (weight 0 when the Gaussian lies entirely outside the heatmap).
+        """
+        w, h = self.heatmap_size
+        size = torch.tensor(self.input_size, dtype=coords.dtype, device=coords.device)
+        scale = torch.as_tensor(self._scale(), dtype=coords.dtype, device=coords.device)
+        cells = (coords * size - 0.5) * scale  # (N, K, 2)
+        xs = torch.arange(w, dtype=coords.dtype, device=coords.device)
+        ys = torch.arange(h, dtype=coords.dtype, device=coords.device)
+        gx = torch.exp(-((xs - cells[..., :1]) ** 2) / (2 * self.sigma**2))  # (N, K, w)
+        gy = torch.exp(-((ys - cells[..., 1:]) ** 2) / (2 * self.sigma**2))  # (N, K, h)
+        r = 3.0 * self.sigma
+        inside = ((cells + r >= 0) & (cells - r < torch.tensor([w, h], dtype=coords.dtype, device=coords.device))).all(-1)
+        weights = weights * inside.to(weights.dtype)
+        heatmaps = gy[..., :, None] * gx[..., None, :] * (weights > 0)[..., None, None].to(coords.dtype)
+        return heatmaps, weights
+
     def decode(self, heatmaps: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Keypoints from heatmaps.
 

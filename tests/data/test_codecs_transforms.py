@@ -125,3 +125,16 @@ def test_flip_test_with_identity_model_is_exact():
         r1, _ = reg.encode(crop_flip, np.ones(17))
         torch.testing.assert_close(reg.flip_back(torch.from_numpy(r1)[None], FLIP)[0], torch.from_numpy(r0))
         torch.testing.assert_close(reg.decode(torch.from_numpy(r0).double()), torch.from_numpy(crop), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("codec_cls", [MSRAHeatmap, UDPHeatmap])
+def test_encode_torch_equals_numpy_encode(codec_cls):
+    rng = np.random.default_rng(3)
+    codec = codec_cls((72, 96), (18, 24), sigma=1.5, unbiased=True)
+    coords = rng.uniform(-0.3, 1.3, size=(4, 17, 2))  # some far outside: weight 0
+    vis = rng.integers(0, 3, size=(4, 17))
+    hm_t, w_t = codec.encode_torch(torch.as_tensor(coords), torch.as_tensor((vis > 0).astype(np.float64)))
+    for i in range(4):
+        hm, w = codec.encode(coords[i] * np.array([72, 96]), vis[i])
+        np.testing.assert_allclose(w_t[i].numpy(), w)
+        np.testing.assert_allclose(hm_t[i].numpy(), hm, atol=1e-6)

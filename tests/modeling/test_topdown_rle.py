@@ -149,3 +149,31 @@ def test_coord_channels_input():
     with torch.no_grad():
         out = model([dict(image=torch.randint(0, 255, (3, 200, 150), dtype=torch.uint8))])
     assert out[0]["instances"].pred_keypoints.shape == (1, 17, 3)
+
+
+def test_aux_heatmap_is_training_only_and_its_loss_is_zero_at_the_target():
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res5"]
+    cfg.MODEL.RLE.AUX_HEATMAP_FEATURE = "res3"
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    head = model.head
+    model.train()
+    losses = model([_train_sample(size=(W, H)), _train_sample(size=(W, H))])
+    assert set(losses) == {"loss_rle", "loss_aux_heatmap"} and losses["loss_aux_heatmap"] > 0
+    sum(losses.values()).backward()
+    assert head.aux[0].weight.grad.abs().sum() > 0
+    # the auxiliary loss of the exact target heatmaps is zero
+    sample = _train_sample(size=(W, H))
+    hm, w = head.aux_codec.encode_torch(sample["target"][None], sample["target_weight"][None])
+    out = dict(coords=sample["target"][None], sigma=torch.full((1, 17, 2), 0.1), aux_heatmaps=hm)
+    assert head.losses(out, [sample])["loss_aux_heatmap"] == 0
+    model.eval()
+    with torch.no_grad():
+        outputs = head(model.backbone(torch.zeros(1, 3, H, W)))
+    assert "aux_heatmaps" not in outputs
+    bad = cfg.clone()
+    bad.MODEL.RLE.AUX_HEATMAP_FEATURE = "res2"
+    with pytest.raises(ValueError, match="AUX_HEATMAP_FEATURE"):
+        build_model(bad)

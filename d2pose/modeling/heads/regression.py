@@ -4,14 +4,14 @@ loss, so inference costs one FC.
 
 Shape shorthand: R crops, K keypoints, C channels.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from torch import nn
 
-from ...data.codecs import RegressionCoords
+from ...data.codecs import MSRAHeatmap, RegressionCoords
 from ..losses import RLELoss, sigma_to_score
 from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
@@ -35,7 +35,8 @@ class RLERegressionHead(nn.Module):
 
     @configurable
     def __init__(self, *, in_channels: int, in_feature: str, num_keypoints: int, input_size: Sequence[int],
-                 loss: RLELoss, loss_weight: float = 1.0, score_form: str = "rle", centered: bool = False):
+                 loss: RLELoss, loss_weight: float = 1.0, score_form: str = "rle", centered: bool = False,
+                 aux_heatmap: Optional[Dict] = None):
         """
         Args:
             in_channels, in_feature: the backbone feature pooled (e.g. 2048 channels of "res5").
@@ -45,6 +46,12 @@ class RLERegressionHead(nn.Module):
             loss_weight: multiplier of the loss.
             score_form: keypoint score from sigma, "rle" (1 - sigma) or "poseur".
             centered: targets are x / W - 0.5 (RLE's code) rather than x / W.
+            aux_heatmap: optional training-only heatmap supervision of an intermediate feature,
+                dict(feature=name, channels=C, stride=s, sigma=cells, weight=w): a 3x3 conv + ReLU +
+                1x1 conv predicts K Gaussian heatmaps (targets rendered from the regression targets),
+                MSE loss. The RLE authors train on heatmap-pretrained backbones (noted by Poseur);
+                this gives from-scratch recipes the same dense spatial signal within one schedule.
+                Inference never runs it: the model stays GAP + FC.
         """
         super().__init__()
         self.in_feature = in_feature
@@ -55,22 +62,42 @@ class RLERegressionHead(nn.Module):
         self.loss = loss
         self.loss_weight = loss_weight
         self.score_form = score_form
+        self.aux = None
+        if aux_heatmap:
+            a = dict(aux_heatmap)
+            W, H = input_size
+            self.aux_feature, self.aux_weight = a["feature"], float(a["weight"])
+            self.aux_codec = MSRAHeatmap(input_size, (W // a["stride"], H // a["stride"]), sigma=a["sigma"])
+            mid = max(a["channels"] // 2, num_keypoints)
+            self.aux = nn.Sequential(nn.Conv2d(a["channels"], mid, 3, padding=1), nn.ReLU(inplace=True),
+                                     nn.Conv2d(mid, num_keypoints, 1))
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         r = cfg.MODEL.RLE
         feature = cfg.MODEL.TOPDOWN.IN_FEATURES[-1]
+        aux = None
+        if r.AUX_HEATMAP_FEATURE:
+            if r.AUX_HEATMAP_FEATURE not in input_shape:
+                raise ValueError(f"MODEL.RLE.AUX_HEATMAP_FEATURE {r.AUX_HEATMAP_FEATURE!r} is not a backbone output "
+                                 f"({sorted(input_shape)}): add it to the backbone's OUT_FEATURES")
+            spec = input_shape[r.AUX_HEATMAP_FEATURE]
+            aux = dict(feature=r.AUX_HEATMAP_FEATURE, channels=spec.channels, stride=spec.stride,
+                       sigma=r.AUX_HEATMAP_SIGMA, weight=r.AUX_HEATMAP_WEIGHT)
         return dict(
             in_channels=input_shape[feature].channels, in_feature=feature, num_keypoints=num_keypoints_from_cfg(cfg),
             input_size=tuple(cfg.INPUT.TOPDOWN.INPUT_SIZE),
             loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM), loss_weight=r.LOSS_WEIGHT,
-            score_form=r.SCORE_FORM, centered=cfg.INPUT.TOPDOWN.REGRESSION_CENTERED,
+            score_form=r.SCORE_FORM, centered=cfg.INPUT.TOPDOWN.REGRESSION_CENTERED, aux_heatmap=aux,
         )
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         x = features[self.in_feature].float().mean(dim=(2, 3))  # (R, C) global average pooling
         coords, sigma = self.output(x)
-        return dict(coords=coords, sigma=sigma)
+        out = dict(coords=coords, sigma=sigma)
+        if self.aux is not None and self.training:
+            out["aux_heatmaps"] = self.aux(features[self.aux_feature])
+        return out
 
     def losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         device = outputs["coords"].device
@@ -78,7 +105,14 @@ class RLERegressionHead(nn.Module):
         weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
         with torch.autocast(device.type, enabled=False):
             loss = self.loss(outputs["coords"], outputs["sigma"], target, weight)
-        return {"loss_rle": loss * self.loss_weight}
+            losses = {"loss_rle": loss * self.loss_weight}
+            if "aux_heatmaps" in outputs:
+                pred = outputs["aux_heatmaps"].float()
+                norm = target + 0.5 if self.codec.centered else target
+                hm, w = self.aux_codec.encode_torch(norm, weight)
+                mse = ((pred - hm) ** 2).mean(dim=(2, 3)) * w  # (R, K)
+                losses["loss_aux_heatmap"] = mse.sum() / max(pred.shape[0], 1) * self.aux_weight
+        return losses
 
     def predict(self, outputs: Dict[str, torch.Tensor]):
         coords = self.codec.decode(outputs["coords"])
