@@ -83,6 +83,46 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.RLE.AUX_HEATMAP_SIGMA = 1.5
     cfg.MODEL.RLE.AUX_HEATMAP_WEIGHT = 10.0
 
+    p = cfg.MODEL.POSEUR = CN()
+    # Poseur head (PoseurHead): query decoder layers (6; 3 in the paper's ablations)
+    p.NUM_DECODER_LAYERS = 6
+    # width of the neck, memory and queries
+    p.EMBED_DIM = 256
+    # attention heads of the decoder's self-attention and EMSDA
+    p.NUM_HEADS = 8
+    # EMSDA sampling points per head and level
+    p.NUM_POINTS = 4
+    # hidden width of the decoder FFN
+    p.FFN_DIM = 1024
+    # dropout in the decoder layers
+    p.DROPOUT = 0.1
+    # training-only noisy query groups (0 = off)
+    p.NUM_NOISY_GROUPS = 3
+    # reference points moved by noise per instance, over all noisy groups' slots
+    p.NUM_NOISY_POINTS = 12
+    # std of the reference-point noise (the authors' code: covariance 0.2 I, i.e. std 0.447)
+    p.NOISE_STD = 0.2
+    # weight of the coarse-proposal RLE loss
+    p.COARSE_LOSS_WEIGHT = 1.0
+    # weight of each decoder layer's RLE loss (lambda)
+    p.DECODER_LOSS_WEIGHT = 1.0
+    # keypoint score from sigma: "poseur" (Eq. 8, prod of 1 - exp(-a / sigma)) or "rle" (mean of 1 - sigma)
+    p.SCORE_FORM = "poseur"
+    # the interval half-width a of the "poseur" score (normalised units)
+    p.SCORE_A = 0.2
+    # flip-test fusion: "mean" (average coords and sigmas) or "official" (authors' p^5-weighted "type2")
+    p.FLIP_FUSE = "mean"
+    # EMSDA init: "deformable" (Deformable-DETR) or "official" (Poseur's code: xavier everywhere)
+    p.EMSDA_INIT = "deformable"
+    # hidden C -> C layers of the decoder's coordinate MLPs (1: C-C-2; the authors' checkpoints: 2)
+    p.NUM_REG_FCS = 1
+    # the authors' extra per-layer coordinate branch added to each layer's output (not the references)
+    p.OUTPUT_DELTA = True
+    # feature pooled for the coarse proposal: "backbone" (last raw level, the paper) or "neck" (the code)
+    p.COARSE_FEATURE = "backbone"
+    # mean of both RealNVP flows' prior (paper / RLE: 0; the authors' Poseur code: 0.5)
+    p.FLOW_PRIOR_MEAN = 0.0
+
     cfg.MODEL.TIMM = CN()
     # timm backbone (build_timm_backbone): model name, feature levels, optional local checkpoint
     cfg.MODEL.TIMM.NAME = "resnet50"

@@ -1,0 +1,384 @@
+"""Poseur's keypoint encoder and query decoder (Mao et al., ECCV 2022, Sec. 3.1 and 3.3).
+
+Keypoint encoder: each keypoint query is built from a reference point (the coarse proposal mu_f, or
+one of its noisy copies in training). Its content is LayerNorm(Linear(cat(e(p), e(clip(p, 0, 1)))))
+with e the coordinate sine embedding (the authors' code); its positional part is the keypoint's
+class embedding Q_c. The paper writes the initial query as Q_z = Q_c + mu_f*; here, as in
+Deformable-DETR decoders, the class embedding is the positional query added to queries and keys of
+the self-attention and to the query that predicts EMSDA's offsets and weights, so the sum Q_z is
+what those projections see.
+
+Query decoder: post-norm layers self-attention -> EMSDA cross-attention -> FFN. Self-attention is
+grouped: with G groups of K queries (the coarse group and, in training, the noisy groups), a query
+only sees its own group. After layer l the reference point is refined,
+    ref_{l+1} = sigmoid(reg_l(h_l) + inverse_sigmoid(ref_l)),
+not detached (the authors' code), and layer l predicts
+    mu_l = ref_{l+1} [+ out_l(h_l)],   sigma_l = sigmoid(Linear(h_l)),
+where out_l is the authors' extra coordinate branch (`fc_coord_output_branches`, optional here,
+zero-initialised so that mu_l starts at ref_{l+1}).
+
+Checkpoint names: the class embedding is `pos_embed` and the query projection `pos_trans` /
+`pos_trans_norm` (the official transformer's names); branches are `fc_coord_branches`,
+`fc_coord_output_branches` and `fc_sigma_branches`. The authors' sigma branch stacks three linear
+layers without activations: a converter folds them into the single Linear used here
+(W = W3 W2 W1, b = W3 (W2 b1 + b2) + b3), which is exact.
+
+Shape shorthand: R instances (crops or ROIs), K keypoints, G groups, Q = G * K queries per
+instance, C channels, S memory tokens, L levels, M heads, P points, N_img images (memory rows).
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ...layers import EMSDA
+from .position_encoding import coord_sine_embedding
+
+__all__ = [
+    "inverse_sigmoid",
+    "group_attention_mask",
+    "noisy_reference_points",
+    "KeypointEncoder",
+    "PoseurDecoderLayer",
+    "PoseurDecoder",
+]
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """log(x / (1 - x)) of x clamped to [0, 1], both terms clamped to >= eps (mmdet's form)."""
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def group_attention_mask(num_keypoints: int, num_groups: int, device=None) -> torch.Tensor:
+    """Self-attention mask (G*K, G*K), True where attention is blocked: queries of group g (the
+    consecutive slots g*K .. g*K+K-1) only see their own group. Boolean masks follow
+    `nn.MultiheadAttention` (True = not allowed)."""
+    group = torch.div(torch.arange(num_groups * num_keypoints, device=device), num_keypoints, rounding_mode="floor")
+    return group[:, None] != group[None, :]
+
+
+def noisy_reference_points(
+    coarse: torch.Tensor,
+    num_noisy_groups: int = 3,
+    num_noisy: int = 12,
+    std: float = 0.2,
+    generator: Optional[torch.Generator] = None,
+    clip: Tuple[float, float] = (-0.7, 1.7),
+) -> torch.Tensor:
+    """Poseur's noisy reference points sampling (Sec. 3.1), training only.
+
+    Group 0 is the (detached) coarse proposal. The G noisy groups are copies of it in which, over
+    the G*K slots of each instance, `num_noisy` distinct slots drawn at random (independently per
+    instance) are moved by N(0, std^2) noise per coordinate, clipped to [-1, 1]. Finally every point,
+    group 0 included, is clipped to `clip`.
+
+    Differences from the authors' code: there, one random slot set is shared by the whole batch,
+    only the moved points are clipped to [-0.7, 1.7], and the noise is N(0, 0.2 I) as a covariance,
+    i.e. a standard deviation of sqrt(0.2) = 0.45 (pass std=0.2 ** 0.5 to match).
+
+    Args:
+        coarse: (R, K, 2) normalised coarse points.
+        num_noisy_groups: G.
+        num_noisy: slots moved per instance (at most G*K).
+        std: standard deviation of the noise.
+        generator: optional torch.Generator on coarse's device.
+        clip: final range of all points.
+
+    Returns:
+        (R, (1 + G) * K, 2).
+    """
+    coarse = coarse.detach()
+    R, K, _ = coarse.shape
+    G = int(num_noisy_groups)
+    if G <= 0:
+        return coarse.clamp(*clip)
+    slots = G * K
+    n = min(int(num_noisy), slots)
+    copies = coarse.repeat(1, G, 1)  # (R, G*K, 2)
+    if n > 0:
+        order = torch.rand(R, slots, generator=generator, device=coarse.device).argsort(dim=1)
+        chosen = order[:, :n, None].expand(R, n, 2)  # n distinct slots per instance
+        noise = torch.randn(R, n, 2, generator=generator, device=coarse.device).to(coarse.dtype)
+        noise = (noise * std).clamp(-1.0, 1.0)
+        copies = copies + torch.zeros_like(copies).scatter(1, chosen, noise)
+    return torch.cat([coarse, copies], dim=1).clamp(*clip)
+
+
+class KeypointEncoder(nn.Module):
+    """Reference points (R, G*K, 2) -> query content and positional query, both (R, G*K, C)."""
+
+    def __init__(self, num_keypoints: int, embed_dim: int = 256, temperature: float = 10000):
+        """
+        Args:
+            num_keypoints: K (one class embedding per keypoint, shared by all groups).
+            embed_dim: C (divisible by 4: C / 2 sine channels per axis, in sin / cos pairs).
+            temperature: of the coordinate sine embedding.
+        """
+        super().__init__()
+        if embed_dim % 4 != 0:
+            raise ValueError(f"embed_dim must be divisible by 4, got {embed_dim}")
+        self.num_keypoints = num_keypoints
+        self.embed_dim = embed_dim
+        self.temperature = temperature
+        self.pos_trans = nn.Linear(2 * embed_dim, embed_dim)
+        self.pos_trans_norm = nn.LayerNorm(embed_dim)
+        self.pos_embed = nn.Embedding(num_keypoints, embed_dim)  # class embedding Q_c
+        nn.init.xavier_uniform_(self.pos_trans.weight)
+        nn.init.zeros_(self.pos_trans.bias)
+        nn.init.xavier_uniform_(self.pos_embed.weight)  # the authors' code: xavier on every matrix
+
+    def forward(self, reference_points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        R, Q, _ = reference_points.shape
+        K = self.num_keypoints
+        if Q % K != 0:
+            raise ValueError(f"the number of reference points ({Q}) must be a multiple of K = {K}")
+        F_ = self.embed_dim // 2
+        emb = torch.cat([
+            coord_sine_embedding(reference_points, F_, self.temperature),
+            coord_sine_embedding(reference_points.clamp(0, 1), F_, self.temperature),
+        ], dim=-1)  # (R, Q, 2C)
+        query = self.pos_trans_norm(self.pos_trans(emb))
+        query_pos = self.pos_embed.weight.repeat(Q // K, 1)[None].expand(R, -1, -1)
+        return query, query_pos
+
+
+def _image_batching(memory_index: torch.Tensor, num_images: int) -> Tuple[torch.Tensor, int]:
+    """Rank of every instance among the instances of its image (R,), and the largest count."""
+    one_hot = F.one_hot(memory_index, num_images)  # (R, N_img)
+    rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1
+    largest = int(one_hot.sum(0).max()) if memory_index.numel() else 0
+    return rank, largest
+
+
+class PoseurDecoderLayer(nn.Module):
+    """One post-norm decoder layer: grouped self-attention, EMSDA cross-attention, FFN (ReLU)."""
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        num_levels: int = 4,
+        num_points: int = 4,
+        backend: str = "auto",
+        emsda_init: str = "deformable",
+    ):
+        """
+        Args:
+            embed_dim: C.
+            num_heads: M, of the self-attention and of EMSDA.
+            ffn_dim: hidden width of the FFN.
+            dropout: after self-attention weights and outputs, EMSDA outputs and in the FFN.
+            num_levels, num_points: EMSDA's L and P.
+            backend: MSDA backend (see :func:`d2pose.layers.ms_deform_attn`).
+            emsda_init: EMSDA's "deformable" or "official" init.
+        """
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(embed_dim)
+        self.cross_attn = EMSDA(embed_dim, num_heads, num_levels, num_points, backend=backend, init=emsda_init)
+        self.dropout2 = nn.Dropout(dropout)  # mmcv's deformable attention drops its output too
+        self.norm2 = nn.LayerNorm(embed_dim)
+        self.linear1 = nn.Linear(embed_dim, ffn_dim)
+        self.dropout3 = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(ffn_dim, embed_dim)
+        self.dropout4 = nn.Dropout(dropout)
+        self.norm3 = nn.LayerNorm(embed_dim)
+        for fc in (self.linear1, self.linear2, self.self_attn.out_proj):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+
+    def cross_attention(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        memory: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        memory_index: Optional[torch.Tensor] = None,
+        memory_padding_mask: Optional[torch.Tensor] = None,
+        return_sampling: bool = False,
+    ):
+        """EMSDA of queries (R, Q, C) at reference points (R, Q, 2) into memory.
+
+        Without `memory_index`, memory is (R, S, C), one row per instance. With it, memory is
+        (N_img, S, C) and instance r reads row memory_index[r]: the instances of each image are
+        padded into one batch row of max_count * Q queries (queries are independent in EMSDA, so
+        the padding only costs compute) and one EMSDA call serves all images.
+        """
+        if memory_index is None:
+            return self.cross_attn(query, reference_points, memory, spatial_shapes, level_start_index,
+                                   memory_padding_mask, return_sampling=return_sampling)
+        R, Q, C = query.shape
+        N = memory.shape[0]
+        rank, largest = _image_batching(memory_index, N)
+        where = (memory_index, rank)
+        q = query.new_zeros(N, largest, Q, C).index_put(where, query).view(N, largest * Q, C)
+        ref = reference_points.new_zeros(N, largest, Q, 2).index_put(where, reference_points).view(N, largest * Q, 2)
+        out = self.cross_attn(q, ref, memory, spatial_shapes, level_start_index, memory_padding_mask,
+                              return_sampling=return_sampling)
+        if not return_sampling:
+            return out.view(N, largest, Q, C)[where]
+        out, loc, attn = out
+        return (out.view(N, largest, Q, C)[where], loc.view(N, largest, Q, *loc.shape[2:])[where],
+                attn.view(N, largest, Q, *attn.shape[2:])[where])
+
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        memory: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        attn_mask: Optional[torch.Tensor] = None,
+        memory_index: Optional[torch.Tensor] = None,
+        memory_padding_mask: Optional[torch.Tensor] = None,
+        return_sampling: bool = False,
+    ):
+        """
+        Args:
+            tgt: (R, Q, C) query content.
+            query_pos: (R, Q, C) positional query (class embeddings).
+            reference_points: (R, Q, 2) normalised (x, y) in crop units (may leave [0, 1]).
+            memory: (R, S, C), or (N_img, S, C) with `memory_index`.
+            spatial_shapes: (L, 2) int64 (H, W); level_start_index: (L,) int64.
+            attn_mask: (Q, Q) bool, True where self-attention is blocked (see group_attention_mask).
+            memory_index: optional (R,) int64 memory row of each instance.
+            memory_padding_mask: optional (rows of memory, S) bool, True at padding.
+            return_sampling: also return EMSDA's sampling locations (R, Q, M, L, P, 2) and
+                attention weights (R, Q, M, L, P).
+
+        Returns:
+            (R, Q, C); with return_sampling, (out, locations, weights).
+        """
+        q = k = tgt + query_pos
+        sa = self.self_attn(q, k, tgt, attn_mask=attn_mask, need_weights=False)[0]
+        tgt = self.norm1(tgt + self.dropout1(sa))
+        ca = self.cross_attention(tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index,
+                                  memory_index, memory_padding_mask, return_sampling)
+        if return_sampling:
+            ca, loc, attn = ca
+        tgt = self.norm2(tgt + self.dropout2(ca))
+        ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
+        tgt = self.norm3(tgt + self.dropout4(ffn))
+        return (tgt, loc, attn) if return_sampling else tgt
+
+
+def _mlp(embed_dim: int, hidden_layers: int, out_dim: int = 2) -> nn.Sequential:
+    """hidden_layers x (Linear C -> C, ReLU), then Linear C -> out_dim, the last one zero-initialised."""
+    layers: List[nn.Module] = []
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(embed_dim, embed_dim), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(embed_dim, out_dim))
+    nn.init.zeros_(layers[-1].weight)
+    nn.init.zeros_(layers[-1].bias)
+    return nn.Sequential(*layers)
+
+
+class PoseurDecoder(nn.Module):
+    """Stack of decoder layers with iterative reference-point refinement and per-layer (mu, sigma)."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_keypoints: int,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        num_levels: int = 4,
+        num_points: int = 4,
+        backend: str = "auto",
+        emsda_init: str = "deformable",
+        num_reg_fcs: int = 1,
+        output_delta: bool = True,
+    ):
+        """
+        Args:
+            num_layers: decoder layers (6; 3 in the paper's ablations).
+            num_keypoints: K; queries come in groups of K.
+            embed_dim, num_heads, ffn_dim, dropout, num_levels, num_points, backend, emsda_init:
+                see :class:`PoseurDecoderLayer`.
+            num_reg_fcs: hidden C -> C layers (ReLU) of the coordinate branches: 1 gives the MLP
+                C-C-2; the authors' checkpoints use 2 (C-C-C-2).
+            output_delta: add the authors' second coordinate branch (same shape as reg_l) to each
+                layer's output mu_l (it does not move the reference points).
+        """
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.num_keypoints = num_keypoints
+        self.layers = nn.ModuleList([
+            PoseurDecoderLayer(embed_dim, num_heads, ffn_dim, dropout, num_levels, num_points, backend, emsda_init)
+            for _ in range(num_layers)
+        ])
+        self.fc_coord_branches = nn.ModuleList([_mlp(embed_dim, num_reg_fcs) for _ in range(num_layers)])
+        self.fc_coord_output_branches = (
+            nn.ModuleList([_mlp(embed_dim, num_reg_fcs) for _ in range(num_layers)]) if output_delta else None
+        )
+        self.fc_sigma_branches = nn.ModuleList([nn.Linear(embed_dim, 2) for _ in range(num_layers)])
+        for fc in self.fc_sigma_branches:  # sigma starts at 0.5, as in RLEOutput
+            nn.init.xavier_uniform_(fc.weight, gain=0.01)
+            nn.init.zeros_(fc.bias)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        memory: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        memory_index: Optional[torch.Tensor] = None,
+        memory_padding_mask: Optional[torch.Tensor] = None,
+        return_sampling: bool = False,
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            query, query_pos: (R, Q, C) from :class:`KeypointEncoder`, Q = G * K.
+            reference_points: (R, Q, 2) initial normalised points.
+            memory, spatial_shapes, level_start_index, memory_index, memory_padding_mask:
+                see :meth:`PoseurDecoderLayer.forward`.
+            return_sampling: also return every layer's EMSDA sampling locations and weights.
+
+        Returns:
+            dict with "coords" (num_layers, R, Q, 2) mu_l, "sigmas" (num_layers, R, Q, 2) in (0, 1),
+            "references" (num_layers, R, Q, 2) the reference point each layer attended around; with
+            return_sampling, "sampling_locations" (num_layers, R, Q, M, L, P, 2) and
+            "attention_weights" (num_layers, R, Q, M, L, P).
+        """
+        R, Q, _ = query.shape
+        K = self.num_keypoints
+        if Q % K != 0:
+            raise ValueError(f"the number of queries ({Q}) must be a multiple of K = {K}")
+        groups = Q // K
+        attn_mask = group_attention_mask(K, groups, query.device) if groups > 1 else None
+        h, ref = query, reference_points
+        coords, sigmas, refs, locs, weights = [], [], [], [], []
+        for l, layer in enumerate(self.layers):
+            refs.append(ref)
+            out = layer(h, query_pos, ref, memory, spatial_shapes, level_start_index, attn_mask, memory_index,
+                        memory_padding_mask, return_sampling)
+            if return_sampling:
+                h, loc, w = out
+                locs.append(loc)
+                weights.append(w)
+            else:
+                h = out
+            ref = torch.sigmoid(self.fc_coord_branches[l](h) + inverse_sigmoid(ref))  # not detached (official)
+            mu = ref if self.fc_coord_output_branches is None else ref + self.fc_coord_output_branches[l](h)
+            coords.append(mu)
+            sigmas.append(torch.sigmoid(self.fc_sigma_branches[l](h)))
+        result = dict(coords=torch.stack(coords), sigmas=torch.stack(sigmas), references=torch.stack(refs))
+        if return_sampling:
+            result.update(sampling_locations=torch.stack(locs), attention_weights=torch.stack(weights))
+        return result

@@ -1,0 +1,85 @@
+"""Fixed sine-cosine embeddings used by Poseur (Mao et al., ECCV 2022).
+
+`sine_position_encoding_2d` is the DETR encoding of every cell of a feature map (added to Poseur's
+memory); `coord_sine_embedding` embeds arbitrary normalised points, as Deformable-DETR's two-stage
+proposals and Poseur's keypoint encoder do (supplement Sec. 7).
+
+Both use, per axis, F = num_feats frequencies temperature^(2 floor(i / 2) / F), i = 0 .. F-1, and
+interleave sin (even i) and cos (odd i) as in DETR.
+
+Shape shorthand: N images, H x W map, F frequencies per axis.
+"""
+import math
+
+import torch
+
+__all__ = ["sine_position_encoding_2d", "coord_sine_embedding"]
+
+
+def _frequencies(num_feats: int, temperature: float, device, dtype) -> torch.Tensor:
+    if num_feats % 2 != 0:
+        raise ValueError(f"num_feats must be even (sin and cos pairs), got {num_feats}")
+    i = torch.arange(num_feats, device=device, dtype=torch.float64)
+    return (float(temperature) ** (2 * torch.div(i, 2, rounding_mode="floor") / num_feats)).to(dtype)
+
+
+def _interleave(pos: torch.Tensor) -> torch.Tensor:
+    """(..., F) angles -> (..., F): sin of the even channels and cos of the odd ones, interleaved."""
+    return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+def sine_position_encoding_2d(
+    N: int,
+    H: int,
+    W: int,
+    num_feats: int = 128,
+    temperature: float = 10000,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """DETR's normalised sine encoding of an unpadded H x W map (mmcv `SinePositionalEncoding` with
+    normalize=True, offset=-0.5, scale=2 pi, the setting of Poseur's code).
+
+    Row r (1-based) maps to y = (r - 0.5) / (H + eps) * 2 pi, column c likewise to x.
+
+    Args:
+        N, H, W: batch and map size.
+        num_feats: F, channels per axis (even).
+        temperature: base of the frequencies.
+        device, dtype: of the result (computed in float32 or float64).
+        eps: added to the normaliser, as in mmcv.
+
+    Returns:
+        (N, 2F, H, W), channels cat(pos_y, pos_x).
+    """
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    dim_t = _frequencies(num_feats, temperature, device, work)
+    scale = 2 * math.pi
+    y = (torch.arange(1, H + 1, device=device, dtype=work) - 0.5) / (H + eps) * scale
+    x = (torch.arange(1, W + 1, device=device, dtype=work) - 0.5) / (W + eps) * scale
+    pos_y = _interleave(y[:, None] / dim_t)  # (H, F)
+    pos_x = _interleave(x[:, None] / dim_t)  # (W, F)
+    pos = torch.cat([pos_y[:, None, :].expand(H, W, num_feats), pos_x[None, :, :].expand(H, W, num_feats)], dim=-1)
+    return pos.permute(2, 0, 1).unsqueeze(0).expand(N, -1, -1, -1).to(dtype)
+
+
+def coord_sine_embedding(
+    coords: torch.Tensor, num_feats: int = 128, temperature: float = 10000, scale: float = 2 * math.pi
+) -> torch.Tensor:
+    """Sine embedding of normalised points (Deformable-DETR's `get_proposal_pos_embed` without its
+    sigmoid: the points are already in [0, 1]; values outside are embedded as they are).
+
+    Args:
+        coords: (..., 2) points (x, y), nominally in [0, 1].
+        num_feats: F, channels per axis (even).
+        temperature: base of the frequencies.
+        scale: multiplier of the coordinates (2 pi maps [0, 1] to one period of the lowest frequency).
+
+    Returns:
+        (..., 2F) in the dtype of `coords`, channels cat(pos_x, pos_y) (the order of Poseur's and
+        Deformable-DETR's code; DETR's map encoding above puts y first).
+    """
+    dim_t = _frequencies(num_feats, temperature, coords.device, coords.dtype)
+    pos = coords[..., None] * scale / dim_t  # (..., 2, F)
+    return _interleave(pos).flatten(-2)
