@@ -122,6 +122,10 @@ def _add_models(cfg: CN) -> None:
     p.COARSE_FEATURE = "backbone"
     # mean of both RealNVP flows' prior (paper / RLE: 0; the authors' Poseur code: 0.5)
     p.FLOW_PRIOR_MEAN = 0.0
+    # end-to-end variant (PoseurROIHeads + PoseurKeypointHead): the FPN levels the decoder attends to,
+    # and at most this many foreground ROIs per image train the keypoint head (a random subset)
+    p.ROI_MEMORY_FEATURES = ["p2", "p3", "p4", "p5"]
+    p.ROI_MAX_TRAIN_INSTANCES = 600
 
     cfg.MODEL.TIMM = CN()
     # timm backbone (build_timm_backbone): model name, feature levels, optional local checkpoint

@@ -101,6 +101,17 @@ class _DeformableSampling(nn.Module):
         )
 
 
+def _sample_mixed_precision(op, value: torch.Tensor, spatial_shapes, level_start_index, locations, attn, backend):
+    """Runs an MSDA op under autocast: the kernels take one floating dtype for the value, locations and
+    weights, and the CPU kernels only float32/float64, so reduced-precision values are sampled in
+    float32 on the CPU (on CUDA in the value's dtype, accumulating in float32)."""
+    with torch.autocast(value.device.type, enabled=False):
+        dtype = value.dtype
+        if dtype in (torch.float16, torch.bfloat16) and value.device.type == "cpu":
+            dtype = torch.float32
+        return op(value.to(dtype), spatial_shapes, level_start_index, locations.to(dtype), attn.to(dtype), backend)
+
+
 def _mask_value(value: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Zeroes padded tokens. value (N, S, C), padding_mask (N, S) with True at padding."""
     if padding_mask is None:
@@ -165,7 +176,8 @@ class MSDeformAttn(_DeformableSampling):
         N, S, C = value.shape
         v = _mask_value(self.value_proj(value), padding_mask).view(N, S, self.num_heads, C // self.num_heads)
         locations, attn = self.sampling(query, reference_points, spatial_shapes)
-        out = self.output_proj(ms_deform_attn(v, spatial_shapes, level_start_index, locations, attn, self.backend))
+        out = self.output_proj(
+            _sample_mixed_precision(ms_deform_attn, v, spatial_shapes, level_start_index, locations, attn, self.backend))
         return (out, locations, attn) if return_sampling else out
 
 
@@ -234,6 +246,7 @@ class EMSDA(_DeformableSampling):
         without a projection."""
         value = _mask_value(value, padding_mask)
         locations, attn = self.sampling(query, reference_points, spatial_shapes)
-        sampled = ms_deform_attn_shared(value, spatial_shapes, level_start_index, locations, attn, self.backend)
+        sampled = _sample_mixed_precision(ms_deform_attn_shared, value, spatial_shapes, level_start_index, locations,
+                                          attn, self.backend)
         out = self.output_proj(self.project(sampled))
         return (out, locations, attn) if return_sampling else out

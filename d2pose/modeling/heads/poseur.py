@@ -31,15 +31,38 @@ from torch import nn
 
 from ...data.codecs import RegressionCoords
 from ..losses import RLELoss, sigma_to_score
-from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, noisy_reference_points, sine_position_encoding_2d
+from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
 from .regression import num_keypoints_from_cfg
 
-__all__ = ["PoseurHead"]
+__all__ = ["PoseurHead", "poseur_losses"]
 
 # the authors' "type2" flip fusion: p = 0.7 * prod_d (1 - exp(-0.2 / sigma_d)), coordinate weights p^5
 _FLIP_A, _FLIP_SCALE, _FLIP_POWER, _FLIP_EPS = 0.2, 0.7, 5, 1e-10
+
+
+def poseur_losses(head: nn.Module, outputs: Dict[str, torch.Tensor], target: torch.Tensor,
+                  weight: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Poseur's losses (shared by the top-down and ROI heads): RLE with `head.enc_loss` on the coarse
+    proposal, RLE with `head.dec_loss` on every decoder layer, every query group supervised with the
+    same targets (tiled along the keypoints), weighted by `head.coarse_loss_weight` and
+    `head.decoder_loss_weight`.
+
+    Args:
+        outputs: "coarse_coords", "coarse_sigma" (R, K, 2), "dec_coords", "dec_sigmas" (L, R, G K, 2).
+        target: (R, K, 2) in the outputs' frame; weight: (R, K) keypoint weights.
+    """
+    with torch.autocast(target.device.type, enabled=False):
+        losses = {"loss_coarse": head.enc_loss(outputs["coarse_coords"], outputs["coarse_sigma"], target, weight)
+                  * head.coarse_loss_weight}
+        coords, sigmas = outputs["dec_coords"], outputs["dec_sigmas"]
+        groups = coords.shape[2] // head.num_keypoints
+        target = target.repeat(1, groups, 1)
+        weight = weight.repeat(1, groups, *([1] * (weight.dim() - 2)))
+        for l in range(coords.shape[0]):
+            losses[f"loss_dec_{l}"] = head.dec_loss(coords[l], sigmas[l], target, weight) * head.decoder_loss_weight
+    return losses
 
 
 @TOPDOWN_HEAD_REGISTRY.register()
@@ -164,18 +187,8 @@ class PoseurHead(nn.Module):
         )
 
     def memory(self, maps: List[torch.Tensor]):
-        """Neck outputs [(R, C, H_l, W_l)] -> memory (R, S, C) = tokens + sine encoding + level
-        embedding, spatial_shapes (L, 2) and level_start_index (L,)."""
-        tokens, shapes = [], []
-        for l, m in enumerate(maps):
-            _, C, H, W = m.shape
-            pos = sine_position_encoding_2d(1, H, W, C // 2, device=m.device, dtype=m.dtype)
-            tokens.append((m + pos).flatten(2).transpose(1, 2) + self.level_embeds[l])
-            shapes.append((H, W))
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=maps[0].device)
-        sizes = spatial_shapes.prod(1)
-        level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-        return torch.cat(tokens, 1), spatial_shapes, level_start_index
+        """Neck outputs -> memory (see :func:`d2pose.modeling.poseur.multiscale_memory`)."""
+        return multiscale_memory(maps, self.level_embeds)
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """
@@ -187,19 +200,21 @@ class PoseurHead(nn.Module):
             also "sampling_locations" (L, R, Q, M, levels, P, 2) and "attention_weights".
         """
         feats = [features[f] for f in self.in_features]
-        # EMSDA's kernels want float32/float64: the head runs in float32 under any autocast
+        # Under autocast (e.g. bfloat16 on CPUs) the neck, the attention and the FFNs run in reduced
+        # precision; the memory sampled by EMSDA, the coarse FC, the reference points and every
+        # coordinate / sigma branch stay in float32 (bfloat16 would round a coordinate by up to 0.4%).
+        maps = self.neck(feats)
         with torch.autocast(feats[0].device.type, enabled=False):
-            feats = [x.float() for x in feats]
-            maps = self.neck(feats)
+            maps = [m.to(torch.promote_types(m.dtype, torch.float32)) for m in maps]
             memory, spatial_shapes, level_start_index = self.memory(maps)
-            pooled = (maps[-1] if self.coarse_feature == "neck" else feats[-1]).mean(dim=(2, 3))
+            pooled = (maps[-1] if self.coarse_feature == "neck" else feats[-1].to(maps[-1].dtype)).mean(dim=(2, 3))
             coarse_coords, coarse_sigma = self.coarse(pooled)
             ref = coarse_coords.detach()
             if self.training and self.num_noisy_groups > 0:
                 ref = noisy_reference_points(ref, self.num_noisy_groups, self.num_noisy_points, self.noise_std)
-            query, query_pos = self.keypoint_encoder(ref)
-            dec = self.decoder(query, query_pos, ref, memory, spatial_shapes, level_start_index,
-                               return_sampling=self.return_sampling)
+        query, query_pos = self.keypoint_encoder(ref)
+        dec = self.decoder(query, query_pos, ref, memory, spatial_shapes, level_start_index,
+                           return_sampling=self.return_sampling)
         K = self.num_keypoints
         out = dict(
             coarse_coords=coarse_coords, coarse_sigma=coarse_sigma, dec_coords=dec["coords"],
@@ -214,17 +229,7 @@ class PoseurHead(nn.Module):
         device = outputs["coords"].device
         target = torch.stack([x["target"] for x in batched_inputs]).to(device).float()
         weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device).float()
-        with torch.autocast(device.type, enabled=False):
-            losses = {"loss_coarse": self.enc_loss(outputs["coarse_coords"], outputs["coarse_sigma"], target, weight)
-                      * self.coarse_loss_weight}
-            coords, sigmas = outputs["dec_coords"], outputs["dec_sigmas"]
-            groups = coords.shape[2] // self.num_keypoints
-            # every group is supervised with the same targets, tiled along the keypoints
-            target = target.repeat(1, groups, 1)
-            weight = weight.repeat(1, groups, *([1] * (weight.dim() - 2)))
-            for l in range(coords.shape[0]):
-                losses[f"loss_dec_{l}"] = self.dec_loss(coords[l], sigmas[l], target, weight) * self.decoder_loss_weight
-        return losses
+        return poseur_losses(self, outputs, target, weight)
 
     def predict(self, outputs: Dict[str, torch.Tensor]):
         """coords (R, K, 2) in crop pixels, scores (R, K), extras {"pred_keypoint_sigmas"}.

@@ -10,7 +10,7 @@ from .decoder import (
     noisy_reference_points,
 )
 from .neck import ChannelMapper
-from .position_encoding import coord_sine_embedding, sine_position_encoding_2d
+from .position_encoding import coord_sine_embedding, multiscale_memory, sine_position_encoding_2d
 
 __all__ = [
     "ChannelMapper",
@@ -20,6 +20,7 @@ __all__ = [
     "coord_sine_embedding",
     "group_attention_mask",
     "inverse_sigmoid",
+    "multiscale_memory",
     "noisy_reference_points",
     "sine_position_encoding_2d",
 ]

@@ -341,6 +341,7 @@ class PoseurDecoder(nn.Module):
         memory_index: Optional[torch.Tensor] = None,
         memory_padding_mask: Optional[torch.Tensor] = None,
         return_sampling: bool = False,
+        memory_boxes: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """
         Args:
@@ -349,6 +350,10 @@ class PoseurDecoder(nn.Module):
             memory, spatial_shapes, level_start_index, memory_index, memory_padding_mask:
                 see :meth:`PoseurDecoderLayer.forward`.
             return_sampling: also return every layer's EMSDA sampling locations and weights.
+            memory_boxes: optional (R, 4) (x0, y0, w, h) of each instance's frame in the memory's
+                normalised coordinates: reference points and outputs then live in that frame (e.g.
+                box-relative for ROI heads) and EMSDA samples at x0 + x * w, y0 + y * h. None: the
+                frame is the memory itself (top-down crops).
 
         Returns:
             dict with "coords" (num_layers, R, Q, 2) mu_l, "sigmas" (num_layers, R, Q, 2) in (0, 1),
@@ -366,7 +371,8 @@ class PoseurDecoder(nn.Module):
         coords, sigmas, refs, locs, weights = [], [], [], [], []
         for l, layer in enumerate(self.layers):
             refs.append(ref)
-            out = layer(h, query_pos, ref, memory, spatial_shapes, level_start_index, attn_mask, memory_index,
+            at = ref if memory_boxes is None else memory_boxes[:, None, :2] + ref * memory_boxes[:, None, 2:]
+            out = layer(h, query_pos, at, memory, spatial_shapes, level_start_index, attn_mask, memory_index,
                         memory_padding_mask, return_sampling)
             if return_sampling:
                 h, loc, w = out
@@ -374,10 +380,12 @@ class PoseurDecoder(nn.Module):
                 weights.append(w)
             else:
                 h = out
-            ref = torch.sigmoid(self.fc_coord_branches[l](h) + inverse_sigmoid(ref))  # not detached (official)
-            mu = ref if self.fc_coord_output_branches is None else ref + self.fc_coord_output_branches[l](h)
-            coords.append(mu)
-            sigmas.append(torch.sigmoid(self.fc_sigma_branches[l](h)))
+            with torch.autocast(h.device.type, enabled=False):  # coordinates and sigmas in float32
+                hf = h.to(torch.promote_types(h.dtype, torch.float32))
+                ref = torch.sigmoid(self.fc_coord_branches[l](hf) + inverse_sigmoid(ref))  # not detached (official)
+                mu = ref if self.fc_coord_output_branches is None else ref + self.fc_coord_output_branches[l](hf)
+                coords.append(mu)
+                sigmas.append(torch.sigmoid(self.fc_sigma_branches[l](hf)))
         result = dict(coords=torch.stack(coords), sigmas=torch.stack(sigmas), references=torch.stack(refs))
         if return_sampling:
             result.update(sampling_locations=torch.stack(locs), attention_weights=torch.stack(weights))

@@ -10,10 +10,11 @@ interleave sin (even i) and cos (odd i) as in DETR.
 Shape shorthand: N images, H x W map, F frequencies per axis.
 """
 import math
+from typing import List
 
 import torch
 
-__all__ = ["sine_position_encoding_2d", "coord_sine_embedding"]
+__all__ = ["sine_position_encoding_2d", "coord_sine_embedding", "multiscale_memory"]
 
 
 def _frequencies(num_feats: int, temperature: float, device, dtype) -> torch.Tensor:
@@ -83,3 +84,22 @@ def coord_sine_embedding(
     dim_t = _frequencies(num_feats, temperature, coords.device, coords.dtype)
     pos = coords[..., None] * scale / dim_t  # (..., 2, F)
     return _interleave(pos).flatten(-2)
+
+
+def multiscale_memory(maps: List[torch.Tensor], level_embeds: torch.Tensor):
+    """Multi-scale maps [(N, C, H_l, W_l)] -> the decoder's memory.
+
+    Returns:
+        memory (N, S, C) = tokens + 2-D sine encoding + the level's learned embedding
+        (level_embeds (L, C)), spatial_shapes (L, 2) int64 (H, W) and level_start_index (L,).
+    """
+    tokens, shapes = [], []
+    for l, m in enumerate(maps):
+        _, C, H, W = m.shape
+        pos = sine_position_encoding_2d(1, H, W, C // 2, device=m.device, dtype=m.dtype)
+        tokens.append((m + pos).flatten(2).transpose(1, 2) + level_embeds[l].to(m.dtype))
+        shapes.append((H, W))
+    spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=maps[0].device)
+    sizes = spatial_shapes.prod(1)
+    level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    return torch.cat(tokens, 1), spatial_shapes, level_start_index

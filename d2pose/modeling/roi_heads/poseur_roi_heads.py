@@ -1,0 +1,228 @@
+"""Poseur's end-to-end variant for Keypoint / Mask R-CNN (Mao et al., ECCV 2022, Sec. 4.4).
+
+The ROI keypoint head keeps Detectron2's conv stack on the pooled ROI features but replaces the
+deconvolution by average pooling + FC (the coarse proposal mu_f, sigma_f in box-relative [0, 1]
+coordinates, as in RLE's ROI head); the keypoint encoder and the query decoder then refine the
+proposal with EMSDA over the image's multi-scale FPN features, not over the ROI features. In
+training a random subset of the foreground ROIs of each image (at most
+MODEL.POSEUR.ROI_MAX_TRAIN_INSTANCES) gets queries; the coarse FC and every decoder layer are
+supervised with RLE (the losses of the top-down head, `poseur_losses`).
+
+Detectron2's StandardROIHeads hands keypoint heads only the pooled features, so Poseur needs its
+ROI-heads class as well: in a Keypoint R-CNN config set
+    MODEL.ROI_HEADS.NAME: "PoseurROIHeads"
+    MODEL.ROI_KEYPOINT_HEAD.NAME: "PoseurKeypointHead"
+
+Shape shorthand: N images, R ROIs, K keypoints, C channels, G query groups, L decoder layers.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY
+from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals, select_proposals_with_visible_keypoints
+from detectron2.structures import Instances
+from torch import nn
+from torch.nn import functional as F
+
+from ..heads.poseur import poseur_losses
+from ..losses import RLELoss, sigma_to_score
+from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
+from ..rle_output import RLEOutput
+from .rle_keypoint_head import box_relative, from_box_relative
+
+__all__ = ["PoseurROIHeads", "PoseurKeypointHead"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class PoseurROIHeads(StandardROIHeads):
+    """StandardROIHeads whose keypoint head also reads the image's multi-scale features."""
+
+    @configurable
+    def __init__(self, *, keypoint_memory_features: Sequence[str], keypoint_memory_strides: Sequence[int],
+                 max_train_keypoint_instances: int = 600, **kwargs):
+        """
+        Args:
+            keypoint_memory_features, keypoint_memory_strides: the feature maps (e.g. p2-p5) the
+                keypoint head's decoder attends to, and their strides.
+            max_train_keypoint_instances: at most this many foreground ROIs per image train the
+                keypoint head (a random subset; the paper samples 600).
+            kwargs: StandardROIHeads' arguments.
+        """
+        super().__init__(**kwargs)
+        self.keypoint_memory_features = list(keypoint_memory_features)
+        self.keypoint_memory_strides = list(keypoint_memory_strides)
+        self.max_train_keypoint_instances = max_train_keypoint_instances
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        features = list(cfg.MODEL.POSEUR.ROI_MEMORY_FEATURES)
+        missing = [f for f in features if f not in input_shape]
+        if missing:
+            raise ValueError(f"MODEL.POSEUR.ROI_MEMORY_FEATURES {missing} are not backbone outputs ({sorted(input_shape)})")
+        ret.update(keypoint_memory_features=features, keypoint_memory_strides=[input_shape[f].stride for f in features],
+                   max_train_keypoint_instances=cfg.MODEL.POSEUR.ROI_MAX_TRAIN_INSTANCES)
+        return ret
+
+    def _forward_keypoint(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
+        if not self.keypoint_on:
+            return {} if self.training else instances
+        if not isinstance(self.keypoint_head, PoseurKeypointHead):
+            raise TypeError("MODEL.ROI_HEADS.NAME 'PoseurROIHeads' needs MODEL.ROI_KEYPOINT_HEAD.NAME "
+                            f"'PoseurKeypointHead', got {type(self.keypoint_head).__name__}")
+        if self.training:
+            instances, _ = select_foreground_proposals(instances, self.num_classes)
+            instances = select_proposals_with_visible_keypoints(instances)
+            cap = self.max_train_keypoint_instances
+            instances = [x[torch.randperm(len(x), device=x.proposal_boxes.device)[:cap]] if len(x) > cap else x
+                         for x in instances]
+        boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
+        rois = self.keypoint_pooler([features[f] for f in self.keypoint_in_features], boxes)
+        maps = [features[f] for f in self.keypoint_memory_features]
+        return self.keypoint_head(rois, instances, maps, self.keypoint_memory_strides)
+
+
+@ROI_KEYPOINT_HEAD_REGISTRY.register()
+class PoseurKeypointHead(nn.Module):
+    """Conv stack + avg-pool FC coarse proposal + Poseur's keypoint encoder and EMSDA query decoder
+    over the image's FPN levels, in box-relative coordinates."""
+
+    @configurable
+    def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: Sequence[int],
+                 memory_channels: int, num_levels: int, enc_loss: RLELoss, dec_loss: RLELoss,
+                 embed_dim: int = 256, num_heads: int = 8, num_decoder_layers: int = 6, ffn_dim: int = 1024,
+                 dropout: float = 0.1, num_points: int = 4, num_noisy_groups: int = 3, num_noisy_points: int = 12,
+                 noise_std: float = 0.2, coarse_loss_weight: float = 1.0, decoder_loss_weight: float = 1.0,
+                 score_form: str = "poseur", score_a: float = 0.2, backend: str = "auto",
+                 emsda_init: str = "deformable", num_reg_fcs: int = 1, output_delta: bool = True,
+                 neck_groups: int = 32):
+        """
+        Args:
+            input_shape: the pooled ROI features.
+            num_keypoints: K.
+            conv_dims: 3x3 conv + ReLU layers on the ROI features before pooling (Detectron2's
+                ROI_KEYPOINT_HEAD.CONV_DIMS).
+            memory_channels, num_levels: channels and count of the FPN levels the decoder reads;
+                a ChannelMapper maps them to embed_dim when they differ.
+            enc_loss, dec_loss: RLE losses (own flows) of the coarse proposal and of the decoder.
+            The rest: as in :class:`d2pose.modeling.heads.poseur.PoseurHead`.
+        """
+        super().__init__()
+        layers, c = [], input_shape.channels
+        for dim in conv_dims:
+            conv = Conv2d(c, dim, 3, padding=1, activation=F.relu)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers.append(conv)
+            c = dim
+        self.convs = nn.Sequential(*layers)
+        self.num_keypoints = num_keypoints
+        self.coarse = RLEOutput(c, num_keypoints)  # box-relative, starting at the box centre
+        self.neck = (ChannelMapper([memory_channels] * num_levels, embed_dim, neck_groups)
+                     if memory_channels != embed_dim else None)
+        self.level_embeds = nn.Parameter(torch.empty(num_levels, embed_dim))
+        nn.init.normal_(self.level_embeds)
+        self.keypoint_encoder = KeypointEncoder(num_keypoints, embed_dim)
+        self.decoder = PoseurDecoder(num_decoder_layers, num_keypoints, embed_dim, num_heads, ffn_dim, dropout,
+                                     num_levels, num_points, backend, emsda_init, num_reg_fcs=num_reg_fcs,
+                                     output_delta=output_delta)
+        self.enc_loss, self.dec_loss = enc_loss, dec_loss
+        self.num_noisy_groups, self.num_noisy_points, self.noise_std = num_noisy_groups, num_noisy_points, noise_std
+        self.coarse_loss_weight, self.decoder_loss_weight = coarse_loss_weight, decoder_loss_weight
+        self.score_form, self.score_a = score_form, score_a
+        self.return_sampling = False
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        p, r = cfg.MODEL.POSEUR, cfg.MODEL.RLE
+
+        def rle_loss():
+            return RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM, prior_mean=p.FLOW_PRIOR_MEAN)
+
+        return dict(
+            input_shape=input_shape, num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
+            conv_dims=list(cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS), memory_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+            num_levels=len(p.ROI_MEMORY_FEATURES), enc_loss=rle_loss(), dec_loss=rle_loss(),
+            embed_dim=p.EMBED_DIM, num_heads=p.NUM_HEADS, num_decoder_layers=p.NUM_DECODER_LAYERS,
+            ffn_dim=p.FFN_DIM, dropout=p.DROPOUT, num_points=p.NUM_POINTS, num_noisy_groups=p.NUM_NOISY_GROUPS,
+            num_noisy_points=p.NUM_NOISY_POINTS, noise_std=p.NOISE_STD, coarse_loss_weight=p.COARSE_LOSS_WEIGHT,
+            decoder_loss_weight=p.DECODER_LOSS_WEIGHT, score_form=p.SCORE_FORM, score_a=p.SCORE_A,
+            backend=cfg.MODEL.MS_DEFORM_ATTN.BACKEND, emsda_init=p.EMSDA_INIT, num_reg_fcs=p.NUM_REG_FCS,
+            output_delta=p.OUTPUT_DELTA,
+        )
+
+    def layers(self, rois: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor,
+               maps: List[torch.Tensor], strides: Sequence[int]) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            rois: (R, C_roi, S, S) pooled features; boxes: (R, 4) XYXY in input pixels;
+            image_index: (R,) image of each ROI; maps: the N images' FPN levels (N, C, H_l, W_l);
+            strides: their strides.
+
+        Returns:
+            dict as PoseurHead's outputs, coordinates box-relative: "coarse_coords",
+            "coarse_sigma" (R, K, 2), "dec_coords", "dec_sigmas" (L, R, G K, 2),
+            "reference_points", "coords", "sigma" (R, K, 2) (the last layer's first group).
+        """
+        if self.neck is not None:
+            maps = self.neck(maps)
+        with torch.autocast(rois.device.type, enabled=False):
+            maps = [m.to(torch.promote_types(m.dtype, torch.float32)) for m in maps]
+            memory, spatial_shapes, level_start_index = multiscale_memory(maps, self.level_embeds)
+        x = self.convs(rois).mean(dim=(2, 3))
+        coarse_coords, coarse_sigma = self.coarse(x)
+        with torch.autocast(rois.device.type, enabled=False):
+            # the padded input's extent normalises the memory: map l covers W_l * stride_l pixels
+            extent = boxes.new_tensor([maps[0].shape[-1] * strides[0], maps[0].shape[-2] * strides[0]])
+            b = boxes.to(coarse_coords.dtype)
+            memory_boxes = torch.cat([b[:, :2] / extent, (b[:, 2:] - b[:, :2]).clamp_min(1e-3) / extent], 1)
+            ref = coarse_coords.detach()
+            if self.training and self.num_noisy_groups > 0:
+                ref = noisy_reference_points(ref, self.num_noisy_groups, self.num_noisy_points, self.noise_std)
+        query, query_pos = self.keypoint_encoder(ref)
+        dec = self.decoder(query, query_pos, ref, memory, spatial_shapes, level_start_index, memory_index=image_index,
+                           return_sampling=self.return_sampling, memory_boxes=memory_boxes)
+        K = self.num_keypoints
+        out = dict(coarse_coords=coarse_coords, coarse_sigma=coarse_sigma, dec_coords=dec["coords"],
+                   dec_sigmas=dec["sigmas"], reference_points=ref, coords=dec["coords"][-1, :, :K],
+                   sigma=dec["sigmas"][-1, :, :K])
+        if self.return_sampling:
+            out.update(sampling_locations=dec["sampling_locations"], attention_weights=dec["attention_weights"])
+        return out
+
+    def forward(self, rois: torch.Tensor, instances: List[Instances], maps: Optional[List[torch.Tensor]] = None,
+                strides: Optional[Sequence[int]] = None):
+        if maps is None:
+            raise TypeError("PoseurKeypointHead needs the image features: set MODEL.ROI_HEADS.NAME to 'PoseurROIHeads'")
+        boxes = torch.cat([(x.proposal_boxes if self.training else x.pred_boxes).tensor for x in instances])
+        image_index = torch.cat([torch.full((len(x),), i, dtype=torch.long, device=boxes.device)
+                                 for i, x in enumerate(instances)]) if instances else boxes.new_zeros(0, dtype=torch.long)
+        if self.training:
+            if boxes.shape[0] == 0:  # no foreground ROI with keypoints: zero losses under the usual names
+                zero = sum(p.sum() * 0 for p in self.parameters())
+                names = ["loss_coarse"] + [f"loss_dec_{l}" for l in range(self.decoder.num_layers)]
+                return {name: zero for name in names}
+            outputs = self.layers(rois, boxes, image_index, maps, strides)
+            kps = torch.cat([x.gt_keypoints.tensor for x in instances]).to(boxes.dtype)  # (R, K, 3)
+            target = box_relative(kps[..., :2], boxes)
+            inside = ((target >= 0) & (target <= 1)).all(-1)
+            weight = ((kps[..., 2] > 0) & inside).to(target.dtype)
+            return poseur_losses(self, outputs, target.float(), weight.float())
+        if boxes.shape[0] == 0:
+            for x in instances:
+                x.pred_keypoints = boxes.new_zeros(0, self.num_keypoints, 3)
+                x.pred_keypoint_sigmas = boxes.new_zeros(0, self.num_keypoints, 2)
+            return instances
+        outputs = self.layers(rois, boxes, image_index, maps, strides)
+        xy = from_box_relative(outputs["coords"].to(boxes.dtype), boxes)
+        scores = sigma_to_score(outputs["sigma"], self.score_form, self.score_a)
+        start = 0
+        for x in instances:
+            n = len(x)
+            x.pred_keypoints = torch.cat([xy[start:start + n], scores[start:start + n, :, None].to(xy.dtype)], -1)
+            x.pred_keypoint_sigmas = outputs["sigma"][start:start + n]
+            start += n
+        return instances

@@ -1,0 +1,139 @@
+"""Poseur's end-to-end Keypoint R-CNN variant: PoseurROIHeads + PoseurKeypointHead."""
+import pytest
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances, Keypoints
+from detectron2.utils.events import EventStorage
+
+from d2pose.config import get_d2pose_cfg
+from d2pose.modeling.poseur import KeypointEncoder, PoseurDecoder
+from d2pose.modeling.roi_heads.poseur_roi_heads import PoseurKeypointHead, PoseurROIHeads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg():
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file("configs/Poseur/synthetic_poseur_rcnn.yaml")
+    cfg.MODEL.POSEUR.EMBED_DIM = 32
+    cfg.MODEL.POSEUR.NUM_HEADS = 4
+    cfg.MODEL.POSEUR.FFN_DIM = 64
+    cfg.MODEL.POSEUR.NUM_DECODER_LAYERS = 2
+    return cfg
+
+
+def _maps(N, C, g, size=(64, 96)):
+    H, W = size
+    return [torch.randn(N, C, H // s, W // s, generator=g) for s in (4, 8, 16, 32)]
+
+
+def _instances(boxes, size=(64, 96), train=True, g=None):
+    inst = Instances(size)
+    b = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    if train:
+        inst.proposal_boxes = b
+        kps = torch.rand(len(boxes), 17, 3, generator=g)
+        x0, y0, x1, y1 = b.tensor.unbind(1)
+        kps[..., 0] = x0[:, None] + kps[..., 0] * (x1 - x0)[:, None]
+        kps[..., 1] = y0[:, None] + kps[..., 1] * (y1 - y0)[:, None]
+        kps[..., 2] = 2
+        inst.gt_keypoints = Keypoints(kps)
+    else:
+        inst.pred_boxes = b
+    return inst
+
+
+def test_config_switches_to_poseur_heads_by_name():
+    model = build_model(_cfg())
+    assert isinstance(model.roi_heads, PoseurROIHeads)
+    assert isinstance(model.roi_heads.keypoint_head, PoseurKeypointHead)
+    assert model.roi_heads.keypoint_memory_strides == [4, 8, 16, 32]
+
+
+def test_memory_boxes_sample_inside_each_box():
+    """Reference points in box-relative units sample the image memory at box coordinates: equal to
+    the decoder run on image-normalised references with unit boxes, and to per-ROI expanded memory."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    K, C = 5, 32
+    enc = KeypointEncoder(K, C).double()
+    dec = PoseurDecoder(2, K, C, 4, 64, 0.0, 2, 2, backend="torch", output_delta=False).double().eval()
+    memory = torch.randn(2, 16 * 16 + 8 * 8, C, generator=g, dtype=torch.float64)
+    shapes = torch.tensor([[16, 16], [8, 8]])
+    starts = torch.tensor([0, 256])
+    ref = torch.rand(3, K, 2, generator=g, dtype=torch.float64)
+    boxes = torch.tensor([[0.1, 0.2, 0.5, 0.3], [0.0, 0.0, 1.0, 1.0], [0.4, 0.5, 0.2, 0.4]], dtype=torch.float64)
+    index = torch.tensor([0, 1, 0])
+    q, qp = enc(ref)
+    out = dec(q, qp, ref, memory, shapes, starts, memory_index=index, memory_boxes=boxes, return_sampling=True)
+    # the first layer samples around x0 + x w, y0 + y h
+    first = out["sampling_locations"][0]  # (R, Q, M, L, P, 2)
+    centre = boxes[:, None, :2] + ref * boxes[:, None, 2:]
+    offsets = first - centre[:, :, None, None, None, :]
+    assert offsets.abs().max() < 0.6  # the deformable init spreads samples a few cells around the point
+    ref_expanded = dec(q, qp, ref, memory[index], shapes, starts, memory_boxes=boxes)
+    torch.testing.assert_close(out["coords"], ref_expanded["coords"])
+
+
+def test_roi_head_train_and_inference():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    cfg = _cfg()
+    head = PoseurKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))
+    maps = _maps(2, 128, g)
+    insts = [_instances([[4.0, 4, 40, 60], [50, 10, 90, 62]], g=g), _instances([[10.0, 0, 30, 40]], g=g)]
+    rois = torch.randn(3, 128, 14, 14, generator=g)
+    head.train()
+    losses = head(rois, insts, maps, [4, 8, 16, 32])
+    assert set(losses) == {"loss_coarse", "loss_dec_0", "loss_dec_1"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert head.decoder.layers[0].cross_attn.sampling_offsets.weight.grad.abs().sum() > 0
+    head.eval()
+    preds = [_instances([[4.0, 4, 40, 60], [50, 10, 90, 62]], train=False), _instances([], train=False)]
+    preds[1].pred_boxes = Boxes(torch.zeros(0, 4))
+    with torch.no_grad():
+        out = head(rois[:2], preds, maps, [4, 8, 16, 32])
+    kp = out[0].pred_keypoints
+    assert kp.shape == (2, 17, 3) and out[1].pred_keypoints.shape == (0, 17, 3)
+    assert ((kp[..., 2] >= 0) & (kp[..., 2] <= 1)).all()
+    # an untrained head predicts near each box's centre
+    b = preds[0].pred_boxes.tensor
+    torch.testing.assert_close(kp[..., :2].mean(1), (b[:, :2] + b[:, 2:]) / 2, atol=3.0, rtol=0)
+    with pytest.raises(TypeError, match="PoseurROIHeads"):
+        head(rois[:2], preds)
+
+
+def test_training_roi_cap_and_empty_batches():
+    cfg = _cfg()
+    cfg.MODEL.POSEUR.ROI_MAX_TRAIN_INSTANCES = 2
+    model = build_model(cfg)
+    rh = model.roi_heads.train()
+    g = torch.Generator().manual_seed(1)
+    maps = _maps(1, 128, g)
+    feats = dict(zip(["p2", "p3", "p4", "p5"], maps))
+    inst = _instances([[4.0, 4, 40, 60]] * 5, g=g)
+    inst.gt_classes = torch.zeros(5, dtype=torch.long)
+    seen = {}
+    orig = rh.keypoint_head.forward
+
+    def spy(rois, instances, *args):
+        seen["n"] = sum(len(x) for x in instances)
+        return orig(rois, instances, *args)
+
+    rh.keypoint_head.forward = spy
+    with EventStorage(0):  # select_foreground_proposals logs a statistic
+        losses = rh._forward_keypoint(feats, [inst])
+    assert seen["n"] == 2 and all(torch.isfinite(v) for v in losses.values())
+    bg = _instances([[4.0, 4, 40, 60]], g=g)
+    bg.gt_classes = torch.ones(1, dtype=torch.long)  # background only: no keypoint ROI
+    with EventStorage(0):
+        losses = rh._forward_keypoint(feats, [bg])
+    assert set(losses) == {"loss_coarse", "loss_dec_0", "loss_dec_1"} and float(sum(losses.values())) == 0.0
