@@ -35,3 +35,29 @@ def test_benchmark_ops_quick(capsys):
     rows = bench.main(["--quick", "--repeats", "1"])
     assert len(rows) >= 10 and all(r["t_ref"] > 0 and r["t_fast"] > 0 for r in rows)
     assert "ratio" in capsys.readouterr().out
+
+
+def test_visualize_poseur_untrained(tmp_path):
+    vis = _load("visualize_poseur")
+    args = ["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"), "--num", "2",
+            "--keypoint", "right_knee", "--output-dir", str(tmp_path)]
+    out = vis.main(args)
+    assert len(out) == 2 and all(os.path.getsize(p) > 5000 for p in out)
+    import cv2
+
+    img = cv2.imread(out[0])
+    # coarse + 3 decoder layers + prediction panels, each the 72x96 crop upscaled x4
+    assert img.shape[:2] == (96 * 4, 72 * 4 * 5)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        vis.main(args)
+    with pytest.raises(SystemExit, match="--keypoint"):
+        vis.main(args[:-1] + [str(tmp_path / "x")] + ["--keypoint", "tail"])
+
+
+def test_benchmark_model_vs_backbone(capsys):
+    bench = _load("benchmark")
+    times = bench.main(["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"),
+                        "--repeats", "1", "--threads", "1"])
+    assert set(times) == {"backbone", "model", "model + flip", "end to end (1 person, flip)"}
+    assert all(t > 0 for t in times.values())
+    assert "x backbone" in capsys.readouterr().out

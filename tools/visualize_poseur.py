@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Look inside a Poseur top-down model: for person crops of a dataset, draw on the input crop
+  * the coarse proposal mu_f (the FC on pooled features) of every keypoint,
+  * each decoder layer's reference points (where that layer attended from),
+  * the EMSDA sampling points of one chosen keypoint in each layer (colour = feature level, size =
+    attention weight), and
+  * the final prediction with the skeleton,
+one panel per stage, side by side, one image per crop.
+
+    python tools/visualize_poseur.py --config-file configs/Poseur/synthetic_poseur_topdown.yaml \
+        MODEL.WEIGHTS output/synthetic_poseur_topdown/model_final.pth \
+        --dataset synthetic_pose_val_mini --keypoint left_wrist --num 4 --output-dir output/vis_poseur
+
+Existing files are not overwritten unless --overwrite is given.
+"""
+import argparse
+import logging
+import os
+from typing import Dict, List
+
+import cv2
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
+
+from d2pose.config import get_d2pose_cfg
+from d2pose.data.topdown import TopDownDatasetMapper
+
+logger = logging.getLogger("d2pose.visualize_poseur")
+
+LEVEL_COLOURS = [(0, 0, 255), (0, 165, 255), (0, 255, 0), (255, 255, 0), (255, 0, 255), (255, 0, 0)]  # BGR
+
+
+def keypoint_colours(K: int) -> List[tuple]:
+    hsv = np.stack([np.linspace(0, 170, K, endpoint=False), np.full(K, 220), np.full(K, 255)], 1).astype(np.uint8)
+    return [tuple(int(c) for c in bgr) for bgr in cv2.cvtColor(hsv[None], cv2.COLOR_HSV2BGR)[0]]
+
+
+def inspect_crops(model, crops: torch.Tensor) -> Dict[str, np.ndarray]:
+    """Runs backbone + Poseur head (no flip) with sampling outputs; everything in crop pixels."""
+    head = model.head
+    if not hasattr(head, "decoder"):
+        raise ValueError(f"MODEL.TOPDOWN.HEAD is {type(head).__name__}: this tool needs PoseurHead")
+    head.return_sampling = True
+    try:
+        with torch.no_grad():
+            out = head(model.backbone(model._normalize(crops)))
+    finally:
+        head.return_sampling = False
+    size = torch.tensor(head.codec.input_size, dtype=torch.float32)
+    K = head.num_keypoints
+    return dict(
+        coarse=(out["coarse_coords"] * size).numpy(),  # (R, K, 2)
+        layer_refs=np.concatenate([(out["reference_points"][None, :, :K] * size).numpy(),
+                                   (out["dec_coords"][:-1, :, :K] * size).numpy()]),  # what layer l attended from
+        locations=(out["sampling_locations"][:, :, :K] * size).numpy(),  # (L, R, K, M, levels, P, 2)
+        weights=out["attention_weights"][:, :, :K].numpy(),  # (L, R, K, M, levels, P)
+        final=(out["coords"] * size).numpy(),
+    )
+
+
+def draw_panels(crop_bgr: np.ndarray, info: Dict[str, np.ndarray], r: int, k: int, skeleton, scale: int = 4,
+                names=None) -> np.ndarray:
+    """One crop's panels: coarse | layer 1..L (references + chosen keypoint's samples) | final."""
+    H, W = crop_bgr.shape[:2]
+    base = cv2.resize(crop_bgr, (W * scale, H * scale), interpolation=cv2.INTER_NEAREST)
+    K = info["final"].shape[1]
+    colours = keypoint_colours(K)
+
+    def pt(p):
+        return int(round(p[0] * scale)), int(round(p[1] * scale))
+
+    def panel(title, points=None, samples=None, sample_weights=None, skeleton_points=None):
+        img = base.copy()
+        if samples is not None:  # (M, levels, P, 2) with weights (M, levels, P)
+            wmax = max(float(sample_weights.max()), 1e-9)
+            for (m, lvl, p) in np.ndindex(*sample_weights.shape):
+                rad = 1 + int(round(5 * sample_weights[m, lvl, p] / wmax))
+                cv2.circle(img, pt(samples[m, lvl, p]), rad, LEVEL_COLOURS[lvl % len(LEVEL_COLOURS)], -1, cv2.LINE_AA)
+        if skeleton_points is not None:
+            for a, b in skeleton:
+                cv2.line(img, pt(skeleton_points[a]), pt(skeleton_points[b]), (255, 255, 255), 1, cv2.LINE_AA)
+        if points is not None:
+            for j in range(K):
+                big = j == k
+                cv2.circle(img, pt(points[j]), 5 if big else 3, colours[j], -1, cv2.LINE_AA)
+                if big:
+                    cv2.circle(img, pt(points[j]), 7, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.rectangle(img, (0, 0), (img.shape[1], 16), (0, 0, 0), -1)
+        cv2.putText(img, title, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        return img
+
+    panels = [panel("coarse proposal", points=info["coarse"][r])]
+    for l in range(info["locations"].shape[0]):
+        panels.append(panel(f"layer {l + 1}: refs + {names[k] if names else k} samples", points=info["layer_refs"][l, r],
+                            samples=info["locations"][l, r, k], sample_weights=info["weights"][l, r, k]))
+    panels.append(panel("prediction", points=info["final"][r], skeleton_points=info["final"][r]))
+    return np.concatenate(panels, axis=1)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--dataset", default="synthetic_pose_val_mini")
+    p.add_argument("--keypoint", default="left_wrist", help="keypoint name or index whose samples are drawn")
+    p.add_argument("--num", type=int, default=4, help="crops to draw")
+    p.add_argument("--scale", type=int, default=4, help="upscaling of the crop for drawing")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = p.parse_args(argv)
+    setup_logger(name="d2pose")
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.DATASETS.TEST = (args.dataset,)
+    cfg.TEST.PERSON_DETECTIONS = ""
+    model = build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    else:
+        logger.warning("MODEL.WEIGHTS is empty: drawing an untrained model")
+    meta = MetadataCatalog.get(args.dataset)
+    names = list(meta.keypoint_names)
+    k = int(args.keypoint) if args.keypoint.isdigit() else (names.index(args.keypoint) if args.keypoint in names else -1)
+    if not 0 <= k < len(names):
+        raise SystemExit(f"--keypoint {args.keypoint!r}: not one of {names}")
+    skeleton = [(names.index(a), names.index(b)) for a, b, _ in meta.get("keypoint_connection_rules", [])]
+    os.makedirs(args.output_dir, exist_ok=True)
+    mapper = TopDownDatasetMapper(cfg, is_train=False)
+    done, written = 0, []
+    for record in DatasetCatalog.get(args.dataset):
+        if done >= args.num:
+            break
+        x = mapper(record)
+        if len(x["image"]) == 0:
+            continue
+        info = inspect_crops(model, x["image"])
+        for r in range(len(x["image"])):
+            if done >= args.num:
+                break
+            crop = x["image"][r].permute(1, 2, 0).numpy()
+            if cfg.INPUT.FORMAT == "RGB":
+                crop = crop[..., ::-1]
+            path = os.path.join(args.output_dir, f"poseur_{record['image_id']}_{r}.jpg")
+            if os.path.exists(path) and not args.overwrite:
+                raise FileExistsError(f"{path} exists: pass --overwrite or choose another --output-dir")
+            cv2.imwrite(path, draw_panels(np.ascontiguousarray(crop), info, r, k, skeleton, args.scale, names))
+            logger.info("wrote %s", path)
+            written.append(path)
+            done += 1
+    return written
+
+
+if __name__ == "__main__":
+    main()
