@@ -173,6 +173,15 @@ def test_grouped_self_attention_isolates_groups_in_a_layer():
     tgt.grad = None
     _weighted(layer(tgt, pos, ref, memory, SHAPES, STARTS)[:, 0], g).backward()
     assert (tgt.grad[:, K:].abs().sum(-1) > 0).all()
+    # the decoder's fast path (attention on (R G, K, C)) equals the block-diagonal mask, and isolates too
+    layer.eval()
+    with torch.no_grad():
+        masked = layer(tgt, pos, ref, memory, SHAPES, STARTS, attn_mask=group_attention_mask(K, G))
+    tgt.grad = None
+    grouped = layer(tgt, pos, ref, memory, SHAPES, STARTS, num_groups=G)
+    torch.testing.assert_close(grouped, masked, rtol=1e-12, atol=1e-12)
+    _weighted(grouped[:, 0], g).backward()
+    assert torch.count_nonzero(tgt.grad[:, K:]) == 0 and (tgt.grad[:, 1:K].abs().sum(-1) > 0).all()
 
 
 def test_grouped_decoder_isolates_noisy_groups_in_training():
