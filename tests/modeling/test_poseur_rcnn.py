@@ -31,7 +31,7 @@ def _cfg():
 
 def _maps(N, C, g, size=(64, 96)):
     H, W = size
-    return [torch.randn(N, C, H // s, W // s, generator=g) for s in (4, 8, 16, 32)]
+    return [torch.randn(N, C, H // s, W // s, generator=g) for s in (8, 16, 32)]
 
 
 def _instances(boxes, size=(64, 96), train=True, g=None):
@@ -54,7 +54,7 @@ def test_config_switches_to_poseur_heads_by_name():
     model = build_model(_cfg())
     assert isinstance(model.roi_heads, PoseurROIHeads)
     assert isinstance(model.roi_heads.keypoint_head, PoseurKeypointHead)
-    assert model.roi_heads.keypoint_memory_strides == [4, 8, 16, 32]
+    assert model.roi_heads.keypoint_memory_strides == [8, 16, 32]
 
 
 def test_memory_boxes_sample_inside_each_box():
@@ -91,7 +91,7 @@ def test_roi_head_train_and_inference():
     insts = [_instances([[4.0, 4, 40, 60], [50, 10, 90, 62]], g=g), _instances([[10.0, 0, 30, 40]], g=g)]
     rois = torch.randn(3, 128, 14, 14, generator=g)
     head.train()
-    losses = head(rois, insts, maps, [4, 8, 16, 32])
+    losses = head(rois, insts, maps, [8, 16, 32])
     assert set(losses) == {"loss_coarse", "loss_dec_0", "loss_dec_1"}
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
@@ -100,7 +100,7 @@ def test_roi_head_train_and_inference():
     preds = [_instances([[4.0, 4, 40, 60], [50, 10, 90, 62]], train=False), _instances([], train=False)]
     preds[1].pred_boxes = Boxes(torch.zeros(0, 4))
     with torch.no_grad():
-        out = head(rois[:2], preds, maps, [4, 8, 16, 32])
+        out = head(rois[:2], preds, maps, [8, 16, 32])
     kp = out[0].pred_keypoints
     assert kp.shape == (2, 17, 3) and out[1].pred_keypoints.shape == (0, 17, 3)
     assert ((kp[..., 2] >= 0) & (kp[..., 2] <= 1)).all()
@@ -118,7 +118,7 @@ def test_training_roi_cap_and_empty_batches():
     rh = model.roi_heads.train()
     g = torch.Generator().manual_seed(1)
     maps = _maps(1, 128, g)
-    feats = dict(zip(["p2", "p3", "p4", "p5"], maps))
+    feats = dict(zip(["p3", "p4", "p5"], maps))
     inst = _instances([[4.0, 4, 40, 60]] * 5, g=g)
     inst.gt_classes = torch.zeros(5, dtype=torch.long)
     seen = {}
