@@ -14,11 +14,12 @@ test: setup  ## the whole suite, slow tests included
 test-fast: setup  ## everything but the slow tests
 	$(PY) -m pytest $(PYTEST) -m "not slow" tests
 
-demo: setup  ## the main job: train + evaluate the synthetic RLE model on the CPU, draw predictions
+demo: setup  ## the main job: train + evaluate the synthetic Poseur model on the CPU, draw predictions
 	$(PY) tools/demo.py --output-dir output/demo-$$(date +%Y%m%d-%H%M%S)
 
-benchmark: setup  ## operator benchmark (reference vs compiled kernels)
+benchmark: setup  ## operator benchmark (reference vs compiled kernels), then Poseur R-50 vs its backbone
 	$(PY) tools/benchmark_ops.py
+	$(PY) tools/benchmark.py
 
 cuda-check: setup  ## prove the CUDA kernels compile (FORCE_CUDA=1) without a GPU
 	bash tools/build_cuda_check.sh
