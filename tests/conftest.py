@@ -7,9 +7,9 @@ import torch
 # keep the suite's thread count predictable on small CI machines
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-SHARED_DATA = os.path.abspath(
-    os.environ.get("D2POSE_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-)
+_SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
+SHARED_DATA = os.path.abspath(os.environ.get("D2POSE_SHARED_DATA", os.path.join(_SHARED, "data")))
+PARITY_DATA = os.path.abspath(os.environ.get("D2POSE_PARITY_DATA", os.path.join(_SHARED, "reference", "parity")))
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +18,12 @@ def shared_data():
     if not os.path.isdir(SHARED_DATA):
         pytest.skip(f"real data samples not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def parity_data():
+    """Path of the parity fixtures (the authors' code run on fixed inputs and weights,
+    ../shared/reference/parity); skips when they are absent."""
+    if not os.path.isdir(PARITY_DATA):
+        pytest.skip(f"parity fixtures not found at {PARITY_DATA}")
+    return PARITY_DATA

@@ -1,0 +1,307 @@
+"""Parity of converted official checkpoints with the authors' code (RLE, Poseur), and the converter tool.
+
+The fixtures (<repo>/../shared/reference/parity/{rle_res50, poseur_r50}) hold what the authors' code
+computed on the CPU for a fixed input and fixed synthetic weights; the fixtures' `synth_weights.py`
+rebuilds those weights as the authors' state_dict. Each test converts that state_dict with
+`d2pose.checkpoint`, builds the d2pose model from the shipped config plus the converter's overrides,
+loads it strictly (every parameter and persistent buffer from the checkpoint) and compares an output
+with the authors': max |error| <= 1e-4 x the std of the authors' output. The inputs are raw network
+tensors, so the tests zero the pixel normalisation (PIXEL_MEAN 0, PIXEL_STD 1).
+
+Documented differences, checked as such:
+- RLE flip test, coordinates: the authors map a centred x predicted on the mirrored crop back as
+  -x - 1/W (pixel-index coordinates), d2pose as -x (its continuous coordinates, exact there), so
+  d2pose's fused x is larger by exactly 1 / (2W), half a crop pixel; the tests subtract it.
+- RLE flip test, sigma: the authors' `flip_output` swaps left/right for pred_jts and maxvals but not
+  for sigma, so their fused sigma averages mismatched joints; d2pose swaps. Their value is compared
+  with the average of d2pose's two unfused passes; the fused scores (maxvals) agree directly.
+- Poseur `test_boxes` (centre, scale, area, box score) come from the inputs' img_metas, not from
+  the model: not compared. Poseur's flows have no output in the fixture (and its flow masks are
+  not RealNVP's alternating masks, see the fixture's keys.json), so they are only loaded.
+"""
+import importlib.util
+import re
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from d2pose.checkpoint import convert_poseur_official, convert_rle_official, read_checkpoint
+from d2pose.config import get_d2pose_cfg
+from d2pose.modeling.losses import sigma_to_score
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RLE_CONFIG = "configs/RLE/rle_R_50_256x192_coco.yaml"
+POSEUR_CONFIG = "configs/Poseur/poseur_R_50_256x192_coco.yaml"
+# fixture inputs are raw network tensors; one call for both crops, no OKS-NMS between them
+RAW_INPUT = ["MODEL.PIXEL_MEAN", "[0.0, 0.0, 0.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]",
+             "TEST.KEYPOINT_FLIP", "True", "TEST.OKS_NMS_THRESH", "0.0"]
+REL_TOL = 1e-4
+W, H = 192, 256
+
+
+def _fixture_folder(parity_data: str, name: str) -> str:
+    folder = os.path.join(parity_data, name)
+    if not os.path.isdir(folder):
+        pytest.skip(f"parity fixture not found at {folder}")
+    return folder
+
+
+def _official_state_dict(parity_data: str, name: str):
+    """The authors' exact state_dict, rebuilt by the fixtures' own synth_weights.py."""
+    folder = _fixture_folder(parity_data, name)
+    spec = importlib.util.spec_from_file_location("parity_synth_weights", os.path.join(parity_data, "synth_weights.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_fixture_state_dict(folder)
+
+
+def _arrays(parity_data: str, name: str):
+    folder = _fixture_folder(parity_data, name)
+    x = torch.from_numpy(np.load(os.path.join(folder, "input.npz"))["input"])
+    return x, dict(np.load(os.path.join(folder, "expected.npz")))
+
+
+def _build(config: str, overrides, extra=()):
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, config))
+    cfg.merge_from_list(list(overrides) + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + list(extra))
+    torch.manual_seed(0)
+    return build_model(cfg).eval()
+
+
+def _load_strict(model, state_dict, non_persistent):
+    """Loads with strict key and shape checks; the buffers left out of the checkpoint must be exactly
+    the documented non-persistent ones."""
+    model.load_state_dict(state_dict, strict=True)
+    buffers = {n for n, _ in model.named_buffers()}
+    assert buffers - set(model.state_dict()) == set(non_persistent)
+
+
+def _crop_inputs(x: torch.Tensor):
+    """The crops as one top-down input whose crop frame is the image frame (identity matrices)."""
+    R = x.shape[0]
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64).expand(R, 2, 3)
+    return {"image": x, "crop_matrices_inv": identity, "boxes": torch.tensor([[0.0, 0.0, W, H]]).expand(R, 4),
+            "box_scores": torch.ones(R), "height": H, "width": W}
+
+
+def assert_matches(name: str, ours, expected, rel: float = REL_TOL):
+    ours = np.asarray(torch.as_tensor(ours).detach(), dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert ours.shape == expected.shape, f"{name}: shape {ours.shape} != the authors' {expected.shape}"
+    err, scale = np.abs(ours - expected).max(), expected.std()
+    assert err <= rel * scale, f"{name}: max |error| {err:.3g} > {rel:g} x std {scale:.3g}"
+
+
+# ----------------------------------------------------------------------------------------------- RLE
+
+
+@pytest.fixture(scope="module")
+def rle(parity_data):
+    """Converted weights, the model and its outputs, named as in the RLE fixture's expected.npz."""
+    state_dict, overrides = convert_rle_official(_official_state_dict(parity_data, "rle_res50"))
+    model = _build(RLE_CONFIG, overrides, RAW_INPUT)
+    _load_strict(model, state_dict, ["pixel_mean", "pixel_std", "head.loss.flow.prior_mean"])
+    x, expected = _arrays(parity_data, "rle_res50")
+    head = model.head
+    with torch.no_grad():
+        out = head(model.backbone(x))
+        flipped = head(model.backbone(x.flip(-1)))
+        fused = head.flip_fuse(out, flipped, model.flip_indices)
+        instances = model.inference([_crop_inputs(x)])[0]["instances"]  # flip test, crop pixels
+        log_prob = head.loss.flow.log_prob(torch.from_numpy(expected["flow_probe_z"]))
+    half_pixel = torch.tensor([0.5 / W, 0.0])  # the authors' flip-back shift, halved by the fusion
+    ours = {
+        "pred_jts": out["coords"],
+        "sigma": out["sigma"],
+        "maxvals": head.predict(out)[1][..., None],
+        "flip_test_pred_jts": fused["coords"] - half_pixel,
+        "flip_test_sigma": (out["sigma"] + flipped["sigma"]) / 2,  # the authors do not swap sigma
+        "flip_test_maxvals": head.predict(fused)[1][..., None],
+        "flip_test_coords_bbox_0_0_W_H": instances.pred_keypoints[..., :2] - half_pixel * W,
+        "flip_test_scores_bbox": instances.pred_keypoints[..., 2:],
+        "flow_log_prob": log_prob,
+    }
+    return dict(ours=ours, expected=expected, state_dict=state_dict, overrides=overrides, model=model)
+
+
+@pytest.mark.parametrize("name", [
+    "pred_jts", "sigma", "maxvals", "flip_test_pred_jts", "flip_test_sigma", "flip_test_maxvals",
+    "flip_test_coords_bbox_0_0_W_H", "flip_test_scores_bbox", "flow_log_prob",
+])
+def test_rle_matches_the_authors_code(rle, name):
+    assert_matches(name, rle["ours"][name], rle["expected"][name])
+
+
+def test_rle_flip_fusion_differs_by_the_pixel_convention_only(rle):
+    """d2pose's fused x is the authors' + 1 / (2W) (see the module docstring); y is the same."""
+    diff = rle["ours"]["flip_test_pred_jts"] + torch.tensor([0.5 / W, 0.0]) - torch.from_numpy(
+        rle["expected"]["flip_test_pred_jts"])
+    assert torch.allclose(diff[..., 0], torch.full_like(diff[..., 0], 0.5 / W), atol=1e-6)
+    assert diff[..., 1].abs().max() < 1e-6
+
+
+def test_rle_overrides_and_prior(rle):
+    ov = dict(zip(rle["overrides"][0::2], rle["overrides"][1::2]))
+    assert ov["INPUT.TOPDOWN.REGRESSION_CENTERED"] == "True" and ov["MODEL.RESNETS.DEPTH"] == "50"
+    assert torch.equal(rle["model"].head.loss.flow.prior_mean, torch.zeros(2))
+
+
+def test_rle_converter_names_the_first_bad_key(rle, parity_data):
+    official = _official_state_dict(parity_data, "rle_res50")
+    extra = dict(official, **{"fcs.0.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"unexpected key 'fcs\.0\.weight'"):
+        convert_rle_official(extra)
+    missing = dict(official)
+    del missing["fc_sigma.linear.bias"], missing["flow.s.3.2.weight"]
+    with pytest.raises(ValueError, match=r"missing key 'fc_sigma\.linear\.bias'"):
+        convert_rle_official(missing)
+    # checkpoints from before BatchNorm's num_batches_tracked load with zeros
+    old = {k: v for k, v in official.items() if not k.endswith("num_batches_tracked")}
+    converted, _ = convert_rle_official(old)
+    assert set(converted) == set(rle["state_dict"])
+
+
+# -------------------------------------------------------------------------------------------- Poseur
+
+
+@pytest.fixture(scope="module", params=["torch", "auto"])
+def poseur(request, parity_data):
+    """As `rle`, for Poseur, with EMSDA on the grid_sample reference ("torch", the fixture's path)
+    and on the compiled kernel when built ("auto")."""
+    state_dict, overrides = convert_poseur_official(_official_state_dict(parity_data, "poseur_r50"))
+    model = _build(POSEUR_CONFIG, overrides, RAW_INPUT + ["MODEL.MS_DEFORM_ATTN.BACKEND", request.param])
+    _load_strict(model, state_dict, ["pixel_mean", "pixel_std", "head.enc_loss.flow.prior_mean",
+                                     "head.dec_loss.flow.prior_mean"])
+    x, expected = _arrays(parity_data, "poseur_r50")
+    head = model.head
+    with torch.no_grad():
+        features = model.backbone(x)
+        maps = head.neck([features[f] for f in head.in_features])
+        out = head(features)
+        instances = model.inference([_crop_inputs(x)])[0]["instances"]  # flip test, crop pixels
+    ours = {f"neck_out{i}": m for i, m in enumerate(maps)}
+    ours.update({
+        # the authors' coarse output is the raw FC output; the converter moved their 0 offset into
+        # d2pose's bias, so coarse_coords equal it
+        "enc_pred_jts": out["coarse_coords"],
+        "enc_sigma": out["coarse_sigma"],
+        "enc_maxvals": sigma_to_score(out["coarse_sigma"], "rle")[..., None],
+        "dec_pred_jts": out["dec_coords"],
+        "dec_sigma": out["dec_sigmas"],
+        "dec_maxvals": head.predict(out)[1][..., None],
+        # the authors' flip test: coords and scores averaged (mirrored x -> 1 - x), times (W, H)
+        "test_preds_xy": instances.pred_keypoints[..., :2],
+        "test_preds_score": instances.pred_keypoints[..., 2],
+    })
+    expected["test_preds_xy"] = expected["test_preds"][..., :2]
+    expected["test_preds_score"] = expected["test_preds"][..., 2]
+    return dict(ours=ours, expected=expected, state_dict=state_dict, overrides=overrides, model=model)
+
+
+@pytest.mark.parametrize("name", [
+    "neck_out0", "neck_out1", "neck_out2", "neck_out3", "enc_pred_jts", "enc_sigma", "enc_maxvals",
+    "dec_pred_jts", "dec_sigma", "dec_maxvals", "test_preds_xy", "test_preds_score",
+])
+def test_poseur_matches_the_authors_code(poseur, name):
+    assert_matches(name, poseur["ours"][name], poseur["expected"][name])
+
+
+def test_poseur_every_decoder_layer_matches(poseur):
+    ours, expected = poseur["ours"], poseur["expected"]
+    assert expected["dec_pred_jts"].shape[0] == 6
+    for l in range(6):
+        assert_matches(f"dec_pred_jts[{l}]", ours["dec_pred_jts"][l], expected["dec_pred_jts"][l])
+        assert_matches(f"dec_sigma[{l}]", ours["dec_sigma"][l], expected["dec_sigma"][l])
+
+
+def test_poseur_overrides_and_priors(poseur):
+    ov = dict(zip(poseur["overrides"][0::2], poseur["overrides"][1::2]))
+    assert ov["MODEL.POSEUR.NUM_REG_FCS"] == "2" and ov["MODEL.POSEUR.NUM_DECODER_LAYERS"] == "6"
+    assert ov["MODEL.POSEUR.COARSE_FEATURE"] == "neck" and ov["MODEL.POSEUR.OUTPUT_DELTA"] == "True"
+    head = poseur["model"].head
+    for loss in (head.enc_loss, head.dec_loss):
+        assert torch.equal(loss.flow.prior_mean, torch.full((2,), 0.5))
+
+
+def test_poseur_sigma_branch_fold_is_exact():
+    """Three stacked linears (the authors' sigma branch) equal the folded Linear."""
+    from d2pose.checkpoint.convert import _fold_linears
+
+    g = torch.Generator().manual_seed(0)
+    t = [torch.randn(256, 256, generator=g) / 16, torch.randn(256, generator=g),
+         torch.randn(256, 256, generator=g) / 16, torch.randn(256, generator=g),
+         torch.randn(2, 256, generator=g) / 16, torch.randn(2, generator=g)]
+    x = torch.randn(5, 256, generator=g, dtype=torch.float64)
+    ref = x
+    for w, b in zip(t[0::2], t[1::2]):
+        ref = ref @ w.double().T + b.double()
+    folded = _fold_linears(*t).double()
+    assert torch.allclose(x @ folded[:, :-1].T + folded[:, -1], ref, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ loader and tool
+
+
+def _load_tool():
+    path = os.path.join(ROOT, "tools", "convert_checkpoint.py")
+    spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_read_checkpoint_formats(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {"a.weight": torch.arange(6.0).view(2, 3), "a.bias": torch.ones(2)}
+    torch.save(sd, tmp_path / "plain.pth")
+    # mmcv: weights under "state_dict", numpy values in the metadata
+    torch.save({"meta": {"epoch": 3, "hook_msgs": {"best_score": np.float64(0.75), "x": np.arange(2)}},
+                "state_dict": sd}, tmp_path / "mmcv.pth")
+    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "ddp.pth")
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    for name in ("plain.pth", "mmcv.pth", "ddp.pth", "w.safetensors"):
+        got = read_checkpoint(str(tmp_path / name))
+        assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd), name
+
+
+class _NotData:
+    pass
+
+
+def test_read_checkpoint_refuses_pickled_objects(tmp_path):
+    torch.save({"state_dict": {"a": torch.ones(1)}, "hook": _NotData()}, tmp_path / "code.pth")
+    with pytest.raises(ValueError, match="_NotData"):
+        read_checkpoint(str(tmp_path / "code.pth"))
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(str(tmp_path / "absent.pth"))
+
+
+def test_tool_round_trip_and_no_overwrite(rle, parity_data, tmp_path, capsys):
+    """official .pth (mmcv-style nesting) -> tool -> DetectionCheckpointer -> the same tensors."""
+    official = tmp_path / "official.pth"
+    torch.save({"meta": {"epoch": 270}, "state_dict": _official_state_dict(parity_data, "rle_res50")}, official)
+    out = tmp_path / "out" / "rle_d2pose.pth"
+    tool = _load_tool()
+    overrides = tool.main(["--method", "rle", "--input", str(official), "--output", str(out)])
+    assert overrides == rle["overrides"]
+    printed = capsys.readouterr().out
+    assert "INPUT.TOPDOWN.REGRESSION_CENTERED True" in printed and str(out) in printed
+    assert set(torch.load(out, map_location="cpu", weights_only=True)) == {"model"}
+
+    model = _build(RLE_CONFIG, overrides)
+    DetectionCheckpointer(model).load(str(out))
+    loaded = model.state_dict()
+    assert set(loaded) == set(rle["state_dict"])
+    assert all(torch.equal(loaded[k], v) for k, v in rle["state_dict"].items())
+
+    with pytest.raises(FileExistsError, match=re.escape(str(out)) + ".*--overwrite"):
+        tool.main(["--method", "rle", "--input", str(official), "--output", str(out)])
+    before = os.path.getmtime(out)
+    tool.main(["--method", "rle", "--input", str(official), "--output", str(out), "--overwrite"])
+    assert os.path.getmtime(out) >= before and not [p for p in os.listdir(out.parent) if ".tmp-" in p]
