@@ -9,9 +9,10 @@ with the authors': max |error| <= 1e-4 x the std of the authors' output. The inp
 tensors, so the tests zero the pixel normalisation (PIXEL_MEAN 0, PIXEL_STD 1).
 
 Documented differences, checked as such:
-- RLE flip test, coordinates: the authors map a centred x predicted on the mirrored crop back as
-  -x - 1/W (pixel-index coordinates), d2pose as -x (its continuous coordinates, exact there), so
-  d2pose's fused x is larger by exactly 1 / (2W), half a crop pixel; the tests subtract it.
+- RLE coordinates: the authors normalise pixel-index coordinates (pixel i at x = i) and flip a
+  centred x back as -x - 1/W; the converter sets INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX so that d2pose
+  decodes and flips the same way. Image coordinates then differ by d2pose's continuous convention
+  only (+0.5 px, see d2pose/data/__init__.py), which the test removes.
 - RLE flip test, sigma: the authors' `flip_output` swaps left/right for pred_jts and maxvals but not
   for sigma, so their fused sigma averages mismatched joints; d2pose swaps. Their value is compared
   with the average of d2pose's two unfused passes; the fused scores (maxvals) agree directly.
@@ -114,15 +115,14 @@ def rle(parity_data):
         fused = head.flip_fuse(out, flipped, model.flip_indices)
         instances = model.inference([_crop_inputs(x)])[0]["instances"]  # flip test, crop pixels
         log_prob = head.loss.flow.log_prob(torch.from_numpy(expected["flow_probe_z"]))
-    half_pixel = torch.tensor([0.5 / W, 0.0])  # the authors' flip-back shift, halved by the fusion
     ours = {
         "pred_jts": out["coords"],
         "sigma": out["sigma"],
         "maxvals": head.predict(out)[1][..., None],
-        "flip_test_pred_jts": fused["coords"] - half_pixel,
+        "flip_test_pred_jts": fused["coords"],
         "flip_test_sigma": (out["sigma"] + flipped["sigma"]) / 2,  # the authors do not swap sigma
         "flip_test_maxvals": head.predict(fused)[1][..., None],
-        "flip_test_coords_bbox_0_0_W_H": instances.pred_keypoints[..., :2] - half_pixel * W,
+        "flip_test_coords_bbox_0_0_W_H": instances.pred_keypoints[..., :2] - 0.5,  # continuous -> pixel index
         "flip_test_scores_bbox": instances.pred_keypoints[..., 2:],
         "flow_log_prob": log_prob,
     }
@@ -137,12 +137,18 @@ def test_rle_matches_the_authors_code(rle, name):
     assert_matches(name, rle["ours"][name], rle["expected"][name])
 
 
-def test_rle_flip_fusion_differs_by_the_pixel_convention_only(rle):
-    """d2pose's fused x is the authors' + 1 / (2W) (see the module docstring); y is the same."""
-    diff = rle["ours"]["flip_test_pred_jts"] + torch.tensor([0.5 / W, 0.0]) - torch.from_numpy(
-        rle["expected"]["flip_test_pred_jts"])
-    assert torch.allclose(diff[..., 0], torch.full_like(diff[..., 0], 0.5 / W), atol=1e-6)
-    assert diff[..., 1].abs().max() < 1e-6
+def test_rle_pixel_index_convention_is_needed(rle, parity_data):
+    """Without REGRESSION_PIXEL_INDEX the fused x would be the authors' + 1 / (2W): the switch matters."""
+    from d2pose.data.codecs import RegressionCoords
+
+    head, model = rle["model"].head, rle["model"]
+    continuous = RegressionCoords(head.codec.input_size, centered=True, pixel_index=False)
+    with torch.no_grad():
+        x, _ = _arrays(parity_data, "rle_res50")
+        out, flipped = head(model.backbone(x)), head(model.backbone(x.flip(-1)))
+    fused_x = (out["coords"] + continuous.flip_back(flipped["coords"], model.flip_indices))[..., 0] / 2
+    diff = fused_x - torch.from_numpy(rle["expected"]["flip_test_pred_jts"])[..., 0]
+    assert torch.allclose(diff, torch.full_like(diff, 0.5 / W), atol=1e-6)
 
 
 def test_rle_overrides_and_prior(rle):

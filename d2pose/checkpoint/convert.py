@@ -187,6 +187,8 @@ def convert_rle_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
         "MODEL.TOPDOWN.HEAD", "RLERegressionHead",
         "MODEL.RLE.AUX_HEATMAP_FEATURE", "''",
         "INPUT.TOPDOWN.REGRESSION_CENTERED", "True",  # official targets x / W - 0.5
+        # ... of pixel-index coordinates (pixel i at x = i; flip-back -x - 1/W)
+        "INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX", "True",
         "MODEL.RLE.SCORE_FORM", "rle",  # official maxvals: mean over x, y of 1 - sigma
         # official preprocessing: RGB / 255 minus (0.406, 0.457, 0.480), no std division
         "INPUT.FORMAT", "RGB",

@@ -41,6 +41,9 @@ def _add_data(cfg: CN) -> None:
     t.DECODE = "dark"
     # regression targets as x / W - 0.5 (RLE's official form) instead of x / W
     t.REGRESSION_CENTERED = False
+    # regression coordinates in the pixel-index convention of the authors' RLE code (pixel i at
+    # x = i): set for models converted from their checkpoints (tools/convert_checkpoint.py does)
+    t.REGRESSION_PIXEL_INDEX = False
     # keep decoded training images in memory (per loader worker; H x W x 3 bytes each)
     t.CACHE_IMAGES = False
     # a person needs at least this many labelled keypoints to be a training sample

@@ -256,28 +256,40 @@ class UDPHeatmap(_HeatmapCodec):
 
 class RegressionCoords:
     """Normalised coordinates for regression heads: x / W (in [0, 1] inside the crop), or
-    x / W - 0.5 with `centered` (RLE's official targets)."""
+    x / W - 0.5 with `centered` (RLE's official targets).
 
-    def __init__(self, input_size: Sequence[int], centered: bool = False):
+    With `pixel_index`, coordinates are normalised in the pixel-index convention of the authors' RLE
+    code (pixel i centred at x = i, so x_index = x - 0.5 and a mirror maps x_index to W - 1 - x_index):
+    models converted from their checkpoints predict in it, and decoding/flip-back must follow.
+    """
+
+    def __init__(self, input_size: Sequence[int], centered: bool = False, pixel_index: bool = False):
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.centered = centered
+        self.pixel_index = pixel_index
+
+    @property
+    def _shift(self) -> float:
+        return 0.5 if self.pixel_index else 0.0
 
     def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(K, 2) crop coordinates -> normalised (K, 2) float32 and weights (K,): 0 for unlabelled
         keypoints and for keypoints outside the crop."""
         size = np.asarray(self.input_size, dtype=np.float64)
-        norm = np.asarray(keypoints, dtype=np.float64) / size
-        inside = np.all((norm >= 0) & (norm <= 1), axis=-1)
+        inside = np.all((keypoints >= 0) & (keypoints <= size), axis=-1)
+        norm = (np.asarray(keypoints, dtype=np.float64) - self._shift) / size
         weights = ((np.asarray(visible).reshape(-1) > 0) & inside).astype(np.float32)
         return (norm - (0.5 if self.centered else 0.0)).astype(np.float32), weights
 
     def flip_back(self, coords: torch.Tensor, flip_indices: Sequence[int]) -> torch.Tensor:
         """Normalised (N, K, 2) predicted on a mirrored crop -> the original crop (exact)."""
         out = coords[:, list(flip_indices)].clone()
-        out[..., 0] = (-out[..., 0]) if self.centered else (1.0 - out[..., 0])
+        # continuous: x -> W - x; pixel index: x -> W - 1 - x (in units of W)
+        mirror = 1.0 - 2.0 * self._shift / self.input_size[0]
+        out[..., 0] = (mirror - 1.0 - out[..., 0]) if self.centered else (mirror - out[..., 0])
         return out
 
     def decode(self, coords: torch.Tensor) -> torch.Tensor:
         """Normalised (..., 2) -> crop coordinates."""
         size = torch.as_tensor(self.input_size, dtype=coords.dtype, device=coords.device)
-        return (coords + (0.5 if self.centered else 0.0)) * size
+        return (coords + (0.5 if self.centered else 0.0)) * size + self._shift

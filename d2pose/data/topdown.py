@@ -87,7 +87,7 @@ def build_topdown_codec(cfg):
     size = tuple(t.INPUT_SIZE)
     hm = (size[0] // t.HEATMAP_STRIDE, size[1] // t.HEATMAP_STRIDE)
     if t.CODEC == "regression":
-        return RegressionCoords(size, centered=t.REGRESSION_CENTERED)
+        return RegressionCoords(size, centered=t.REGRESSION_CENTERED, pixel_index=t.REGRESSION_PIXEL_INDEX)
     if t.CODEC == "msra":
         return MSRAHeatmap(size, hm, sigma=t.SIGMA, unbiased=t.UNBIASED, decode=t.DECODE)
     if t.CODEC == "udp":

@@ -36,7 +36,7 @@ class RLERegressionHead(nn.Module):
     @configurable
     def __init__(self, *, in_channels: int, in_feature: str, num_keypoints: int, input_size: Sequence[int],
                  loss: RLELoss, loss_weight: float = 1.0, score_form: str = "rle", centered: bool = False,
-                 aux_heatmap: Optional[Dict] = None):
+                 aux_heatmap: Optional[Dict] = None, pixel_index: bool = False):
         """
         Args:
             in_channels, in_feature: the backbone feature pooled (e.g. 2048 channels of "res5").
@@ -52,11 +52,13 @@ class RLERegressionHead(nn.Module):
                 MSE loss. The RLE authors train on heatmap-pretrained backbones (noted by Poseur);
                 this gives from-scratch recipes the same dense spatial signal within one schedule.
                 Inference never runs it: the model stays GAP + FC.
+            pixel_index: coordinates in the authors' pixel-index convention (converted checkpoints;
+                see :class:`d2pose.data.codecs.RegressionCoords`).
         """
         super().__init__()
         self.in_feature = in_feature
         self.num_keypoints = num_keypoints
-        self.codec = RegressionCoords(input_size, centered=centered)
+        self.codec = RegressionCoords(input_size, centered=centered, pixel_index=pixel_index)
         # mu starts at the crop centre: 0 for centred targets x / W - 0.5, else 0.5
         self.output = RLEOutput(in_channels, num_keypoints, offset=0.0 if centered else 0.5)
         self.loss = loss
@@ -89,6 +91,7 @@ class RLERegressionHead(nn.Module):
             input_size=tuple(cfg.INPUT.TOPDOWN.INPUT_SIZE),
             loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM), loss_weight=r.LOSS_WEIGHT,
             score_form=r.SCORE_FORM, centered=cfg.INPUT.TOPDOWN.REGRESSION_CENTERED, aux_heatmap=aux,
+            pixel_index=cfg.INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX,
         )
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -109,6 +112,9 @@ class RLERegressionHead(nn.Module):
             if "aux_heatmaps" in outputs:
                 pred = outputs["aux_heatmaps"].float()
                 norm = target + 0.5 if self.codec.centered else target
+                if self.codec.pixel_index:  # back to continuous crop units for the heatmaps
+                    W, H = self.codec.input_size
+                    norm = norm + target.new_tensor([0.5 / W, 0.5 / H])
                 hm, w = self.aux_codec.encode_torch(norm, weight)
                 mse = ((pred - hm) ** 2).mean(dim=(2, 3)) * w  # (R, K)
                 losses["loss_aux_heatmap"] = mse.sum() / max(pred.shape[0], 1) * self.aux_weight
