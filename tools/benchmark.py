@@ -22,6 +22,7 @@ import torch
 from detectron2.modeling import build_model
 
 from d2pose.config import get_d2pose_cfg
+from d2pose.modeling.complexity import topdown_complexity
 
 
 def main(argv=None):
@@ -77,6 +78,8 @@ def main(argv=None):
     print(f"{'variant':32s} {'ms':>9s} {'x backbone':>11s}")
     for name, t in times.items():
         print(f"{name:32s} {min(t) * 1e3:9.2f} {min(t) / base:11.3f}")
+    params, gflops = topdown_complexity(model)
+    print(f"inference path: {params / 1e6:.2f}M parameters, {gflops:.2f} GFLOPs per crop (fvcore)")
     return {name: min(t) for name, t in times.items()}
 
 

@@ -19,19 +19,18 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY
 from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals, select_proposals_with_visible_keypoints
 from detectron2.structures import Instances
 from torch import nn
-from torch.nn import functional as F
 
 from ..heads.poseur import poseur_losses
 from ..losses import RLELoss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
-from .rle_keypoint_head import box_relative, from_box_relative
+from .rle_keypoint_head import box_relative, from_box_relative, roi_conv_stack
 
 __all__ = ["PoseurROIHeads", "PoseurKeypointHead"]
 
@@ -111,14 +110,7 @@ class PoseurKeypointHead(nn.Module):
             The rest: as in :class:`d2pose.modeling.heads.poseur.PoseurHead`.
         """
         super().__init__()
-        layers, c = [], input_shape.channels
-        for dim in conv_dims:
-            conv = Conv2d(c, dim, 3, padding=1, activation=F.relu)
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            layers.append(conv)
-            c = dim
-        self.convs = nn.Sequential(*layers)
+        self.convs, c = roi_conv_stack(input_shape.channels, list(conv_dims))
         self.num_keypoints = num_keypoints
         self.coarse = RLEOutput(c, num_keypoints)  # box-relative, starting at the box centre
         self.neck = (ChannelMapper([memory_channels] * num_levels, embed_dim, neck_groups)

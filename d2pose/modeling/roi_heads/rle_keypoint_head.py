@@ -6,7 +6,7 @@ sigma. Registered in Detectron2's ROI_KEYPOINT_HEAD_REGISTRY: set
 
 Shape shorthand: R ROIs, C channels, S x S pooled features, K keypoints.
 """
-from typing import List
+from typing import List, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from ..losses import RLELoss, sigma_to_score
 from ..rle_output import RLEOutput
 
-__all__ = ["RLEKeypointHead", "box_relative", "from_box_relative"]
+__all__ = ["RLEKeypointHead", "box_relative", "from_box_relative", "roi_conv_stack"]
 
 
 def box_relative(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -31,6 +31,19 @@ def box_relative(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 def from_box_relative(rel: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Inverse of `box_relative`."""
     return boxes[:, None, :2] + rel * (boxes[:, 2:] - boxes[:, :2])[:, None]
+
+
+def roi_conv_stack(in_channels: int, conv_dims: List[int]) -> Tuple[nn.Sequential, int]:
+    """Detectron2's keypoint-head conv stack (3x3 conv + ReLU per entry of conv_dims, MSRA fill):
+    returns the stack and its output channels. Shared by the RLE and Poseur ROI keypoint heads."""
+    layers, c = [], in_channels
+    for dim in conv_dims:
+        conv = Conv2d(c, dim, 3, padding=1, activation=F.relu)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+        layers.append(conv)
+        c = dim
+    return nn.Sequential(*layers), c
 
 
 @ROI_KEYPOINT_HEAD_REGISTRY.register()
@@ -49,14 +62,7 @@ class RLEKeypointHead(nn.Module):
             score_form: keypoint score from sigma ("rle" or "poseur").
         """
         super().__init__()
-        layers, c = [], input_shape.channels
-        for i, dim in enumerate(conv_dims):
-            conv = Conv2d(c, dim, 3, padding=1, activation=F.relu)
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            layers.append(conv)
-            c = dim
-        self.convs = nn.Sequential(*layers)
+        self.convs, c = roi_conv_stack(input_shape.channels, conv_dims)
         self.num_keypoints = num_keypoints
         self.output = RLEOutput(c, num_keypoints)  # box-relative mu starts at the box centre
         self.loss = loss
