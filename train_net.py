@@ -21,6 +21,7 @@ from detectron2.evaluation import verify_results
 import d2pose  # noqa: F401  (registers every d2pose component)
 from d2pose.config import add_d2pose_config
 from d2pose.engine import AutocastTrainer
+from d2pose.modeling import build_model
 from d2pose.data.build import build_pose_test_loader, build_pose_train_loader
 from d2pose.solver import build_optimizer
 
@@ -35,6 +36,12 @@ class Trainer(DefaultTrainer):
             t = self._trainer
             self._trainer = AutocastTrainer(t.model, t.data_loader, t.optimizer,
                                             dtype=getattr(torch, cfg.SOLVER.AUTOCAST_DTYPE))
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = build_model(cfg)  # Detectron2's builder + MODEL.CHANNELS_LAST
+        logging.getLogger("d2pose").info("Model:\n%s", model)
+        return model
 
     @classmethod
     def build_train_loader(cls, cfg):

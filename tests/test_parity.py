@@ -185,6 +185,7 @@ def poseur(request, parity_data):
                                      "head.dec_loss.flow.prior_mean"])
     x, expected = _arrays(parity_data, "poseur_r50")
     head = model.head
+    head.all_layer_outputs = True  # every decoder layer's outputs are compared
     with torch.no_grad():
         features = model.backbone(x)
         maps = head.neck([features[f] for f in head.in_features])

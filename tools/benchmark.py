@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import torch
-from detectron2.modeling import build_model
+from d2pose.modeling import build_model
 
 from d2pose.config import get_d2pose_cfg
 from d2pose.modeling.complexity import topdown_complexity

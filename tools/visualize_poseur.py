@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import build_model
+from d2pose.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from d2pose.config import get_d2pose_cfg

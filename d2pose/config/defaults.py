@@ -82,6 +82,8 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.RLE.ROI_CONV_DIMS = (256, 256, 256, 256)
     # training-only auxiliary heatmaps on this backbone feature ("" = off; e.g. "res3"), their
     # Gaussian sigma (cells) and loss weight: dense supervision for from-scratch recipes
+    # RLEIntegralHead: channels of a 3x3 conv before the 1x1 heatmap conv (0: the 1x1 conv only)
+    cfg.MODEL.RLE.INTEGRAL_CONV_DIM = 0
     cfg.MODEL.RLE.AUX_HEATMAP_FEATURE = ""
     cfg.MODEL.RLE.AUX_HEATMAP_SIGMA = 1.5
     cfg.MODEL.RLE.AUX_HEATMAP_WEIGHT = 10.0
@@ -151,6 +153,11 @@ def _add_models(cfg: CN) -> None:
     # mixed precision on the model's device through d2pose's AutocastTrainer ("" = off;
     # "bfloat16" is about 2x faster on CPUs with native bfloat16; "float16" for GPUs)
     cfg.SOLVER.AUTOCAST_DTYPE = ""
+    # Adam/AdamW as one fused kernel per step (PyTorch >= 2.4 on CPU and CUDA), else foreach
+    cfg.SOLVER.FUSED_OPTIMIZER = True
+    # convolution weights (and so activations) in channels-last layout: oneDNN's fast path on CPUs
+    # (measured 1.25x faster ResNet-18 training steps in bfloat16 here), tensor cores on GPUs
+    cfg.MODEL.CHANNELS_LAST = False
 
 
 def add_d2pose_config(cfg: CN) -> CN:

@@ -7,7 +7,7 @@ Checkpoint names follow the official RLE / Poseur code: `fc_coord.linear.*`, `fc
 
 Shape shorthand: R instances, K keypoints, C channels.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -18,22 +18,28 @@ __all__ = ["RLEOutput"]
 
 
 class RLEOutput(nn.Module):
-    """(R, C) features -> mu (R, K, 2) + offset and sigma (R, K, 2) in (0, 1), in float32."""
+    """(R, C) features -> mu (R, K, 2) + offset and sigma (R, K, 2) in (0, 1), in float32.
 
-    def __init__(self, in_channels: int, num_keypoints: int, offset: float = 0.5, init_gain: float = 0.01):
+    With `coords=False` only the sigma FC exists and mu is None (heads whose coordinates come from
+    elsewhere, e.g. soft-argmax in :class:`d2pose.modeling.heads.RLEIntegralHead`).
+    """
+
+    def __init__(self, in_channels: int, num_keypoints: int, offset: float = 0.5, init_gain: float = 0.01,
+                 coords: bool = True):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.offset = offset
-        self.fc_coord = NormalizedLinear(in_channels, num_keypoints * 2)
+        self.fc_coord = NormalizedLinear(in_channels, num_keypoints * 2) if coords else None
         self.fc_sigma = nn.Linear(in_channels, num_keypoints * 2)
-        for fc in (self.fc_coord.linear, self.fc_sigma):
-            nn.init.xavier_uniform_(fc.weight, gain=init_gain)
-            nn.init.zeros_(fc.bias)
+        for fc in (self.fc_coord.linear if coords else None, self.fc_sigma):
+            if fc is not None:
+                nn.init.xavier_uniform_(fc.weight, gain=init_gain)
+                nn.init.zeros_(fc.bias)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
         R, K = x.shape[0], self.num_keypoints
         with torch.autocast(x.device.type, enabled=False):  # coordinates and sigmas in float32
             x = x.float()
-            mu = self.fc_coord(x).view(R, K, 2) + self.offset
+            mu = self.fc_coord(x).view(R, K, 2) + self.offset if self.fc_coord is not None else None
             sigma = torch.sigmoid(self.fc_sigma(x)).view(R, K, 2)
         return mu, sigma

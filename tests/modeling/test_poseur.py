@@ -306,9 +306,18 @@ def test_poseur_head_train_and_predict():
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
     head.eval()
+    feats = _features(R, g)
     with torch.no_grad():
-        out = head(_features(R, g))
-    assert out["dec_coords"].shape == (2, R, K, 2)  # no noisy groups at inference
+        out = head(feats)
+    # no noisy groups at inference, and only the last layer's outputs unless asked for all of them
+    assert out["dec_coords"].shape == (1, R, K, 2)
+    head.all_layer_outputs = True
+    with torch.no_grad():
+        every = head(feats)
+    head.all_layer_outputs = False
+    assert every["dec_coords"].shape == (2, R, K, 2)
+    torch.testing.assert_close(every["coords"], out["coords"], rtol=0, atol=0)
+    torch.testing.assert_close(every["sigma"], out["sigma"], rtol=0, atol=0)
     head.return_sampling = True
     with torch.no_grad():
         sampled = head(_features(1, g))

@@ -163,3 +163,66 @@ def test_aux_heatmap_is_training_only_and_its_loss_is_zero_at_the_target():
     bad.MODEL.RLE.AUX_HEATMAP_FEATURE = "res2"
     with pytest.raises(ValueError, match="AUX_HEATMAP_FEATURE"):
         build_model(bad)
+
+
+def test_soft_argmax_reference_and_gradcheck():
+    from d2pose.modeling.heads.regression import soft_argmax
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    gx, gy = torch.arange(4, dtype=torch.float64) * 2.0 + 1.0, torch.arange(5, dtype=torch.float64) * 3.0 - 1.0
+    out = soft_argmax(logits, gx, gy)
+    p = torch.softmax(logits.flatten(2), -1).view_as(logits)
+    ref_x = (p * gx.view(1, 1, 1, 4)).sum((2, 3))
+    ref_y = (p * gy.view(1, 1, 5, 1)).sum((2, 3))
+    torch.testing.assert_close(out, torch.stack([ref_x, ref_y], -1), rtol=1e-12, atol=1e-12)
+    peaked = torch.full((1, 1, 5, 4), -1e4, dtype=torch.float64)
+    peaked[0, 0, 3, 2] = 0.0  # one cell: its coordinates exactly
+    assert soft_argmax(peaked, gx, gy)[0, 0].tolist() == [5.0, 8.0]
+    assert torch.autograd.gradcheck(lambda t: soft_argmax(t, gx, gy), (logits.requires_grad_(),))
+    assert soft_argmax(logits.detach().bfloat16(), gx.float(), gy.float()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_integral_head_decodes_cell_centres_and_flips_exactly(centered):
+    cfg = _cfg("configs/RLE/synthetic_rle_integral_topdown.yaml")
+    cfg.INPUT.TOPDOWN.REGRESSION_CENTERED = centered
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+    model = build_model(cfg).eval()
+    head = model.head
+    s = head.heatmap_stride
+    h, w = H // s, W // s
+    # a heatmap conv that copies channel k of the feature: put a peak for keypoint k at cell (k % w, k // w)
+    K = head.num_keypoints
+    with torch.no_grad():
+        conv = head.heatmap[-1]
+        conv.weight.zero_(); conv.bias.zero_()
+        for k in range(K):
+            conv.weight[k, k] = 1.0
+    feats = torch.full((1, conv.in_channels, h, w), -1e4)
+    cells = [(k % w, (k // w) % h) for k in range(K)]
+    for k, (j, i) in enumerate(cells):
+        feats[0, k, i, j] = 0.0
+    pooled = torch.randn(1, head.output.fc_sigma.in_features, 2, 2)
+    out = head({head.heatmap_feature: feats, head.in_feature: pooled})
+    coords, scores, _ = head.predict(out)
+    expected = torch.tensor([[(j + 0.5) * s, (i + 0.5) * s] for j, i in cells])
+    torch.testing.assert_close(coords[0], expected)
+    assert scores.shape == (1, K) and out["sigma"].shape == (1, K, 2)
+    # the mirrored features give the mirrored keypoints: flip fusion restores the original exactly
+    mirrored = head({head.heatmap_feature: feats.flip(-1)[:, list(model.flip_indices) + list(range(K, feats.shape[1]))],
+                     head.in_feature: pooled})
+    fused = head.flip_fuse(out, mirrored, model.flip_indices)
+    torch.testing.assert_close(fused["coords"], out["coords"])
+
+
+def test_integral_head_trains_and_has_no_coordinate_fc():
+    cfg = _cfg("configs/RLE/synthetic_rle_integral_topdown.yaml")
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+    model = build_model(cfg).train()
+    assert model.head.output.fc_coord is None
+    losses = model([_train_sample(size=(W, H)), _train_sample(size=(W, H))])
+    assert set(losses) == {"loss_rle"} and torch.isfinite(losses["loss_rle"])
+    sum(losses.values()).backward()
+    assert model.head.heatmap[-1].weight.grad.abs().sum() > 0
+    assert model.head.output.fc_sigma.weight.grad.abs().sum() > 0

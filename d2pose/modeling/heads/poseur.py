@@ -159,6 +159,9 @@ class PoseurHead(nn.Module):
         self.flip_fuse_mode = flip_fuse_mode
         # set True (e.g. in a visualiser) to also output every layer's EMSDA sampling locations/weights
         self.return_sampling = False
+        # at inference only the last layer's (mu, sigma) are computed unless this (or return_sampling)
+        # is set: the earlier layers' output branches are training-only (cf. the flows)
+        self.all_layer_outputs = False
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -195,7 +198,7 @@ class PoseurHead(nn.Module):
         Returns:
             dict of float32 tensors: "coarse_coords", "coarse_sigma" (R, K, 2); "dec_coords",
             "dec_sigmas" (L, R, Q, 2) with Q = (1 + G) K in training and K at inference (group 0
-            first); "reference_points" (R, Q, 2), the decoder's initial points; "coords", "sigma"
+            first; at inference L = 1, the last layer, unless `all_layer_outputs` or `return_sampling`); "reference_points" (R, Q, 2), the decoder's initial points; "coords", "sigma"
             (R, K, 2): the last layer's coarse group, the prediction. With `self.return_sampling`,
             also "sampling_locations" (L, R, Q, M, levels, P, 2) and "attention_weights".
         """
@@ -214,7 +217,8 @@ class PoseurHead(nn.Module):
                 ref = noisy_reference_points(ref, self.num_noisy_groups, self.num_noisy_points, self.noise_std)
         query, query_pos = self.keypoint_encoder(ref)
         dec = self.decoder(query, query_pos, ref, memory, spatial_shapes, level_start_index,
-                           return_sampling=self.return_sampling)
+                           return_sampling=self.return_sampling,
+                           all_layers=self.training or self.return_sampling or self.all_layer_outputs)
         K = self.num_keypoints
         out = dict(
             coarse_coords=coarse_coords, coarse_sigma=coarse_sigma, dec_coords=dec["coords"],

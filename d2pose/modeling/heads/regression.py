@@ -4,7 +4,7 @@ loss, so inference costs one FC.
 
 Shape shorthand: R crops, K keypoints, C channels.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -16,7 +16,7 @@ from ..losses import RLELoss, sigma_to_score
 from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
 
-__all__ = ["RLERegressionHead", "num_keypoints_from_cfg"]
+__all__ = ["RLERegressionHead", "RLEIntegralHead", "soft_argmax", "num_keypoints_from_cfg"]
 
 
 def num_keypoints_from_cfg(cfg) -> int:
@@ -128,3 +128,83 @@ class RLERegressionHead(nn.Module):
         coords = self.codec.flip_back(flipped["coords"], flip_indices)
         sigma = flipped["sigma"][:, list(flip_indices)]
         return dict(coords=(outputs["coords"] + coords) / 2, sigma=(outputs["sigma"] + sigma) / 2)
+
+
+def soft_argmax(logits: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Tensor) -> torch.Tensor:
+    """Integral regression (Sun et al., ECCV 2018): (R, K, h, w) logits -> (R, K, 2) expected (x, y)
+    of the spatial softmax, where grid_x (w,) and grid_y (h,) give each cell's coordinates."""
+    R, K, h, w = logits.shape
+    dtype = torch.promote_types(logits.dtype, torch.float32)  # at least float32 (bf16/fp16 logits)
+    p = torch.softmax(logits.flatten(2).to(dtype), dim=-1).view(R, K, h, w)
+    x = (p.sum(dim=2) * grid_x).sum(dim=-1)
+    y = (p.sum(dim=3) * grid_y).sum(dim=-1)
+    return torch.stack([x, y], dim=-1)
+
+
+@TOPDOWN_HEAD_REGISTRY.register()
+class RLEIntegralHead(RLERegressionHead):
+    """RLE with integral coordinates, the paper's variant for high-resolution features (Tab. 2b:
+    "we adopt soft-argmax to produce coordinates and an FC layer to produce sigma").
+
+    mu is the soft-argmax of K heatmap logits predicted from a fine feature map (e.g. an FPN level
+    or HRNet's stride-4 branch), in the same normalised crop coordinates as the GAP + FC head;
+    sigma comes from the shared :class:`RLEOutput` sigma FC on a globally pooled feature. Loss,
+    decoding, flip fusion and scores are RLERegressionHead's: only where mu comes from differs.
+    The heatmaps carry no heatmap loss: the RLE likelihood of mu is the only supervision.
+    """
+
+    @configurable
+    def __init__(self, *, heatmap_channels: int, heatmap_feature: str, heatmap_stride: int, conv_dim: int = 0,
+                 **kwargs):
+        """
+        Args:
+            heatmap_channels, heatmap_feature, heatmap_stride: the fine feature the heatmaps are
+                predicted from.
+            conv_dim: channels of an optional 3x3 conv + ReLU before the 1x1 heatmap conv (0: none).
+            kwargs: RLERegressionHead's arguments; `in_channels` / `in_feature` name the feature
+                pooled for sigma.
+        """
+        if kwargs.get("aux_heatmap"):
+            raise ValueError("RLEIntegralHead has heatmaps of its own: MODEL.RLE.AUX_HEATMAP_FEATURE must be empty")
+        super().__init__(**kwargs)
+        K = self.num_keypoints
+        self.output = RLEOutput(kwargs["in_channels"], K, coords=False)
+        self.heatmap_feature = heatmap_feature
+        self.heatmap_stride = int(heatmap_stride)
+        layers: List[nn.Module] = []
+        if conv_dim > 0:
+            layers += [nn.Conv2d(heatmap_channels, conv_dim, 3, padding=1), nn.ReLU(inplace=True)]
+            heatmap_channels = conv_dim
+        layers.append(nn.Conv2d(heatmap_channels, K, 1))
+        self.heatmap = nn.Sequential(*layers)
+        nn.init.normal_(self.heatmap[-1].weight, std=0.001)
+        nn.init.zeros_(self.heatmap[-1].bias)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        feature = cfg.MODEL.TOPDOWN.IN_FEATURES[0]
+        if feature not in input_shape:
+            raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES[0] {feature!r} (the heatmap feature of RLEIntegralHead) is "
+                             f"not a backbone output ({sorted(input_shape)})")
+        ret.update(heatmap_channels=input_shape[feature].channels, heatmap_feature=feature,
+                   heatmap_stride=input_shape[feature].stride, conv_dim=cfg.MODEL.RLE.INTEGRAL_CONV_DIM)
+        return ret
+
+    def _grids(self, h: int, w: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Cell centres ((j + 0.5) * stride in continuous crop pixels) in the codec's target units."""
+        W, H = self.codec.input_size
+        shift = self.codec._shift
+        ctr = 0.5 if self.codec.centered else 0.0
+        s = float(self.heatmap_stride)
+        gx = ((torch.arange(w, device=device, dtype=torch.float32) + 0.5) * s - shift) / W - ctr
+        gy = ((torch.arange(h, device=device, dtype=torch.float32) + 0.5) * s - shift) / H - ctr
+        return gx, gy
+
+    def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        logits = self.heatmap(features[self.heatmap_feature])
+        gx, gy = self._grids(logits.shape[2], logits.shape[3], logits.device)
+        with torch.autocast(logits.device.type, enabled=False):
+            coords = soft_argmax(logits, gx, gy)
+        _, sigma = self.output(features[self.in_feature].float().mean(dim=(2, 3)))
+        return dict(coords=coords, sigma=sigma)

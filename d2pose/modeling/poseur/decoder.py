@@ -195,6 +195,23 @@ class PoseurDecoderLayer(nn.Module):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
 
+    def _self_attention(self, qk: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """`self.self_attn(qk, qk, v)` (nn.MultiheadAttention's parameters and semantics, including a
+        boolean or additive (T, T) mask) with one projection of qk for queries and keys and a direct
+        scaled_dot_product_attention call: the decoder's sequences are 17-68 tokens long, so the
+        module's per-call overhead was a sizeable part of its CPU latency."""
+        attn = self.self_attn
+        B, T, C = qk.shape
+        M = attn.num_heads
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        q, k = F.linear(qk, w[:2 * C], b[:2 * C]).view(B, T, 2, M, C // M).permute(2, 0, 3, 1, 4)
+        v = F.linear(v, w[2 * C:], b[2 * C:]).view(B, T, M, C // M).transpose(1, 2)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = ~attn_mask  # nn.MultiheadAttention: True = blocked; SDPA: True = allowed
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                             dropout_p=attn.dropout if self.training else 0.0)
+        return attn.out_proj(out.transpose(1, 2).reshape(B, T, C))
+
     def cross_attention(
         self,
         query: torch.Tensor,
@@ -263,19 +280,16 @@ class PoseurDecoderLayer(nn.Module):
         Returns:
             (R, Q, C); with return_sampling, (out, locations, weights).
         """
-        q = k = tgt + query_pos
+        q = tgt + query_pos
         R, Q, C = tgt.shape
         # PyTorch's CPU flash-attention kernel is ~6x slower than the math path on sequences this short
         # (17-68 queries; measured fwd+bwd in bfloat16): pick the math path on the CPU
         backends = [SDPBackend.MATH] if tgt.device.type == "cpu" else _ALL_SDPA_BACKENDS
+        if Q % num_groups:
+            raise ValueError(f"{Q} queries do not split into {num_groups} groups")
         with sdpa_kernel(backends):
-            if num_groups > 1:
-                if Q % num_groups:
-                    raise ValueError(f"{Q} queries do not split into {num_groups} groups")
-                qg, vg = q.reshape(R * num_groups, Q // num_groups, C), tgt.reshape(R * num_groups, Q // num_groups, C)
-                sa = self.self_attn(qg, qg, vg, attn_mask=attn_mask, need_weights=False)[0].reshape(R, Q, C)
-            else:
-                sa = self.self_attn(q, k, tgt, attn_mask=attn_mask, need_weights=False)[0]
+            sa = self._self_attention(q.reshape(R * num_groups, Q // num_groups, C),
+                                      tgt.reshape(R * num_groups, Q // num_groups, C), attn_mask).reshape(R, Q, C)
         tgt = self.norm1(tgt + self.dropout1(sa))
         ca = self.cross_attention(tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index,
                                   memory_index, memory_padding_mask, return_sampling)
@@ -360,6 +374,7 @@ class PoseurDecoder(nn.Module):
         memory_padding_mask: Optional[torch.Tensor] = None,
         return_sampling: bool = False,
         memory_boxes: Optional[torch.Tensor] = None,
+        all_layers: bool = True,
     ) -> Dict[str, torch.Tensor]:
         """
         Args:
@@ -372,9 +387,13 @@ class PoseurDecoder(nn.Module):
                 normalised coordinates: reference points and outputs then live in that frame (e.g.
                 box-relative for ROI heads) and EMSDA samples at x0 + x * w, y0 + y * h. None: the
                 frame is the memory itself (top-down crops).
+            all_layers: every layer's (mu_l, sigma_l); False (inference) computes only the last
+                layer's, since earlier layers only need their reference refinement: it skips
+                2 (num_layers - 1) small branches, which is latency on a CPU.
 
         Returns:
-            dict with "coords" (num_layers, R, Q, 2) mu_l, "sigmas" (num_layers, R, Q, 2) in (0, 1),
+            dict with "coords" (num_layers, R, Q, 2) mu_l, "sigmas" (num_layers, R, Q, 2) in (0, 1)
+            (a leading dimension of 1, the last layer, with all_layers=False),
             "references" (num_layers, R, Q, 2) the reference point each layer attended around; with
             return_sampling, "sampling_locations" (num_layers, R, Q, M, L, P, 2) and
             "attention_weights" (num_layers, R, Q, M, L, P).
@@ -400,6 +419,8 @@ class PoseurDecoder(nn.Module):
             with torch.autocast(h.device.type, enabled=False):  # coordinates and sigmas in float32
                 hf = h.to(torch.promote_types(h.dtype, torch.float32))
                 ref = torch.sigmoid(self.fc_coord_branches[l](hf) + inverse_sigmoid(ref))  # not detached (official)
+                if not all_layers and l < self.num_layers - 1:
+                    continue
                 mu = ref if self.fc_coord_output_branches is None else ref + self.fc_coord_output_branches[l](hf)
                 coords.append(mu)
                 sigmas.append(torch.sigmoid(self.fc_sigma_branches[l](hf)))

@@ -176,7 +176,8 @@ class PoseurKeypointHead(nn.Module):
                 ref = noisy_reference_points(ref, self.num_noisy_groups, self.num_noisy_points, self.noise_std)
         query, query_pos = self.keypoint_encoder(ref)
         dec = self.decoder(query, query_pos, ref, memory, spatial_shapes, level_start_index, memory_index=image_index,
-                           return_sampling=self.return_sampling, memory_boxes=memory_boxes)
+                           return_sampling=self.return_sampling, memory_boxes=memory_boxes,
+                           all_layers=self.training or self.return_sampling)
         K = self.num_keypoints
         out = dict(coarse_coords=coarse_coords, coarse_sigma=coarse_sigma, dec_coords=dec["coords"],
                    dec_sigmas=dec["sigmas"], reference_points=ref, coords=dec["coords"][-1, :, :K],
