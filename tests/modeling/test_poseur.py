@@ -413,3 +413,27 @@ def test_r50_poseur_params_and_flops_match_paper():
     # the training-only flows are not counted
     assert n == sum(p.numel() for p in model.backbone.parameters()) + sum(
         p.numel() for name, p in model.head.named_parameters() if not name.startswith(("enc_loss.", "dec_loss.")))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_multiscale_memory_matches_its_definition_with_gradients(channels_last):
+    from d2pose.modeling.poseur.position_encoding import multiscale_memory, sine_position_encoding_2d
+
+    g = torch.Generator().manual_seed(0)
+    C = 16
+    maps = [torch.randn(2, C, h, w, generator=g, dtype=torch.float64) for h, w in [(8, 6), (4, 3), (2, 2)]]
+    if channels_last:
+        maps = [m.contiguous(memory_format=torch.channels_last) for m in maps]
+    maps = [m.requires_grad_() for m in maps]
+    level = torch.randn(3, C, generator=g, dtype=torch.float64, requires_grad=True)
+    memory, shapes, starts = multiscale_memory(maps, level)
+    ref = torch.cat([
+        m.flatten(2).transpose(1, 2) + sine_position_encoding_2d(1, m.shape[2], m.shape[3], C // 2, dtype=m.dtype)
+        .flatten(2).transpose(1, 2) + level[l] for l, m in enumerate(maps)], 1)
+    torch.testing.assert_close(memory, ref, rtol=1e-12, atol=1e-12)
+    assert shapes.tolist() == [[8, 6], [4, 3], [2, 2]] and starts.tolist() == [0, 48, 60]
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((memory * w).sum(), maps + [level])
+    ref_grads = torch.autograd.grad((ref * w).sum(), maps + [level])
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
