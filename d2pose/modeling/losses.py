@@ -86,8 +86,13 @@ class RLELoss(nn.Module):
         """
         R = max(pred.shape[0], 1)
         w = weight if weight.dim() == 3 else weight[..., None].expand_as(pred)
+        # masked entries contribute exactly nothing, not even a NaN (0 * inf): an ROI's keypoints
+        # outside its box, or unlabelled ones, can have huge residuals over tiny sigmas
+        valid = w > 0
+        pred = torch.where(valid, pred, target.detach())
         if self.kind == "l1":
             return ((pred - target).abs() * w).sum() / R
+        sigma = torch.where(valid, sigma, torch.ones_like(sigma)).clamp_min(1e-9)
         bar_mu = (pred - target) / sigma
         log_phi = self.flow.log_prob(bar_mu.reshape(-1, 2)).view(pred.shape[:2])  # (R, K)
         w_kp = w[..., 0]

@@ -115,3 +115,28 @@ def test_scores_and_normalized_linear():
     x = torch.randn(2, 4)
     torch.testing.assert_close(layer(3.0 * x), layer(x))  # scale invariant
     torch.testing.assert_close(layer(x), layer.linear(x / x.norm(dim=-1, keepdim=True)))
+
+
+def test_rle_loss_ignores_masked_entries_even_when_they_are_extreme():
+    from d2pose.modeling.losses import RLELoss
+
+    torch.manual_seed(0)
+    for kind, official in [("rle", False), ("rle", True), ("dle", False), ("l1", False)]:
+        loss = RLELoss(kind, official_form=official)
+        pred, target = torch.rand(3, 5, 2), torch.rand(3, 5, 2)
+        sigma = torch.rand(3, 5, 2) * 0.5 + 0.1
+        weight = torch.ones(3, 5)
+        weight[:, 2] = 0
+        ref = loss(pred, sigma, target, weight)
+        # the masked keypoint blows up (huge residual, sigma underflowing to 0): same loss, finite grads
+        pred2, sigma2 = pred.clone(), sigma.clone()
+        pred2[:, 2] = 1e30
+        sigma2[:, 2] = 0.0
+        pred2.requires_grad_()
+        sigma2.requires_grad_()
+        out = loss(pred2, sigma2, target, weight)
+        torch.testing.assert_close(out, ref)
+        out.backward()
+        assert torch.isfinite(pred2.grad).all() and (pred2.grad[:, 2] == 0).all()
+        if kind != "l1":  # L1 does not use sigma
+            assert torch.isfinite(sigma2.grad).all() and (sigma2.grad[:, 2] == 0).all()
