@@ -46,8 +46,13 @@ def test_visualize_poseur_untrained(tmp_path):
     import cv2
 
     img = cv2.imread(out[0])
-    # coarse + 3 decoder layers + prediction panels, each the 72x96 crop upscaled x4
-    assert img.shape[:2] == (96 * 4, 72 * 4 * 5)
+    # coarse + 3 decoder layers + prediction panels, each the config's crop upscaled x4
+    from d2pose.config import get_d2pose_cfg
+
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"))
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+    assert img.shape[:2] == (H * 4, W * 4 * 5)
     with pytest.raises(FileExistsError, match="--overwrite"):
         vis.main(args)
     with pytest.raises(SystemExit, match="--keypoint"):
