@@ -6,7 +6,7 @@ the ground truth and, for Poseur, the decoder's reference and sampling points.
     python tools/demo.py [--config-file configs/Poseur/synthetic_poseur_topdown.yaml] [--iters 600]
                          [--output-dir output/demo] [--num-vis 8] [KEY VALUE ...]
 
-The schedule is shortened (600 iterations, about 6 minutes on 2 cores) so the demo stays quick;
+The schedule is shortened (600 iterations, about 4 minutes on 2 cores) so the demo stays quick;
 train the config as is for the full result. An existing output folder is not reused silently:
 pass --resume to continue it, or choose another --output-dir.
 """
