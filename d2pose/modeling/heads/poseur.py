@@ -36,10 +36,19 @@ from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
 from .regression import num_keypoints_from_cfg
 
-__all__ = ["PoseurHead", "poseur_losses"]
+__all__ = ["PoseurHead", "poseur_losses", "poseur_rle_losses"]
 
 # the authors' "type2" flip fusion: p = 0.7 * prod_d (1 - exp(-0.2 / sigma_d)), coordinate weights p^5
 _FLIP_A, _FLIP_SCALE, _FLIP_POWER, _FLIP_EPS = 0.2, 0.7, 5, 1e-10
+
+
+def poseur_rle_losses(cfg) -> Dict[str, RLELoss]:
+    """The two RLE losses of a Poseur head from the config (each with its own RealNVP flow): "enc_loss"
+    for the coarse proposal and "dec_loss" shared by the decoder layers (MODEL.RLE.*, and
+    MODEL.POSEUR.FLOW_PRIOR_MEAN). Shared by the top-down and ROI heads."""
+    p, r = cfg.MODEL.POSEUR, cfg.MODEL.RLE
+    return {name: RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM, prior_mean=p.FLOW_PRIOR_MEAN)
+            for name in ("enc_loss", "dec_loss")}
 
 
 def poseur_losses(head: nn.Module, outputs: Dict[str, torch.Tensor], target: torch.Tensor,
@@ -171,15 +180,11 @@ class PoseurHead(nn.Module):
         missing = [f for f in features if f not in input_shape]
         if missing:
             raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES {missing} are not backbone outputs ({sorted(input_shape)})")
-        p, r = cfg.MODEL.POSEUR, cfg.MODEL.RLE
-
-        def rle_loss():
-            return RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM, prior_mean=p.FLOW_PRIOR_MEAN)
-
+        p = cfg.MODEL.POSEUR
         return dict(
             in_features=features, in_channels=[input_shape[f].channels for f in features],
             num_keypoints=num_keypoints_from_cfg(cfg), input_size=tuple(cfg.INPUT.TOPDOWN.INPUT_SIZE),
-            enc_loss=rle_loss(), dec_loss=rle_loss(),
+            **poseur_rle_losses(cfg),
             embed_dim=p.EMBED_DIM, num_heads=p.NUM_HEADS, num_decoder_layers=p.NUM_DECODER_LAYERS,
             ffn_dim=p.FFN_DIM, dropout=p.DROPOUT, num_points=p.NUM_POINTS,
             num_noisy_groups=p.NUM_NOISY_GROUPS, num_noisy_points=p.NUM_NOISY_POINTS, noise_std=p.NOISE_STD,

@@ -26,7 +26,7 @@ from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals,
 from detectron2.structures import Instances
 from torch import nn
 
-from ..heads.poseur import poseur_losses
+from ..heads.poseur import poseur_losses, poseur_rle_losses
 from ..losses import RLELoss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
@@ -129,15 +129,11 @@ class PoseurKeypointHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        p, r = cfg.MODEL.POSEUR, cfg.MODEL.RLE
-
-        def rle_loss():
-            return RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM, prior_mean=p.FLOW_PRIOR_MEAN)
-
+        p = cfg.MODEL.POSEUR
         return dict(
             input_shape=input_shape, num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
             conv_dims=list(cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS), memory_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-            num_levels=len(p.ROI_MEMORY_FEATURES), enc_loss=rle_loss(), dec_loss=rle_loss(),
+            num_levels=len(p.ROI_MEMORY_FEATURES), **poseur_rle_losses(cfg),
             embed_dim=p.EMBED_DIM, num_heads=p.NUM_HEADS, num_decoder_layers=p.NUM_DECODER_LAYERS,
             ffn_dim=p.FFN_DIM, dropout=p.DROPOUT, num_points=p.NUM_POINTS, num_noisy_groups=p.NUM_NOISY_GROUPS,
             num_noisy_points=p.NUM_NOISY_POINTS, noise_std=p.NOISE_STD, coarse_loss_weight=p.COARSE_LOSS_WEIGHT,
