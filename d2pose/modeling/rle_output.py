@@ -31,10 +31,9 @@ class RLEOutput(nn.Module):
         self.offset = offset
         self.fc_coord = NormalizedLinear(in_channels, num_keypoints * 2) if coords else None
         self.fc_sigma = nn.Linear(in_channels, num_keypoints * 2)
-        for fc in (self.fc_coord.linear if coords else None, self.fc_sigma):
-            if fc is not None:
-                nn.init.xavier_uniform_(fc.weight, gain=init_gain)
-                nn.init.zeros_(fc.bias)
+        for fc in [self.fc_sigma] + ([self.fc_coord.linear] if coords else []):
+            nn.init.xavier_uniform_(fc.weight, gain=init_gain)
+            nn.init.zeros_(fc.bias)
 
     def forward(self, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
         R, K = x.shape[0], self.num_keypoints

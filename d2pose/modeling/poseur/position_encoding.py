@@ -91,29 +91,27 @@ _TOKEN_POS_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _TOKEN_POS_CACHE_SIZE = 16
 
 
+def _cached(key: tuple, make) -> torch.Tensor:
+    """The constant tensor under `key` in the small LRU cache of encodings, made on first use."""
+    value = _TOKEN_POS_CACHE.get(key)
+    if value is None:
+        _TOKEN_POS_CACHE[key] = value = make()
+        while len(_TOKEN_POS_CACHE) > _TOKEN_POS_CACHE_SIZE:
+            _TOKEN_POS_CACHE.popitem(last=False)
+    return value
+
+
 def _token_position_encoding(H: int, W: int, C: int, device, dtype) -> torch.Tensor:
     """(1, H W, C) flattened sine encoding, cached per (H, W, C, device, dtype): it is a constant,
     and recomputing it for the 4,080 tokens of a 256x192 crop cost ~15% of Poseur's head on a CPU."""
-    key = (H, W, C, str(device), dtype)
-    pos = _TOKEN_POS_CACHE.get(key)
-    if pos is None:
-        pos = sine_position_encoding_2d(1, H, W, C // 2, device=device, dtype=dtype).flatten(2).transpose(1, 2)
-        _TOKEN_POS_CACHE[key] = pos = pos.contiguous()
-        while len(_TOKEN_POS_CACHE) > _TOKEN_POS_CACHE_SIZE:
-            _TOKEN_POS_CACHE.popitem(last=False)
-    return pos
+    return _cached((H, W, C, str(device), dtype), lambda: sine_position_encoding_2d(
+        1, H, W, C // 2, device=device, dtype=dtype).flatten(2).transpose(1, 2).contiguous())
 
 
 def _memory_position_encoding(shapes: Tuple[Tuple[int, int], ...], C: int, device, dtype) -> torch.Tensor:
     """(1, S, C) sine encodings of all levels, concatenated (cached like the per-level ones)."""
-    key = ("levels", shapes, C, str(device), dtype)
-    pos = _TOKEN_POS_CACHE.get(key)
-    if pos is None:
-        pos = torch.cat([_token_position_encoding(H, W, C, device, dtype) for H, W in shapes], 1)
-        _TOKEN_POS_CACHE[key] = pos
-        while len(_TOKEN_POS_CACHE) > _TOKEN_POS_CACHE_SIZE:
-            _TOKEN_POS_CACHE.popitem(last=False)
-    return pos
+    return _cached(("levels", shapes, C, str(device), dtype), lambda: torch.cat(
+        [_token_position_encoding(H, W, C, device, dtype) for H, W in shapes], 1))
 
 
 def multiscale_memory(maps: List[torch.Tensor], level_embeds: torch.Tensor):
