@@ -226,3 +226,10 @@ def test_integral_head_trains_and_has_no_coordinate_fc():
     sum(losses.values()).backward()
     assert model.head.heatmap[-1].weight.grad.abs().sum() > 0
     assert model.head.output.fc_sigma.weight.grad.abs().sum() > 0
+
+
+def test_crop_size_not_divisible_for_fpn_names_the_key():
+    cfg = _cfg("configs/RLE/synthetic_rle_integral_topdown.yaml")
+    cfg.INPUT.TOPDOWN.INPUT_SIZE = (72, 96)
+    with pytest.raises(ValueError, match=r"INPUT.TOPDOWN.INPUT_SIZE \(72, 96\) must be divisible by 32"):
+        build_model(cfg)

@@ -71,6 +71,12 @@ class TopDownPoseEstimator(nn.Module):
     def from_config(cls, cfg):
         extra = 2 if cfg.MODEL.TOPDOWN.COORD_CHANNELS else 0
         backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN) + extra))
+        div = int(getattr(backbone, "size_divisibility", 0) or 0)
+        W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+        if div > 1 and (W % div or H % div):
+            # e.g. an FPN's top-down sum fails on odd feature sizes with an opaque shape error
+            raise ValueError(f"INPUT.TOPDOWN.INPUT_SIZE {(W, H)} must be divisible by {div} for backbone "
+                             f"{cfg.MODEL.BACKBONE.NAME!r} (its size_divisibility)")
         head = build_topdown_head(cfg, backbone.output_shape())
         names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
         meta = MetadataCatalog.get(names[0]) if names else None
