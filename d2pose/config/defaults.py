@@ -80,10 +80,15 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.RLE.SCORE_FORM = "rle"
     # ROI keypoint head (RLEKeypointHead): conv layers before the average pool
     cfg.MODEL.RLE.ROI_CONV_DIMS = (256, 256, 256, 256)
-    # training-only auxiliary heatmaps on this backbone feature ("" = off; e.g. "res3"), their
-    # Gaussian sigma (cells) and loss weight: dense supervision for from-scratch recipes
+    # where RLEKeypointHead's box-relative mu comes from: "fc" (average pool + FC, the paper's head)
+    # or "integral" (soft-argmax of K logit maps over the S x S ROI grid, sigma still from the pooled
+    # FC: the paper's Tab. 2b variant; after a shallow conv stack trained from scratch the pooled FC
+    # has no spatial input)
+    cfg.MODEL.RLE.ROI_COORDS = "fc"
     # RLEIntegralHead: channels of a 3x3 conv before the 1x1 heatmap conv (0: the 1x1 conv only)
     cfg.MODEL.RLE.INTEGRAL_CONV_DIM = 0
+    # training-only auxiliary heatmaps on this backbone feature ("" = off; e.g. "res3"), their
+    # Gaussian sigma (cells) and loss weight: dense supervision for from-scratch recipes
     cfg.MODEL.RLE.AUX_HEATMAP_FEATURE = ""
     cfg.MODEL.RLE.AUX_HEATMAP_SIGMA = 1.5
     cfg.MODEL.RLE.AUX_HEATMAP_WEIGHT = 10.0
@@ -125,6 +130,12 @@ def _add_models(cfg: CN) -> None:
     p.OUTPUT_DELTA = True
     # feature pooled for the coarse proposal: "backbone" (last raw level, the paper) or "neck" (the code)
     p.COARSE_FEATURE = "backbone"
+    # where the coarse proposal's mu comes from: "fc" (the paper's average pool + FC) or "integral"
+    # (soft-argmax of K logit maps, sigma still from the pooled FC): top-down on the neck output of
+    # COARSE_HEATMAP_FEATURE (one of MODEL.TOPDOWN.IN_FEATURES; "" = the finest), in the ROI head
+    # over the S x S ROI grid
+    p.COARSE_COORDS = "fc"
+    p.COARSE_HEATMAP_FEATURE = ""
     # mean of both RealNVP flows' prior (paper / RLE: 0; the authors' Poseur code: 0.5)
     p.FLOW_PRIOR_MEAN = 0.0
     # end-to-end variant (PoseurROIHeads + PoseurKeypointHead): the FPN levels the decoder attends to,

@@ -11,11 +11,16 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
     """The evaluator named by the dataset's metadata `evaluator_type` ("coco" by default).
 
     "coco_keypoints", "ochuman", "crowdpose" and "mpii" get d2pose's `KeypointEvaluator`; "coco" gets
-    Detectron2's `COCOEvaluator`.
+    Detectron2's `COCOEvaluator`. A detector (`MODEL.META_ARCHITECTURE: GeneralizedRCNN`, i.e. Keypoint
+    R-CNN with any keypoint head) is also scored on its boxes ("bbox" task of `COCOEvaluator`) on
+    the COCO-format keypoint datasets: keypoint AP is bounded by what the detector finds.
     """
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
     if kind in KEYPOINT_EVALUATOR_TYPES:
-        return DatasetEvaluators([KeypointEvaluator(dataset_name, output_dir=output_folder)])
+        evaluators = [KeypointEvaluator(dataset_name, output_dir=output_folder)]
+        if cfg is not None and cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and kind != "mpii":
+            evaluators.append(COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder))
+        return DatasetEvaluators(evaluators)
     if kind == "coco":
         return DatasetEvaluators([COCOEvaluator(dataset_name, output_dir=output_folder)])
     raise ValueError(f"dataset {dataset_name!r} has evaluator_type {kind!r}, which d2pose has no evaluator for")

@@ -276,3 +276,39 @@ def test_build_evaluator_and_copypaste(datasets, tmp_path):
     assert "copypaste: Task: keypoints" in text
     assert "copypaste: AP,AP50,AP75,AR,AR50,AR75,AP(E),AP(M),AP(H)" in text
     assert "copypaste: 100.0000,100.0000,100.0000,100.0000,100.0000,100.0000," in text
+
+
+def test_detector_configs_are_scored_on_boxes_too(datasets, tmp_path):
+    """Keypoint R-CNN configs get COCOEvaluator's bbox task beside the keypoint metric (ground-truth
+    boxes and keypoints as predictions score 100 on both); top-down configs keypoints only."""
+    from detectron2.evaluation import COCOEvaluator
+    from detectron2.structures import BoxMode
+
+    from d2pose.config import get_d2pose_cfg
+
+    cfg = get_d2pose_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    name = datasets["coco"]
+    ev = build_evaluator(cfg, name, str(tmp_path))
+    assert [type(e) for e in ev._evaluators] == [KeypointEvaluator, COCOEvaluator]
+    pairs = []
+    for r in DatasetCatalog.get(name):
+        # every non-crowd person as a box; those without labelled keypoints ranked last (score 0.01,
+        # after every keypoint match: neither metric's precision drops)
+        people = sorted([a for a in r["annotations"] if not a.get("iscrowd", 0)],
+                        key=lambda a: not _counts(a, "coco_keypoints"))
+        kp = [_counts(a, "coco_keypoints") for a in people]
+        inst = Instances((r["height"], r["width"]))
+        kpts = torch.tensor([a["keypoints"] for a in people], dtype=torch.float32).reshape(len(people), 17, 3)
+        kpts[..., 2] = (kpts[..., 2] > 0).float()
+        inst.pred_keypoints = kpts
+        inst.scores = torch.tensor([1.0 if k else 0.01 for k in kp])
+        inst.pred_boxes = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                                              for a in people], dtype=torch.float32).reshape(-1, 4))
+        inst.pred_classes = torch.zeros(len(people), dtype=torch.long)
+        pairs.append(({"image_id": r["image_id"]}, {"instances": inst}))
+    results = _run(ev, pairs)
+    assert results["keypoints"]["AP"] == pytest.approx(100.0)
+    assert results["bbox"]["AP"] == pytest.approx(100.0)
+    cfg.MODEL.META_ARCHITECTURE = "TopDownPoseEstimator"
+    assert [type(e) for e in build_evaluator(cfg, name, str(tmp_path))._evaluators] == [KeypointEvaluator]

@@ -364,6 +364,32 @@ def test_poseur_head_options_and_bf16_features():
         build_topdown_head(cfg, SPECS)
 
 
+def test_poseur_integral_coarse_proposal():
+    """COARSE_COORDS "integral": mu_f is the soft-argmax of K maps from one neck level (cell centres in
+    crop pixels), sigma_f still from the pooled FC; the decoder starts from it as from the FC's."""
+    from d2pose.modeling.heads.regression import crop_soft_argmax
+
+    g = torch.Generator().manual_seed(0)
+    head = build_topdown_head(_head_cfg(COARSE_COORDS="integral", COARSE_HEATMAP_FEATURE="res4"), SPECS).train()
+    assert head.coarse.fc_coord is None and head.coarse_heatmap.out_channels == 17
+    assert head.in_features[head.coarse_heatmap_level] == "res4" and head.coarse_heatmap_stride == SPECS["res4"].stride
+    out = head(_features(2, g))
+    # near-uniform maps at init: the proposal starts at the crop centre, as the FC's does
+    torch.testing.assert_close(out["coarse_coords"], torch.full_like(out["coarse_coords"], 0.5), atol=0.02, rtol=0)
+    sum(head.losses(out, _samples(2, 17, g)).values()).backward()
+    assert head.coarse_heatmap.weight.grad.abs().sum() > 0 and head.coarse.fc_sigma.weight.grad.abs().sum() > 0
+    # a peaked map at cell (row i, column j) of a stride-s level decodes to that cell's centre
+    s, (i, j) = 16, (2, 1)
+    logits = torch.full((1, 17, 4, 3), -1e4)
+    logits[..., i, j] = 0
+    xy = head.codec.decode(crop_soft_argmax(logits, s, head.codec))
+    torch.testing.assert_close(xy, torch.tensor([(j + 0.5) * s, (i + 0.5) * s]).expand(1, 17, 2))
+    with pytest.raises(ValueError, match="COARSE_HEATMAP_FEATURE"):
+        build_topdown_head(_head_cfg(COARSE_COORDS="integral", COARSE_HEATMAP_FEATURE="p3"), SPECS)
+    with pytest.raises(ValueError, match="COARSE_COORDS"):
+        build_topdown_head(_head_cfg(COARSE_COORDS="heatmap"), SPECS)
+
+
 def _model_cfg(depth, input_size, layers, **poseur):
     cfg = _head_cfg(NUM_DECODER_LAYERS=layers, **poseur)
     cfg.merge_from_file("configs/Base-TopDown.yaml")

@@ -82,11 +82,14 @@ def test_memory_boxes_sample_inside_each_box():
     torch.testing.assert_close(out["coords"], ref_expanded["coords"])
 
 
-def test_roi_head_train_and_inference():
+@pytest.mark.parametrize("coarse_coords", ["fc", "integral"])
+def test_roi_head_train_and_inference(coarse_coords):
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     cfg = _cfg()
+    cfg.MODEL.POSEUR.COARSE_COORDS = coarse_coords
     head = PoseurKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))
+    assert (head.coarse_heatmap is None) == (head.coarse.fc_coord is not None) == (coarse_coords == "fc")
     maps = _maps(2, 128, g)
     insts = [_instances([[4.0, 4, 40, 60], [50, 10, 90, 62]], g=g), _instances([[10.0, 0, 30, 40]], g=g)]
     rois = torch.randn(3, 128, 14, 14, generator=g)
@@ -96,6 +99,8 @@ def test_roi_head_train_and_inference():
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert head.decoder.layers[0].cross_attn.sampling_offsets.weight.grad.abs().sum() > 0
+    coarse = head.coarse_heatmap.weight if coarse_coords == "integral" else head.coarse.fc_coord.linear.weight
+    assert coarse.grad.abs().sum() > 0
     head.eval()
     preds = [_instances([[4.0, 4, 40, 60], [50, 10, 90, 62]], train=False), _instances([], train=False)]
     preds[1].pred_boxes = Boxes(torch.zeros(0, 4))

@@ -7,7 +7,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, Keypoints
 
 from d2pose.config import get_d2pose_cfg
-from d2pose.modeling.roi_heads.rle_keypoint_head import RLEKeypointHead, box_relative, from_box_relative
+from d2pose.modeling.roi_heads.rle_keypoint_head import (RLEKeypointHead, box_relative, from_box_relative,
+                                                         roi_heatmap_conv, roi_soft_argmax)
 
 
 def _cfg(path, **opts):
@@ -84,11 +85,12 @@ def test_r50_params_and_flops_match_paper(depth, params, gflops):
     assert abs(flops - gflops) / gflops < 0.03, flops
 
 
-def test_roi_head_box_relative_round_trip_and_shapes():
+@pytest.mark.parametrize("coords", ["fc", "integral"])
+def test_roi_head_box_relative_round_trip_and_shapes(coords):
     boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 50.0, 50.0]])
     pts = torch.rand(2, 17, 2) * 100
     torch.testing.assert_close(from_box_relative(box_relative(pts, boxes), boxes), pts)
-    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml")
+    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml", **{"MODEL.RLE.ROI_COORDS": coords})
     from detectron2.layers import ShapeSpec
 
     head = RLEKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))
@@ -113,6 +115,28 @@ def test_roi_head_box_relative_round_trip_and_shapes():
     empty = Instances((300, 300))
     empty.pred_boxes = Boxes(torch.zeros(0, 4))
     assert head(feats[:0], [empty])[0].pred_keypoints.shape == (0, 17, 3)
+    assert (head.heatmap is None) == (coords == "fc")
+    assert (head.output.fc_coord is None) == (coords == "integral")
+
+
+def test_roi_soft_argmax_reads_roialign_bin_centres():
+    """A peaked logit map at bin (row i, column j) of S decodes to that ROIAlign bin's centre
+    ((j + 0.5) / S, (i + 0.5) / S) in box-relative units, hence into the bin's image pixels."""
+    S = 14
+    logits = torch.full((2, 3, S, S), -1e4)
+    cells = [[(3, 10), (0, 0), (13, 13)], [(7, 2), (5, 5), (12, 1)]]
+    for r, row in enumerate(cells):
+        for k, (i, j) in enumerate(row):
+            logits[r, k, i, j] = 0.0
+    rel = roi_soft_argmax(logits.to(torch.bfloat16))
+    assert rel.dtype == torch.float32
+    want = torch.tensor([[[(j + 0.5) / S, (i + 0.5) / S] for i, j in row] for row in cells])
+    torch.testing.assert_close(rel, want)
+    boxes = torch.tensor([[10.0, 20.0, 38.0, 48.0], [0.0, 0.0, 140.0, 70.0]])
+    xy = from_box_relative(rel, boxes)
+    torch.testing.assert_close(xy[0, 0], torch.tensor([10 + 2 * 10.5, 20 + 2 * 3.5]))
+    with pytest.raises(ValueError, match="MODEL.RLE.ROI_COORDS"):
+        roi_heatmap_conv(8, 17, "heatmap")
 
 
 def test_rcnn_config_switches_keypoint_head_by_name():

@@ -3,6 +3,7 @@ decoder over multi-scale backbone features.
 
     backbone levels -> ChannelMapper (1x1 conv + GN) -> memory = tokens + sine encoding + level embed
     last level -> global average pool -> RLEOutput: coarse proposal (mu_f, sigma_f)
+      (MODEL.POSEUR.COARSE_COORDS "integral": mu_f by soft-argmax of K maps from one neck level)
     mu_f (detached; in training plus the noisy groups) -> KeypointEncoder -> queries
     queries + memory -> PoseurDecoder (EMSDA cross-attention) -> (mu_l, sigma_l) per layer
 
@@ -34,7 +35,7 @@ from ..losses import RLELoss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
-from .regression import num_keypoints_from_cfg
+from .regression import crop_soft_argmax, num_keypoints_from_cfg
 
 __all__ = ["PoseurHead", "poseur_losses", "poseur_rle_losses"]
 
@@ -108,6 +109,9 @@ class PoseurHead(nn.Module):
         output_delta: bool = True,
         coarse_feature: str = "backbone",
         neck_groups: int = 32,
+        coarse_coords: str = "fc",
+        coarse_heatmap_feature: str = "",
+        coarse_heatmap_stride: int = 4,
     ):
         """
         Args:
@@ -131,6 +135,9 @@ class PoseurHead(nn.Module):
                 2048-channel res5, as the paper describes) or "neck" (its C-channel ChannelMapper
                 output, as the authors' code does).
             neck_groups: GroupNorm groups of the neck.
+            coarse_coords: "fc" (mu from the pooled FC, the paper) or "integral" (soft-argmax of K
+                logit maps predicted by a 1x1 conv from the neck output of `coarse_heatmap_feature`,
+                one of in_features ("" = the first), of stride `coarse_heatmap_stride`).
         """
         super().__init__()
         if len(in_features) != len(in_channels) or not in_features:
@@ -150,7 +157,20 @@ class PoseurHead(nn.Module):
         nn.init.normal_(self.level_embeds)
         self.coarse_feature = coarse_feature
         coarse_channels = in_channels[-1] if coarse_feature == "backbone" else embed_dim
-        self.coarse = RLEOutput(coarse_channels, num_keypoints, offset=0.5)
+        if coarse_coords not in ("fc", "integral"):
+            raise ValueError(f"MODEL.POSEUR.COARSE_COORDS must be 'fc' or 'integral', got {coarse_coords!r}")
+        heatmap_feature = coarse_heatmap_feature or self.in_features[0]
+        if heatmap_feature not in self.in_features:
+            raise ValueError(f"MODEL.POSEUR.COARSE_HEATMAP_FEATURE {heatmap_feature!r} is not one of "
+                             f"MODEL.TOPDOWN.IN_FEATURES {self.in_features}")
+        self.coarse_heatmap_level = self.in_features.index(heatmap_feature)
+        self.coarse_heatmap_stride = int(coarse_heatmap_stride)
+        self.coarse_heatmap = None
+        if coarse_coords == "integral":
+            self.coarse_heatmap = nn.Conv2d(embed_dim, num_keypoints, 1)
+            nn.init.normal_(self.coarse_heatmap.weight, std=0.001)  # near-uniform: mu starts at the centre
+            nn.init.zeros_(self.coarse_heatmap.bias)
+        self.coarse = RLEOutput(coarse_channels, num_keypoints, offset=0.5, coords=self.coarse_heatmap is None)
         self.keypoint_encoder = KeypointEncoder(num_keypoints, embed_dim)
         self.decoder = PoseurDecoder(
             num_decoder_layers, num_keypoints, embed_dim, num_heads, ffn_dim, dropout, L, num_points, backend,
@@ -181,6 +201,10 @@ class PoseurHead(nn.Module):
         if missing:
             raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES {missing} are not backbone outputs ({sorted(input_shape)})")
         p = cfg.MODEL.POSEUR
+        heatmap_feature = p.COARSE_HEATMAP_FEATURE or features[0]
+        if heatmap_feature not in features:
+            raise ValueError(f"MODEL.POSEUR.COARSE_HEATMAP_FEATURE {heatmap_feature!r} is not one of "
+                             f"MODEL.TOPDOWN.IN_FEATURES {features}")
         return dict(
             in_features=features, in_channels=[input_shape[f].channels for f in features],
             num_keypoints=num_keypoints_from_cfg(cfg), input_size=tuple(cfg.INPUT.TOPDOWN.INPUT_SIZE),
@@ -192,6 +216,8 @@ class PoseurHead(nn.Module):
             score_form=p.SCORE_FORM, score_a=p.SCORE_A, flip_fuse_mode=p.FLIP_FUSE,
             backend=cfg.MODEL.MS_DEFORM_ATTN.BACKEND, emsda_init=p.EMSDA_INIT,
             num_reg_fcs=p.NUM_REG_FCS, output_delta=p.OUTPUT_DELTA, coarse_feature=p.COARSE_FEATURE,
+            coarse_coords=p.COARSE_COORDS, coarse_heatmap_feature=heatmap_feature,
+            coarse_heatmap_stride=input_shape[heatmap_feature].stride,
         )
 
     def memory(self, maps: List[torch.Tensor]):
@@ -217,6 +243,9 @@ class PoseurHead(nn.Module):
             memory, spatial_shapes, level_start_index = self.memory(maps)
             pooled = (maps[-1] if self.coarse_feature == "neck" else feats[-1].to(maps[-1].dtype)).mean(dim=(2, 3))
             coarse_coords, coarse_sigma = self.coarse(pooled)
+            if self.coarse_heatmap is not None:
+                logits = self.coarse_heatmap(maps[self.coarse_heatmap_level])
+                coarse_coords = crop_soft_argmax(logits, self.coarse_heatmap_stride, self.codec)
             ref = coarse_coords.detach()
             if self.training and self.num_noisy_groups > 0:
                 ref = noisy_reference_points(ref, self.num_noisy_groups, self.num_noisy_points, self.noise_std)

@@ -141,6 +141,20 @@ def soft_argmax(logits: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Tensor
     return torch.stack([x, y], dim=-1)
 
 
+def crop_soft_argmax(logits: torch.Tensor, stride: int, codec: RegressionCoords) -> torch.Tensor:
+    """Soft-argmax of (R, K, h, w) logits over a crop feature map of the given stride, in the
+    codec's normalised target units (float32): cell j stands for its centre (j + 0.5) * stride in
+    continuous crop pixels. Shared by RLEIntegralHead and Poseur's integral coarse proposal."""
+    h, w = logits.shape[-2:]
+    W, H = codec.input_size
+    ctr = 0.5 if codec.centered else 0.0
+    ar = lambda n: torch.arange(n, device=logits.device, dtype=torch.float32) + 0.5  # noqa: E731
+    gx = (ar(w) * float(stride) - codec._shift) / W - ctr
+    gy = (ar(h) * float(stride) - codec._shift) / H - ctr
+    with torch.autocast(logits.device.type, enabled=False):
+        return soft_argmax(logits, gx, gy)
+
+
 @TOPDOWN_HEAD_REGISTRY.register()
 class RLEIntegralHead(RLERegressionHead):
     """RLE with integral coordinates, the paper's variant for high-resolution features (Tab. 2b:
@@ -191,20 +205,7 @@ class RLEIntegralHead(RLERegressionHead):
                    heatmap_stride=input_shape[feature].stride, conv_dim=cfg.MODEL.RLE.INTEGRAL_CONV_DIM)
         return ret
 
-    def _grids(self, h: int, w: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Cell centres ((j + 0.5) * stride in continuous crop pixels) in the codec's target units."""
-        W, H = self.codec.input_size
-        shift = self.codec._shift
-        ctr = 0.5 if self.codec.centered else 0.0
-        s = float(self.heatmap_stride)
-        gx = ((torch.arange(w, device=device, dtype=torch.float32) + 0.5) * s - shift) / W - ctr
-        gy = ((torch.arange(h, device=device, dtype=torch.float32) + 0.5) * s - shift) / H - ctr
-        return gx, gy
-
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        logits = self.heatmap(features[self.heatmap_feature])
-        gx, gy = self._grids(logits.shape[2], logits.shape[3], logits.device)
-        with torch.autocast(logits.device.type, enabled=False):
-            coords = soft_argmax(logits, gx, gy)
+        coords = crop_soft_argmax(self.heatmap(features[self.heatmap_feature]), self.heatmap_stride, self.codec)
         _, sigma = self.output(features[self.in_feature].float().mean(dim=(2, 3)))
         return dict(coords=coords, sigma=sigma)

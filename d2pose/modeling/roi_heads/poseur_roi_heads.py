@@ -30,7 +30,7 @@ from ..heads.poseur import poseur_losses, poseur_rle_losses
 from ..losses import RLELoss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
-from .rle_keypoint_head import box_relative, from_box_relative, roi_conv_stack
+from .rle_keypoint_head import box_relative, from_box_relative, roi_conv_stack, roi_heatmap_conv, roi_soft_argmax
 
 __all__ = ["PoseurROIHeads", "PoseurKeypointHead"]
 
@@ -97,7 +97,7 @@ class PoseurKeypointHead(nn.Module):
                  noise_std: float = 0.2, coarse_loss_weight: float = 1.0, decoder_loss_weight: float = 1.0,
                  score_form: str = "poseur", score_a: float = 0.2, backend: str = "auto",
                  emsda_init: str = "deformable", num_reg_fcs: int = 1, output_delta: bool = True,
-                 neck_groups: int = 32):
+                 neck_groups: int = 32, coarse_coords: str = "fc"):
         """
         Args:
             input_shape: the pooled ROI features.
@@ -107,12 +107,16 @@ class PoseurKeypointHead(nn.Module):
             memory_channels, num_levels: channels and count of the FPN levels the decoder reads;
                 a ChannelMapper maps them to embed_dim when they differ.
             enc_loss, dec_loss: RLE losses (own flows) of the coarse proposal and of the decoder.
+            coarse_coords: "fc" (the paper's avg-pool FC proposal) or "integral" (soft-argmax over
+                the ROI grid, as RLEKeypointHead's MODEL.RLE.ROI_COORDS): MODEL.POSEUR.COARSE_COORDS.
             The rest: as in :class:`d2pose.modeling.heads.poseur.PoseurHead`.
         """
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, list(conv_dims))
         self.num_keypoints = num_keypoints
-        self.coarse = RLEOutput(c, num_keypoints)  # box-relative, starting at the box centre
+        self.coarse_heatmap = roi_heatmap_conv(c, num_keypoints, coarse_coords)
+        # box-relative, starting at the box centre
+        self.coarse = RLEOutput(c, num_keypoints, coords=self.coarse_heatmap is None)
         self.neck = (ChannelMapper([memory_channels] * num_levels, embed_dim, neck_groups)
                      if memory_channels != embed_dim else None)
         self.level_embeds = nn.Parameter(torch.empty(num_levels, embed_dim))
@@ -139,7 +143,7 @@ class PoseurKeypointHead(nn.Module):
             num_noisy_points=p.NUM_NOISY_POINTS, noise_std=p.NOISE_STD, coarse_loss_weight=p.COARSE_LOSS_WEIGHT,
             decoder_loss_weight=p.DECODER_LOSS_WEIGHT, score_form=p.SCORE_FORM, score_a=p.SCORE_A,
             backend=cfg.MODEL.MS_DEFORM_ATTN.BACKEND, emsda_init=p.EMSDA_INIT, num_reg_fcs=p.NUM_REG_FCS,
-            output_delta=p.OUTPUT_DELTA,
+            output_delta=p.OUTPUT_DELTA, coarse_coords=p.COARSE_COORDS,
         )
 
     def layers(self, rois: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor,
@@ -160,8 +164,10 @@ class PoseurKeypointHead(nn.Module):
         with torch.autocast(rois.device.type, enabled=False):
             maps = [m.to(torch.promote_types(m.dtype, torch.float32)) for m in maps]
             memory, spatial_shapes, level_start_index = multiscale_memory(maps, self.level_embeds)
-        x = self.convs(rois).mean(dim=(2, 3))
-        coarse_coords, coarse_sigma = self.coarse(x)
+        x = self.convs(rois)
+        coarse_coords, coarse_sigma = self.coarse(x.mean(dim=(2, 3)))
+        if self.coarse_heatmap is not None:
+            coarse_coords = roi_soft_argmax(self.coarse_heatmap(x))
         with torch.autocast(rois.device.type, enabled=False):
             # the padded input's extent normalises the memory: map l covers W_l * stride_l pixels
             extent = boxes.new_tensor([maps[0].shape[-1] * strides[0], maps[0].shape[-2] * strides[0]])

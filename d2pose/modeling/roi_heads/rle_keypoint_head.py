@@ -1,12 +1,13 @@
 """RLE keypoint head for Keypoint R-CNN (Li et al., ICCV 2021; the authors' Mask R-CNN variant):
 a conv stack on the ROI features, average pooling and FCs to box-relative normalised keypoints mu
 and scales sigma, trained with the RLE loss; predictions fill `pred_keypoints` with scores from
-sigma. Registered in Detectron2's ROI_KEYPOINT_HEAD_REGISTRY: set
+sigma. With `MODEL.RLE.ROI_COORDS: "integral"` mu is instead the soft-argmax of K logit maps over the
+ROI grid (the paper's integral variant, Tab. 2b), sigma still from the pooled FC. Registered in Detectron2's ROI_KEYPOINT_HEAD_REGISTRY: set
 `MODEL.ROI_KEYPOINT_HEAD.NAME: "RLEKeypointHead"` in a Keypoint R-CNN config.
 
 Shape shorthand: R ROIs, C channels, S x S pooled features, K keypoints.
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -16,10 +17,15 @@ from detectron2.structures import Instances
 from torch import nn
 from torch.nn import functional as F
 
+from ..heads.regression import soft_argmax
 from ..losses import RLELoss, sigma_to_score
 from ..rle_output import RLEOutput
 
-__all__ = ["RLEKeypointHead", "box_relative", "from_box_relative", "roi_conv_stack"]
+__all__ = ["ROI_COORDS", "RLEKeypointHead", "box_relative", "from_box_relative", "roi_conv_stack", "roi_heatmap_conv",
+           "roi_soft_argmax"]
+
+#: values of MODEL.RLE.ROI_COORDS: where an ROI head's box-relative mu comes from
+ROI_COORDS = ("fc", "integral")
 
 
 def box_relative(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -46,13 +52,37 @@ def roi_conv_stack(in_channels: int, conv_dims: List[int]) -> Tuple[nn.Sequentia
     return nn.Sequential(*layers), c
 
 
+def roi_heatmap_conv(in_channels: int, num_keypoints: int, coords: str) -> Optional[nn.Conv2d]:
+    """The 1x1 conv to K logit maps of an integral ROI head (None for `coords == "fc"`)."""
+    if coords not in ROI_COORDS:
+        raise ValueError(f"MODEL.RLE.ROI_COORDS must be one of {ROI_COORDS}, got {coords!r}")
+    if coords == "fc":
+        return None
+    conv = nn.Conv2d(in_channels, num_keypoints, 1)
+    nn.init.normal_(conv.weight, std=0.001)  # near-uniform maps: mu starts at the box centre
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def roi_soft_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """(R, K, S_h, S_w) logits over the ROI grid -> (R, K, 2) box-relative (x, y) in float32.
+
+    ROIAlign samples bin j of S over box-relative [j / S, (j + 1) / S]: its centre (j + 0.5) / S is
+    the coordinate the bin stands for."""
+    h, w = logits.shape[-2:]
+    gx = (torch.arange(w, device=logits.device, dtype=torch.float32) + 0.5) / w
+    gy = (torch.arange(h, device=logits.device, dtype=torch.float32) + 0.5) / h
+    with torch.autocast(logits.device.type, enabled=False):
+        return soft_argmax(logits, gx, gy)
+
+
 @ROI_KEYPOINT_HEAD_REGISTRY.register()
 class RLEKeypointHead(nn.Module):
     """ROI keypoint head regressing box-relative keypoints with RLE ("avg-pool FC")."""
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: List[int], loss: RLELoss,
-                 loss_weight: float = 1.0, score_form: str = "rle"):
+                 loss_weight: float = 1.0, score_form: str = "rle", coords: str = "fc"):
         """
         Args:
             input_shape: shape of the pooled ROI features.
@@ -60,11 +90,14 @@ class RLEKeypointHead(nn.Module):
             conv_dims: output channels of the 3x3 conv layers before pooling.
             loss: RLE loss (with its flow); loss_weight: its multiplier.
             score_form: keypoint score from sigma ("rle" or "poseur").
+            coords: "fc" (mu from the pooled FC) or "integral" (soft-argmax over the ROI grid).
         """
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, conv_dims)
         self.num_keypoints = num_keypoints
-        self.output = RLEOutput(c, num_keypoints)  # box-relative mu starts at the box centre
+        self.heatmap = roi_heatmap_conv(c, num_keypoints, coords)
+        # box-relative mu starts at the box centre
+        self.output = RLEOutput(c, num_keypoints, coords=self.heatmap is None)
         self.loss = loss
         self.loss_weight = loss_weight
         self.score_form = score_form
@@ -75,11 +108,15 @@ class RLEKeypointHead(nn.Module):
         return dict(
             input_shape=input_shape, num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
             conv_dims=list(r.ROI_CONV_DIMS), loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM),
-            loss_weight=r.LOSS_WEIGHT, score_form=r.SCORE_FORM,
+            loss_weight=r.LOSS_WEIGHT, score_form=r.SCORE_FORM, coords=r.ROI_COORDS,
         )
 
     def layers(self, x: torch.Tensor):
-        return self.output(self.convs(x).mean(dim=(2, 3)))  # (R, C) -> mu, sigma
+        x = self.convs(x)
+        mu, sigma = self.output(x.mean(dim=(2, 3)))  # (R, C) -> mu (None when integral), sigma
+        if self.heatmap is not None:
+            mu = roi_soft_argmax(self.heatmap(x))
+        return mu, sigma
 
     def forward(self, x: torch.Tensor, instances: List[Instances]):
         mu, sigma = self.layers(x)
