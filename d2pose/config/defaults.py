@@ -85,6 +85,9 @@ def _add_models(cfg: CN) -> None:
     # FC: the paper's Tab. 2b variant; after a shallow conv stack trained from scratch the pooled FC
     # has no spatial input)
     cfg.MODEL.RLE.ROI_COORDS = "fc"
+    # RLEKeypointHead in training: a random subset of at most this many foreground ROIs per image
+    # (0: all, Detectron2's behaviour)
+    cfg.MODEL.RLE.ROI_MAX_TRAIN_INSTANCES = 0
     # RLEIntegralHead: channels of a 3x3 conv before the 1x1 heatmap conv (0: the 1x1 conv only)
     cfg.MODEL.RLE.INTEGRAL_CONV_DIM = 0
     # training-only auxiliary heatmaps on this backbone feature ("" = off; e.g. "res3"), their

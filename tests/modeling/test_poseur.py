@@ -463,3 +463,9 @@ def test_multiscale_memory_matches_its_definition_with_gradients(channels_last):
     ref_grads = torch.autograd.grad((ref * w).sum(), maps + [level])
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # inference: encodings + level embeddings summed once and cached, refreshed when the embeddings
+    # change in place (an optimizer step, a checkpoint load)
+    with torch.no_grad():
+        torch.testing.assert_close(multiscale_memory(maps, level)[0], ref, rtol=1e-12, atol=1e-12)
+        level.add_(1.0)
+        torch.testing.assert_close(multiscale_memory(maps, level)[0], ref + 1.0, rtol=1e-12, atol=1e-12)

@@ -99,7 +99,7 @@ def test_roi_head_train_and_inference(coarse_coords):
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert head.decoder.layers[0].cross_attn.sampling_offsets.weight.grad.abs().sum() > 0
-    coarse = head.coarse_heatmap.weight if coarse_coords == "integral" else head.coarse.fc_coord.linear.weight
+    coarse = head.coarse_heatmap.conv.weight if coarse_coords == "integral" else head.coarse.fc_coord.linear.weight
     assert coarse.grad.abs().sum() > 0
     head.eval()
     preds = [_instances([[4.0, 4, 40, 60], [50, 10, 90, 62]], train=False), _instances([], train=False)]

