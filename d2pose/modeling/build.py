@@ -4,9 +4,13 @@
 channels-last activations (oneDNN's fast path on CPUs, tensor cores on GPUs) whatever the layout of
 the input images. Checkpoints are unaffected: `load_state_dict` copies into the existing layout and
 saved tensors load into either layout.
+
+Detectron2's heatmap keypoint heads (`BaseKeypointRCNNHead` subclasses) stay in the default layout:
+their loss `view`s the logits as (N K, H W), which a channels-last tensor cannot give.
 """
 import torch
 from detectron2.modeling import build_model as d2_build_model
+from detectron2.modeling.roi_heads.keypoint_head import BaseKeypointRCNNHead
 
 __all__ = ["build_model", "apply_memory_format"]
 
@@ -15,7 +19,15 @@ def apply_memory_format(model: torch.nn.Module, channels_last: bool) -> torch.nn
     """Puts `model`'s 4-D parameters and buffers in channels-last layout when asked (in place)."""
     if channels_last:
         model.to(memory_format=torch.channels_last)
+        for module in model.modules():
+            if isinstance(module, BaseKeypointRCNNHead):
+                module.to(memory_format=torch.contiguous_format)
+                module.register_forward_pre_hook(_contiguous_inputs)
     return model
+
+
+def _contiguous_inputs(module, args):
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def build_model(cfg) -> torch.nn.Module:

@@ -287,3 +287,29 @@ def test_crop_size_not_divisible_for_fpn_names_the_key():
     cfg.INPUT.TOPDOWN.INPUT_SIZE = (72, 96)
     with pytest.raises(ValueError, match=r"INPUT.TOPDOWN.INPUT_SIZE \(72, 96\) must be divisible by 32"):
         build_model(cfg)
+
+
+def test_channels_last_keeps_detectron2_heatmap_keypoint_head_working():
+    """MODEL.CHANNELS_LAST with Detectron2's own heatmap head: its loss views the logits as
+    (N K, H W), so d2pose keeps that head in the default layout (it crashed otherwise)."""
+    from detectron2.utils.events import EventStorage
+
+    from d2pose.modeling import build_model as d2pose_build_model
+
+    cfg = _cfg("configs/Baselines/synthetic_keypoint_rcnn_heatmap.yaml")
+    assert cfg.MODEL.CHANNELS_LAST
+    torch.manual_seed(0)
+    model = d2pose_build_model(cfg).train()
+    inst = Instances((128, 128))
+    inst.gt_boxes = Boxes(torch.tensor([[20.0, 10.0, 80.0, 120.0]]))
+    inst.gt_classes = torch.zeros(1, dtype=torch.long)
+    kps = torch.zeros(1, 17, 3)
+    kps[0, :, 0] = torch.linspace(25, 75, 17)
+    kps[0, :, 1] = torch.linspace(15, 115, 17)
+    kps[0, :, 2] = 2
+    inst.gt_keypoints = Keypoints(kps)
+    batch = [dict(image=torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8), instances=inst)]
+    with EventStorage(0):
+        losses = model(batch)
+    assert torch.isfinite(losses["loss_keypoint"])
+    sum(losses.values()).backward()
