@@ -201,10 +201,7 @@ class PoseurHead(nn.Module):
         if missing:
             raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES {missing} are not backbone outputs ({sorted(input_shape)})")
         p = cfg.MODEL.POSEUR
-        heatmap_feature = p.COARSE_HEATMAP_FEATURE or features[0]
-        if heatmap_feature not in features:
-            raise ValueError(f"MODEL.POSEUR.COARSE_HEATMAP_FEATURE {heatmap_feature!r} is not one of "
-                             f"MODEL.TOPDOWN.IN_FEATURES {features}")
+        heatmap_feature = p.COARSE_HEATMAP_FEATURE or features[0]  # validated in __init__
         return dict(
             in_features=features, in_channels=[input_shape[f].channels for f in features],
             num_keypoints=num_keypoints_from_cfg(cfg), input_size=tuple(cfg.INPUT.TOPDOWN.INPUT_SIZE),
@@ -217,7 +214,7 @@ class PoseurHead(nn.Module):
             backend=cfg.MODEL.MS_DEFORM_ATTN.BACKEND, emsda_init=p.EMSDA_INIT,
             num_reg_fcs=p.NUM_REG_FCS, output_delta=p.OUTPUT_DELTA, coarse_feature=p.COARSE_FEATURE,
             coarse_coords=p.COARSE_COORDS, coarse_heatmap_feature=heatmap_feature,
-            coarse_heatmap_stride=input_shape[heatmap_feature].stride,
+            coarse_heatmap_stride=input_shape[heatmap_feature].stride if heatmap_feature in input_shape else 0,
         )
 
     def memory(self, maps: List[torch.Tensor]):
