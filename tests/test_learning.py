@@ -19,8 +19,10 @@ def _demo():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config,iters,min_ap", [
-    # measured here: 3.9 and 1.5 AP (an untrained model: ~0.0); thresholds leave room for run-to-run noise
-    ("configs/RLE/synthetic_rle_topdown.yaml", 300, 2.0),
+    # AP this early is noisy across machines (CI's CPU got 1.6 at 300 iterations where this machine
+    # got 2.2-3.3 over seeds 1-3), so RLE trains 500: measured 5.4 / 4.9 (seeds 1 / 2); Poseur 1.5
+    # (an untrained model: ~0.0); the thresholds leave room for that noise
+    ("configs/RLE/synthetic_rle_topdown.yaml", 500, 2.0),
     ("configs/Poseur/synthetic_poseur_topdown.yaml", 200, 0.75),
 ])
 def test_topdown_model_learns(config, iters, min_ap, tmp_path):

@@ -90,6 +90,11 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.RLE.ROI_MAX_TRAIN_INSTANCES = 0
     # RLEIntegralHead: channels of a 3x3 conv before the 1x1 heatmap conv (0: the 1x1 conv only)
     cfg.MODEL.RLE.INTEGRAL_CONV_DIM = 0
+    # soft-argmax heads (RLEIntegralHead, RLEKeypointHead with ROI_COORDS "integral", Poseur's
+    # integral coarse proposal): weight of a training-only KL term pulling each keypoint's softmax
+    # towards a Gaussian of INTEGRAL_HEATMAP_SIGMA cells around the target (0 = off: RLE only)
+    cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 0.0
+    cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA = 1.0
     # training-only auxiliary heatmaps on this backbone feature ("" = off; e.g. "res3"), their
     # Gaussian sigma (cells) and loss weight: dense supervision for from-scratch recipes
     cfg.MODEL.RLE.AUX_HEATMAP_FEATURE = ""

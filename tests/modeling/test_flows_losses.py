@@ -140,3 +140,36 @@ def test_rle_loss_ignores_masked_entries_even_when_they_are_extreme():
         assert torch.isfinite(pred2.grad).all() and (pred2.grad[:, 2] == 0).all()
         if kind != "l1":  # L1 does not use sigma
             assert torch.isfinite(sigma2.grad).all() and (sigma2.grad[:, 2] == 0).all()
+
+
+def test_heatmap_kl_loss_hand_computed_and_minimised_at_the_gaussian():
+    from d2pose.modeling.losses import heatmap_kl_loss
+
+    torch.manual_seed(0)
+    gx = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9])  # 5 columns, spacing 0.2
+    gy = torch.tensor([0.125, 0.375, 0.625, 0.875])  # 4 rows, spacing 0.25
+    logits = torch.randn(2, 3, 4, 5, requires_grad=True)
+    target = torch.rand(2, 3, 2)
+    weight = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.5]])
+    sigma = 1.5
+    loss = heatmap_kl_loss(logits, gx, gy, target, weight, sigma)
+    # by hand, cell by cell
+    ref = 0.0
+    for r in range(2):
+        for k in range(3):
+            t = torch.tensor([[math.exp(-0.5 * (((float(x) - target[r, k, 0]) / (sigma * 0.2)) ** 2
+                                                + ((float(y) - target[r, k, 1]) / (sigma * 0.25)) ** 2))
+                               for x in gx] for y in gy])
+            t = t / t.sum()
+            p = torch.softmax(logits[r, k].flatten(), 0).view(4, 5)
+            ref += weight[r, k] * (t * (t.log() - p.log())).sum()
+    torch.testing.assert_close(loss, ref / 2, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert logits.grad[0, 1].abs().max() == 0  # a weight-0 keypoint has no gradient
+    # minimised (= 0) when the logits are the Gaussian's log density; (R, K, 2) weights accepted
+    with torch.no_grad():
+        dx = (gx - target[..., :1]) / (sigma * 0.2)
+        dy = (gy - target[..., 1:]) / (sigma * 0.25)
+        ideal = -0.5 * (dy[..., :, None] ** 2 + dx[..., None, :] ** 2) + 3.0  # any offset
+    assert heatmap_kl_loss(ideal, gx, gy, target, weight[..., None].expand(2, 3, 2), sigma).abs() < 1e-5
+    assert heatmap_kl_loss(ideal, gx, gy, target, weight, sigma) < loss

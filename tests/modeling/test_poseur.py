@@ -390,6 +390,34 @@ def test_poseur_integral_coarse_proposal():
         build_topdown_head(_head_cfg(COARSE_COORDS="heatmap"), SPECS)
 
 
+def test_poseur_integral_coarse_heatmap_kl_term():
+    """MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT with the integral coarse proposal: "loss_coarse_heatmap" is
+    the weighted heatmap_kl_loss of the proposal's logits against the (untiled) targets, training only;
+    with the FC proposal it is refused, naming the key to change."""
+    from d2pose.modeling.losses import heatmap_kl_loss
+
+    g = torch.Generator().manual_seed(0)
+    cfg = _head_cfg(COARSE_COORDS="integral", COARSE_HEATMAP_FEATURE="res4")
+    cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 0.5
+    head = build_topdown_head(cfg, SPECS).train()
+    out = head(_features(2, g))
+    samples = _samples(2, 17, g)
+    losses = head.losses(out, samples)
+    assert set(losses) == {"loss_coarse", "loss_coarse_heatmap"} | {f"loss_dec_{l}" for l in range(head.decoder.num_layers)}
+    target = torch.stack([x["target"] for x in samples]).float()
+    weight = torch.stack([x["target_weight"] for x in samples]).float()
+    gx, gy = out["coarse_grid"]
+    assert len(gx) == out["coarse_logits"].shape[-1] and len(gy) == out["coarse_logits"].shape[-2]
+    want = 0.5 * heatmap_kl_loss(out["coarse_logits"], gx, gy, target, weight, cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA)
+    torch.testing.assert_close(losses["loss_coarse_heatmap"], want)
+    head.eval()
+    with torch.no_grad():
+        assert "coarse_logits" not in head(_features(1, g))
+    cfg.MODEL.POSEUR.COARSE_COORDS = "fc"
+    with pytest.raises(ValueError, match="MODEL.POSEUR.COARSE_COORDS"):
+        build_topdown_head(cfg, SPECS)
+
+
 def _model_cfg(depth, input_size, layers, **poseur):
     cfg = _head_cfg(NUM_DECODER_LAYERS=layers, **poseur)
     cfg.merge_from_file("configs/Base-TopDown.yaml")

@@ -82,12 +82,15 @@ def test_memory_boxes_sample_inside_each_box():
     torch.testing.assert_close(out["coords"], ref_expanded["coords"])
 
 
-@pytest.mark.parametrize("coarse_coords", ["fc", "integral"])
+@pytest.mark.parametrize("coarse_coords", ["fc", "integral", "integral+kl"])
 def test_roi_head_train_and_inference(coarse_coords):
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     cfg = _cfg()
+    kl = coarse_coords.endswith("+kl")
+    coarse_coords = coarse_coords.replace("+kl", "")
     cfg.MODEL.POSEUR.COARSE_COORDS = coarse_coords
+    cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 1.0 if kl else 0.0
     head = PoseurKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))
     assert (head.coarse_heatmap is None) == (head.coarse.fc_coord is not None) == (coarse_coords == "fc")
     maps = _maps(2, 128, g)
@@ -95,8 +98,12 @@ def test_roi_head_train_and_inference(coarse_coords):
     rois = torch.randn(3, 128, 14, 14, generator=g)
     head.train()
     losses = head(rois, insts, maps, [8, 16, 32])
-    assert set(losses) == {"loss_coarse", "loss_dec_0", "loss_dec_1"}
+    assert set(losses) == {"loss_coarse", "loss_dec_0", "loss_dec_1"} | ({"loss_coarse_heatmap"} if kl else set())
     assert all(torch.isfinite(v) for v in losses.values())
+    if kl:  # the KL term alone reaches the integral branch, box-relative targets on the ROI grid
+        assert losses["loss_coarse_heatmap"] > 0
+        assert torch.autograd.grad(losses["loss_coarse_heatmap"], head.coarse_heatmap.conv.weight,
+                                   retain_graph=True)[0].abs().sum() > 0
     sum(losses.values()).backward()
     assert head.decoder.layers[0].cross_attn.sampling_offsets.weight.grad.abs().sum() > 0
     coarse = head.coarse_heatmap.conv.weight if coarse_coords == "integral" else head.coarse.fc_coord.linear.weight

@@ -7,6 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, Keypoints
 
 from d2pose.config import get_d2pose_cfg
+from d2pose.modeling.heads.regression import crop_soft_argmax
 from d2pose.modeling.roi_heads.rle_keypoint_head import (RLEKeypointHead, box_relative, from_box_relative,
                                                          roi_integral_coords, roi_soft_argmax,
                                                          sample_train_rois)
@@ -119,6 +120,43 @@ def test_roi_head_box_relative_round_trip_and_shapes(coords):
     assert head(feats[:0], [empty])[0].pred_keypoints.shape == (0, 17, 3)
     assert (head.heatmap is None) == (coords == "fc")
     assert (head.output.fc_coord is None) == (coords == "integral")
+
+
+def test_roi_head_heatmap_kl_term():
+    """MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT on the integral ROI head: a separate training loss equal to
+    heatmap_kl_loss of its logits against the box-relative targets (keypoints outside their box or
+    unlabelled carry none), reaching the logit conv; it needs integral coords."""
+    from detectron2.layers import ShapeSpec
+
+    from d2pose.modeling.losses import heatmap_kl_loss
+    from d2pose.modeling.roi_heads.rle_keypoint_head import roi_grid
+
+    torch.manual_seed(0)
+    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml", **{"MODEL.RLE.ROI_COORDS": "integral",
+                                                        "MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT": 3.0})
+    head = RLEKeypointHead(cfg, ShapeSpec(channels=16, height=14, width=14)).train()
+    feats = torch.randn(2, 16, 14, 14)
+    inst = Instances((300, 300))
+    inst.proposal_boxes = Boxes(torch.tensor([[10.0, 10, 100, 200], [50, 50, 150, 250]]))
+    kps = torch.rand(2, 17, 3) * 40 + 55  # inside both boxes
+    kps[..., 2] = 2
+    kps[1, 0, 2] = 0  # unlabelled
+    kps[0, 1, 0] = 250.0  # outside its box
+    inst.gt_keypoints = Keypoints(kps)
+    losses = head(feats, [inst])
+    assert set(losses) == {"loss_keypoint", "loss_keypoint_heatmap"}
+    _, _, logits = head.layers(feats, return_logits=True)
+    target = box_relative(kps[..., :2], inst.proposal_boxes.tensor)
+    weight = torch.ones(2, 17)
+    weight[1, 0] = weight[0, 1] = 0
+    gx, gy = roi_grid(logits)
+    want = 3.0 * heatmap_kl_loss(logits, gx, gy, target, weight, cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA)
+    torch.testing.assert_close(losses["loss_keypoint_heatmap"], want)
+    losses["loss_keypoint_heatmap"].backward()
+    assert head.heatmap.conv.weight.grad.abs().sum() > 0
+    cfg.MODEL.RLE.ROI_COORDS = "fc"
+    with pytest.raises(ValueError, match="MODEL.RLE.ROI_COORDS"):
+        RLEKeypointHead(cfg, ShapeSpec(channels=16, height=14, width=14))
 
 
 def test_roi_soft_argmax_reads_roialign_bin_centres():
@@ -280,6 +318,43 @@ def test_integral_head_trains_and_has_no_coordinate_fc():
     sum(losses.values()).backward()
     assert model.head.heatmap[-1].weight.grad.abs().sum() > 0
     assert model.head.output.fc_sigma.weight.grad.abs().sum() > 0
+
+
+def test_integral_head_heatmap_kl_term_is_training_only_and_reads_the_soft_argmax_grid():
+    from d2pose.modeling.heads.regression import crop_grid
+    from d2pose.modeling.losses import heatmap_kl_loss
+
+    cfg = _cfg("configs/RLE/synthetic_rle_integral_topdown.yaml")
+    cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 2.0
+    cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA = 0.5
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+    model = build_model(cfg).train()
+    head = model.head
+    batch = [_train_sample(size=(W, H)), _train_sample(size=(W, H))]
+    losses = model(batch)
+    assert set(losses) == {"loss_rle", "loss_heatmap_kl"} and losses["loss_heatmap_kl"] > 0
+    losses["loss_heatmap_kl"].backward()
+    assert head.heatmap[-1].weight.grad.abs().sum() > 0
+    assert head.output.fc_sigma.weight.grad is None  # the KL term only reaches the heatmaps
+    # the grid the KL term uses is the one the soft-argmax reads: a peak at a cell decodes to its grid point
+    logits = torch.full((1, 1, H // head.heatmap_stride, W // head.heatmap_stride), -1e4)
+    logits[0, 0, 2, 1] = 0.0
+    gx, gy = crop_grid(logits, head.heatmap_stride, head.codec)
+    torch.testing.assert_close(crop_soft_argmax(logits, head.heatmap_stride, head.codec)[0, 0],
+                               torch.stack([gx[1], gy[2]]))
+    target = torch.stack([gx[1], gy[2]]).view(1, 1, 2)
+    near = heatmap_kl_loss(logits.clamp_min(-30), gx, gy, target, torch.ones(1, 1), 0.05)
+    far = heatmap_kl_loss(logits.clamp_min(-30), gx, gy, target + 0.3, torch.ones(1, 1), 0.05)
+    assert near < 1e-3 < far
+    # inference: no heatmap output, no change to the prediction path
+    model.eval()
+    with torch.no_grad():
+        out = head({head.heatmap_feature: torch.randn(1, head.heatmap[-1].in_channels, 3, 2),
+                    head.in_feature: torch.randn(1, head.output.fc_sigma.in_features, 2, 2)})
+    assert "heatmap_logits" not in out
+    cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA = 0.0
+    with pytest.raises(ValueError, match="MODEL.RLE.INTEGRAL_HEATMAP_SIGMA"):
+        build_model(cfg)
 
 
 def test_crop_size_not_divisible_for_fpn_names_the_key():

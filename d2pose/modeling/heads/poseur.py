@@ -31,13 +31,13 @@ from detectron2.config import configurable
 from torch import nn
 
 from ...data.codecs import RegressionCoords
-from ..losses import RLELoss, sigma_to_score
+from ..losses import RLELoss, heatmap_kl_loss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
-from .regression import crop_soft_argmax, num_keypoints_from_cfg
+from .regression import crop_grid, crop_soft_argmax, num_keypoints_from_cfg
 
-__all__ = ["PoseurHead", "poseur_losses", "poseur_rle_losses"]
+__all__ = ["PoseurHead", "poseur_losses", "poseur_rle_losses", "check_coarse_heatmap_loss"]
 
 # the authors' "type2" flip fusion: p = 0.7 * prod_d (1 - exp(-0.2 / sigma_d)), coordinate weights p^5
 _FLIP_A, _FLIP_SCALE, _FLIP_POWER, _FLIP_EPS = 0.2, 0.7, 5, 1e-10
@@ -52,20 +52,37 @@ def poseur_rle_losses(cfg) -> Dict[str, RLELoss]:
             for name in ("enc_loss", "dec_loss")}
 
 
+def check_coarse_heatmap_loss(weight: float, sigma: float, integral: bool) -> None:
+    """Validates MODEL.RLE.INTEGRAL_HEATMAP_* for a Poseur head (its integral coarse proposal)."""
+    if weight < 0 or sigma <= 0:
+        raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT ({weight}) must be >= 0 and "
+                         f"MODEL.RLE.INTEGRAL_HEATMAP_SIGMA ({sigma}) > 0")
+    if weight > 0 and not integral:
+        raise ValueError("MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT > 0 needs logit maps: set MODEL.POSEUR.COARSE_COORDS "
+                         "to 'integral'")
+
+
 def poseur_losses(head: nn.Module, outputs: Dict[str, torch.Tensor], target: torch.Tensor,
                   weight: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Poseur's losses (shared by the top-down and ROI heads): RLE with `head.enc_loss` on the coarse
     proposal, RLE with `head.dec_loss` on every decoder layer, every query group supervised with the
     same targets (tiled along the keypoints), weighted by `head.coarse_loss_weight` and
-    `head.decoder_loss_weight`.
+    `head.decoder_loss_weight`; with "coarse_logits" in the outputs (an integral coarse proposal
+    with MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT > 0) also "loss_coarse_heatmap", the KL term of
+    :func:`d2pose.modeling.losses.heatmap_kl_loss` weighted by `head.heatmap_loss_weight`.
 
     Args:
-        outputs: "coarse_coords", "coarse_sigma" (R, K, 2), "dec_coords", "dec_sigmas" (L, R, G K, 2).
+        outputs: "coarse_coords", "coarse_sigma" (R, K, 2), "dec_coords", "dec_sigmas" (L, R, G K, 2);
+            optionally "coarse_logits" (R, K, h, w) and "coarse_grid" (their cells' coordinates).
         target: (R, K, 2) in the outputs' frame; weight: (R, K) keypoint weights.
     """
     with torch.autocast(target.device.type, enabled=False):
         losses = {"loss_coarse": head.enc_loss(outputs["coarse_coords"], outputs["coarse_sigma"], target, weight)
                   * head.coarse_loss_weight}
+        if "coarse_logits" in outputs:
+            gx, gy = outputs["coarse_grid"]
+            losses["loss_coarse_heatmap"] = head.heatmap_loss_weight * heatmap_kl_loss(
+                outputs["coarse_logits"], gx, gy, target, weight, head.heatmap_loss_sigma)
         coords, sigmas = outputs["dec_coords"], outputs["dec_sigmas"]
         groups = coords.shape[2] // head.num_keypoints
         target = target.repeat(1, groups, 1)
@@ -112,6 +129,8 @@ class PoseurHead(nn.Module):
         coarse_coords: str = "fc",
         coarse_heatmap_feature: str = "",
         coarse_heatmap_stride: int = 4,
+        heatmap_loss_weight: float = 0.0,
+        heatmap_loss_sigma: float = 1.0,
     ):
         """
         Args:
@@ -138,6 +157,8 @@ class PoseurHead(nn.Module):
             coarse_coords: "fc" (mu from the pooled FC, the paper) or "integral" (soft-argmax of K
                 logit maps predicted by a 1x1 conv from the neck output of `coarse_heatmap_feature`,
                 one of in_features ("" = the first), of stride `coarse_heatmap_stride`).
+            heatmap_loss_weight, heatmap_loss_sigma: with the integral proposal, weight (0: off) and
+                Gaussian sigma (cells) of a training-only KL term on its logit maps.
         """
         super().__init__()
         if len(in_features) != len(in_channels) or not in_features:
@@ -171,6 +192,8 @@ class PoseurHead(nn.Module):
             nn.init.normal_(self.coarse_heatmap.weight, std=0.001)  # near-uniform: mu starts at the centre
             nn.init.zeros_(self.coarse_heatmap.bias)
         self.coarse = RLEOutput(coarse_channels, num_keypoints, offset=0.5, coords=self.coarse_heatmap is None)
+        check_coarse_heatmap_loss(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None)
+        self.heatmap_loss_weight, self.heatmap_loss_sigma = float(heatmap_loss_weight), float(heatmap_loss_sigma)
         self.keypoint_encoder = KeypointEncoder(num_keypoints, embed_dim)
         self.decoder = PoseurDecoder(
             num_decoder_layers, num_keypoints, embed_dim, num_heads, ffn_dim, dropout, L, num_points, backend,
@@ -215,6 +238,8 @@ class PoseurHead(nn.Module):
             num_reg_fcs=p.NUM_REG_FCS, output_delta=p.OUTPUT_DELTA, coarse_feature=p.COARSE_FEATURE,
             coarse_coords=p.COARSE_COORDS, coarse_heatmap_feature=heatmap_feature,
             coarse_heatmap_stride=input_shape[heatmap_feature].stride if heatmap_feature in input_shape else 0,
+            heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT,
+            heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA,
         )
 
     def memory(self, maps: List[torch.Tensor]):
@@ -240,6 +265,7 @@ class PoseurHead(nn.Module):
             memory, spatial_shapes, level_start_index = self.memory(maps)
             pooled = (maps[-1] if self.coarse_feature == "neck" else feats[-1].to(maps[-1].dtype)).mean(dim=(2, 3))
             coarse_coords, coarse_sigma = self.coarse(pooled)
+            logits = None
             if self.coarse_heatmap is not None:
                 logits = self.coarse_heatmap(maps[self.coarse_heatmap_level])
                 coarse_coords = crop_soft_argmax(logits, self.coarse_heatmap_stride, self.codec)
@@ -256,6 +282,8 @@ class PoseurHead(nn.Module):
             dec_sigmas=dec["sigmas"], reference_points=ref,
             coords=dec["coords"][-1, :, :K], sigma=dec["sigmas"][-1, :, :K],
         )
+        if self.training and logits is not None and self.heatmap_loss_weight > 0:
+            out.update(coarse_logits=logits, coarse_grid=crop_grid(logits, self.coarse_heatmap_stride, self.codec))
         if self.return_sampling:
             out.update(sampling_locations=dec["sampling_locations"], attention_weights=dec["attention_weights"])
         return out

@@ -12,11 +12,12 @@ from detectron2.data import MetadataCatalog
 from torch import nn
 
 from ...data.codecs import MSRAHeatmap, RegressionCoords
-from ..losses import RLELoss, sigma_to_score
+from ..losses import RLELoss, heatmap_kl_loss, sigma_to_score
 from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
 
-__all__ = ["RLERegressionHead", "RLEIntegralHead", "soft_argmax", "num_keypoints_from_cfg"]
+__all__ = ["RLERegressionHead", "RLEIntegralHead", "soft_argmax", "crop_soft_argmax", "crop_grid",
+           "num_keypoints_from_cfg"]
 
 
 def num_keypoints_from_cfg(cfg) -> int:
@@ -145,14 +146,19 @@ def crop_soft_argmax(logits: torch.Tensor, stride: int, codec: RegressionCoords)
     """Soft-argmax of (R, K, h, w) logits over a crop feature map of the given stride, in the
     codec's normalised target units (float32): cell j stands for its centre (j + 0.5) * stride in
     continuous crop pixels. Shared by RLEIntegralHead and Poseur's integral coarse proposal."""
+    gx, gy = crop_grid(logits, stride, codec)
+    with torch.autocast(logits.device.type, enabled=False):
+        return soft_argmax(logits, gx, gy)
+
+
+def crop_grid(logits: torch.Tensor, stride: int, codec: RegressionCoords) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The cell centres (grid_x (w,), grid_y (h,)) of (R, K, h, w) crop logits of the given stride,
+    in the codec's normalised target units (float32), as :func:`crop_soft_argmax` reads them."""
     h, w = logits.shape[-2:]
     W, H = codec.input_size
     ctr = 0.5 if codec.centered else 0.0
     ar = lambda n: torch.arange(n, device=logits.device, dtype=torch.float32) + 0.5  # noqa: E731
-    gx = (ar(w) * float(stride) - codec._shift) / W - ctr
-    gy = (ar(h) * float(stride) - codec._shift) / H - ctr
-    with torch.autocast(logits.device.type, enabled=False):
-        return soft_argmax(logits, gx, gy)
+    return (ar(w) * float(stride) - codec._shift) / W - ctr, (ar(h) * float(stride) - codec._shift) / H - ctr
 
 
 @TOPDOWN_HEAD_REGISTRY.register()
@@ -164,17 +170,21 @@ class RLEIntegralHead(RLERegressionHead):
     or HRNet's stride-4 branch), in the same normalised crop coordinates as the GAP + FC head;
     sigma comes from the shared :class:`RLEOutput` sigma FC on a globally pooled feature. Loss,
     decoding, flip fusion and scores are RLERegressionHead's: only where mu comes from differs.
-    The heatmaps carry no heatmap loss: the RLE likelihood of mu is the only supervision.
+    By default the heatmaps carry no heatmap loss: the RLE likelihood of mu is the only
+    supervision. `heatmap_loss_weight > 0` adds a training-only KL term that pulls each softmax
+    towards a Gaussian around the target (:func:`d2pose.modeling.losses.heatmap_kl_loss`).
     """
 
     @configurable
     def __init__(self, *, heatmap_channels: int, heatmap_feature: str, heatmap_stride: int, conv_dim: int = 0,
-                 **kwargs):
+                 heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0, **kwargs):
         """
         Args:
             heatmap_channels, heatmap_feature, heatmap_stride: the fine feature the heatmaps are
                 predicted from.
             conv_dim: channels of an optional 3x3 conv + ReLU before the 1x1 heatmap conv (0: none).
+            heatmap_loss_weight, heatmap_loss_sigma: weight (0: off) and Gaussian sigma (cells) of
+                the training-only KL term on the heatmaps.
             kwargs: RLERegressionHead's arguments; `in_channels` / `in_feature` name the feature
                 pooled for sigma.
         """
@@ -185,6 +195,11 @@ class RLEIntegralHead(RLERegressionHead):
         self.output = RLEOutput(kwargs["in_channels"], K, coords=False)
         self.heatmap_feature = heatmap_feature
         self.heatmap_stride = int(heatmap_stride)
+        if heatmap_loss_weight < 0 or heatmap_loss_sigma <= 0:
+            raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT ({heatmap_loss_weight}) must be >= 0 and "
+                             f"MODEL.RLE.INTEGRAL_HEATMAP_SIGMA ({heatmap_loss_sigma}) > 0")
+        self.heatmap_loss_weight = float(heatmap_loss_weight)
+        self.heatmap_loss_sigma = float(heatmap_loss_sigma)
         layers: List[nn.Module] = []
         if conv_dim > 0:
             layers += [nn.Conv2d(heatmap_channels, conv_dim, 3, padding=1), nn.ReLU(inplace=True)]
@@ -202,10 +217,28 @@ class RLEIntegralHead(RLERegressionHead):
             raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES[0] {feature!r} (the heatmap feature of RLEIntegralHead) is "
                              f"not a backbone output ({sorted(input_shape)})")
         ret.update(heatmap_channels=input_shape[feature].channels, heatmap_feature=feature,
-                   heatmap_stride=input_shape[feature].stride, conv_dim=cfg.MODEL.RLE.INTEGRAL_CONV_DIM)
+                   heatmap_stride=input_shape[feature].stride, conv_dim=cfg.MODEL.RLE.INTEGRAL_CONV_DIM,
+                   heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT,
+                   heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA)
         return ret
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        coords = crop_soft_argmax(self.heatmap(features[self.heatmap_feature]), self.heatmap_stride, self.codec)
+        logits = self.heatmap(features[self.heatmap_feature])
+        coords = crop_soft_argmax(logits, self.heatmap_stride, self.codec)
         _, sigma = self.output(features[self.in_feature].float().mean(dim=(2, 3)))
-        return dict(coords=coords, sigma=sigma)
+        out = dict(coords=coords, sigma=sigma)
+        if self.training and self.heatmap_loss_weight > 0:
+            out["heatmap_logits"] = logits
+        return out
+
+    def losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        losses = super().losses(outputs, batched_inputs)
+        if "heatmap_logits" in outputs:
+            logits = outputs["heatmap_logits"]
+            device = logits.device
+            target = torch.stack([x["target"] for x in batched_inputs]).to(device)
+            weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
+            gx, gy = crop_grid(logits, self.heatmap_stride, self.codec)
+            losses["loss_heatmap_kl"] = self.heatmap_loss_weight * heatmap_kl_loss(
+                logits, gx, gy, target, weight, self.heatmap_loss_sigma)
+        return losses

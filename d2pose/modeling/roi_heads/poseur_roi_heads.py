@@ -26,11 +26,11 @@ from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals,
 from detectron2.structures import Instances
 from torch import nn
 
-from ..heads.poseur import poseur_losses, poseur_rle_losses
+from ..heads.poseur import check_coarse_heatmap_loss, poseur_losses, poseur_rle_losses
 from ..losses import RLELoss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
-from .rle_keypoint_head import (box_relative, from_box_relative, roi_conv_stack, roi_integral_coords,
+from .rle_keypoint_head import (box_relative, from_box_relative, roi_conv_stack, roi_grid, roi_integral_coords,
                                 sample_train_rois)
 
 __all__ = ["PoseurROIHeads", "PoseurKeypointHead"]
@@ -96,7 +96,8 @@ class PoseurKeypointHead(nn.Module):
                  noise_std: float = 0.2, coarse_loss_weight: float = 1.0, decoder_loss_weight: float = 1.0,
                  score_form: str = "poseur", score_a: float = 0.2, backend: str = "auto",
                  emsda_init: str = "deformable", num_reg_fcs: int = 1, output_delta: bool = True,
-                 neck_groups: int = 32, coarse_coords: str = "fc"):
+                 neck_groups: int = 32, coarse_coords: str = "fc", heatmap_loss_weight: float = 0.0,
+                 heatmap_loss_sigma: float = 1.0):
         """
         Args:
             input_shape: the pooled ROI features.
@@ -108,6 +109,8 @@ class PoseurKeypointHead(nn.Module):
             enc_loss, dec_loss: RLE losses (own flows) of the coarse proposal and of the decoder.
             coarse_coords: "fc" (the paper's avg-pool FC proposal) or "integral" (soft-argmax over
                 the ROI grid, as RLEKeypointHead's MODEL.RLE.ROI_COORDS): MODEL.POSEUR.COARSE_COORDS.
+            heatmap_loss_weight, heatmap_loss_sigma: with the integral proposal, the training-only KL
+                term on its ROI logit maps (MODEL.RLE.INTEGRAL_HEATMAP_*; "loss_coarse_heatmap").
             The rest: as in :class:`d2pose.modeling.heads.poseur.PoseurHead`.
         """
         super().__init__()
@@ -116,6 +119,8 @@ class PoseurKeypointHead(nn.Module):
         self.coarse_heatmap = roi_integral_coords(c, num_keypoints, coarse_coords)
         # box-relative, starting at the box centre
         self.coarse = RLEOutput(c, num_keypoints, coords=self.coarse_heatmap is None)
+        check_coarse_heatmap_loss(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None)
+        self.heatmap_loss_weight, self.heatmap_loss_sigma = float(heatmap_loss_weight), float(heatmap_loss_sigma)
         self.neck = (ChannelMapper([memory_channels] * num_levels, embed_dim, neck_groups)
                      if memory_channels != embed_dim else None)
         self.level_embeds = nn.Parameter(torch.empty(num_levels, embed_dim))
@@ -143,6 +148,7 @@ class PoseurKeypointHead(nn.Module):
             decoder_loss_weight=p.DECODER_LOSS_WEIGHT, score_form=p.SCORE_FORM, score_a=p.SCORE_A,
             backend=cfg.MODEL.MS_DEFORM_ATTN.BACKEND, emsda_init=p.EMSDA_INIT, num_reg_fcs=p.NUM_REG_FCS,
             output_delta=p.OUTPUT_DELTA, coarse_coords=p.COARSE_COORDS,
+            heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT, heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA,
         )
 
     def layers(self, rois: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor,
@@ -166,8 +172,9 @@ class PoseurKeypointHead(nn.Module):
         x = self.convs(rois)
         pooled = x.mean(dim=(2, 3))
         coarse_coords, coarse_sigma = self.coarse(pooled)
+        logits = None
         if self.coarse_heatmap is not None:
-            coarse_coords = self.coarse_heatmap(x, pooled)
+            coarse_coords, logits = self.coarse_heatmap(x, pooled, return_logits=True)
         with torch.autocast(rois.device.type, enabled=False):
             # the padded input's extent normalises the memory: map l covers W_l * stride_l pixels
             extent = boxes.new_tensor([maps[0].shape[-1] * strides[0], maps[0].shape[-2] * strides[0]])
@@ -184,6 +191,8 @@ class PoseurKeypointHead(nn.Module):
         out = dict(coarse_coords=coarse_coords, coarse_sigma=coarse_sigma, dec_coords=dec["coords"],
                    dec_sigmas=dec["sigmas"], reference_points=ref, coords=dec["coords"][-1, :, :K],
                    sigma=dec["sigmas"][-1, :, :K])
+        if self.training and logits is not None and self.heatmap_loss_weight > 0:
+            out.update(coarse_logits=logits, coarse_grid=roi_grid(logits))
         if self.return_sampling:
             out.update(sampling_locations=dec["sampling_locations"], attention_weights=dec["attention_weights"])
         return out
@@ -199,6 +208,8 @@ class PoseurKeypointHead(nn.Module):
             if boxes.shape[0] == 0:  # no foreground ROI with keypoints: zero losses under the usual names
                 zero = sum(p.sum() * 0 for p in self.parameters())
                 names = ["loss_coarse"] + [f"loss_dec_{l}" for l in range(self.decoder.num_layers)]
+                if self.coarse_heatmap is not None and self.heatmap_loss_weight > 0:
+                    names.append("loss_coarse_heatmap")
                 return {name: zero for name in names}
             outputs = self.layers(rois, boxes, image_index, maps, strides)
             kps = torch.cat([x.gt_keypoints.tensor for x in instances]).to(boxes.dtype)  # (R, K, 3)

@@ -19,11 +19,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..heads.regression import soft_argmax
-from ..losses import RLELoss, sigma_to_score
+from ..losses import RLELoss, heatmap_kl_loss, sigma_to_score
 from ..rle_output import RLEOutput
 
 __all__ = ["ROI_COORDS", "ROIIntegralCoords", "RLEKeypointHead", "box_relative", "from_box_relative",
-           "roi_conv_stack", "roi_integral_coords", "roi_soft_argmax", "sample_train_rois"]
+           "roi_conv_stack", "roi_grid", "roi_integral_coords", "roi_soft_argmax", "sample_train_rois"]
 
 #: values of MODEL.RLE.ROI_COORDS: where an ROI head's box-relative mu comes from
 ROI_COORDS = ("fc", "integral")
@@ -71,10 +71,13 @@ class ROIIntegralCoords(nn.Module):
         nn.init.normal_(self.conv.weight, std=0.001)  # near-uniform maps: mu starts at the box centre
         nn.init.zeros_(self.conv.bias)
 
-    def forward(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """x (R, C, S, S) conv features, pooled (R, C) their mean -> mu (R, K, 2) in float32."""
+    def forward(self, x: torch.Tensor, pooled: torch.Tensor, return_logits: bool = False):
+        """x (R, C, S, S) conv features, pooled (R, C) their mean -> mu (R, K, 2) in float32, and
+        with `return_logits` also the (R, K, S, S) logits it is the soft-argmax of."""
         h = F.relu(x + self.context(pooled.to(x.dtype))[:, :, None, None])
-        return roi_soft_argmax(self.conv(h))
+        logits = self.conv(h)
+        mu = roi_soft_argmax(logits)
+        return (mu, logits) if return_logits else mu
 
 
 def roi_integral_coords(in_channels: int, num_keypoints: int, coords: str) -> Optional[ROIIntegralCoords]:
@@ -91,11 +94,18 @@ def roi_soft_argmax(logits: torch.Tensor) -> torch.Tensor:
 
     ROIAlign samples bin j of S over box-relative [j / S, (j + 1) / S]: its centre (j + 0.5) / S is
     the coordinate the bin stands for."""
+    gx, gy = roi_grid(logits)
+    with torch.autocast(logits.device.type, enabled=False):
+        return soft_argmax(logits, gx, gy)
+
+
+def roi_grid(logits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The box-relative bin centres (grid_x (S_w,), grid_y (S_h,)) that :func:`roi_soft_argmax`
+    reads for (R, K, S_h, S_w) logits, in float32."""
     h, w = logits.shape[-2:]
     gx = (torch.arange(w, device=logits.device, dtype=torch.float32) + 0.5) / w
     gy = (torch.arange(h, device=logits.device, dtype=torch.float32) + 0.5) / h
-    with torch.autocast(logits.device.type, enabled=False):
-        return soft_argmax(logits, gx, gy)
+    return gx, gy
 
 
 def sample_train_rois(instances: List[Instances], cap: int) -> Tuple[List[Instances], torch.Tensor]:
@@ -120,7 +130,7 @@ class RLEKeypointHead(nn.Module):
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: List[int], loss: RLELoss,
                  loss_weight: float = 1.0, score_form: str = "rle", coords: str = "fc",
-                 max_train_instances: int = 0):
+                 max_train_instances: int = 0, heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0):
         """
         Args:
             input_shape: shape of the pooled ROI features.
@@ -131,6 +141,9 @@ class RLEKeypointHead(nn.Module):
             coords: "fc" (mu from the pooled FC) or "integral" (soft-argmax over the ROI grid).
             max_train_instances: in training, a random subset of at most this many foreground ROIs
                 per image runs the head (0: all of them; as Poseur's ROI_MAX_TRAIN_INSTANCES).
+            heatmap_loss_weight, heatmap_loss_sigma: with "integral" coords, weight (0: off) and
+                Gaussian sigma (ROI bins) of a training-only KL term on the ROI logit maps
+                ("loss_keypoint_heatmap"; not scaled by loss_weight).
         """
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, conv_dims)
@@ -142,6 +155,14 @@ class RLEKeypointHead(nn.Module):
         self.loss_weight = loss_weight
         self.score_form = score_form
         self.max_train_instances = int(max_train_instances)
+        if heatmap_loss_weight < 0 or heatmap_loss_sigma <= 0:
+            raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT ({heatmap_loss_weight}) must be >= 0 and "
+                             f"MODEL.RLE.INTEGRAL_HEATMAP_SIGMA ({heatmap_loss_sigma}) > 0")
+        if heatmap_loss_weight > 0 and self.heatmap is None:
+            raise ValueError("MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT > 0 needs logit maps: set MODEL.RLE.ROI_COORDS "
+                             "to 'integral'")
+        self.heatmap_loss_weight = float(heatmap_loss_weight)
+        self.heatmap_loss_sigma = float(heatmap_loss_sigma)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -150,36 +171,57 @@ class RLEKeypointHead(nn.Module):
             input_shape=input_shape, num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
             conv_dims=list(r.ROI_CONV_DIMS), loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM),
             loss_weight=r.LOSS_WEIGHT, score_form=r.SCORE_FORM, coords=r.ROI_COORDS,
-            max_train_instances=r.ROI_MAX_TRAIN_INSTANCES,
+            max_train_instances=r.ROI_MAX_TRAIN_INSTANCES, heatmap_loss_weight=r.INTEGRAL_HEATMAP_WEIGHT,
+            heatmap_loss_sigma=r.INTEGRAL_HEATMAP_SIGMA,
         )
 
-    def layers(self, x: torch.Tensor):
+    def layers(self, x: torch.Tensor, return_logits: bool = False):
+        """ROI features -> (mu, sigma), plus the integral branch's logits (None for "fc") with
+        `return_logits`."""
         x = self.convs(x)
         pooled = x.mean(dim=(2, 3))
         mu, sigma = self.output(pooled)  # (R, C) -> mu (None when integral), sigma
+        logits = None
         if self.heatmap is not None:
-            mu = self.heatmap(x, pooled)
-        return mu, sigma
+            mu, logits = self.heatmap(x, pooled, return_logits=True)
+        return (mu, sigma, logits) if return_logits else (mu, sigma)
 
     def forward(self, x: torch.Tensor, instances: List[Instances]):
         if self.training and self.max_train_instances > 0:
             instances, rows = sample_train_rois(instances, self.max_train_instances)
             x = x[rows.to(x.device)]
-        mu, sigma = self.layers(x)
+        mu, sigma, logits = self.layers(x, return_logits=True)
         if self.training:
-            return {"loss_keypoint": self.losses(mu, sigma, instances) * self.loss_weight}
+            losses = {"loss_keypoint": self.losses(mu, sigma, instances) * self.loss_weight}
+            if self.heatmap_loss_weight > 0:
+                losses["loss_keypoint_heatmap"] = self.heatmap_losses(logits, instances) * self.heatmap_loss_weight
+            return losses
         self.inference(mu, sigma, instances)
         return instances
 
-    def losses(self, mu, sigma, instances: List[Instances]) -> torch.Tensor:
-        if mu.shape[0] == 0:
-            return mu.sum() * 0 + sigma.sum() * 0
+    @staticmethod
+    def targets(instances: List[Instances]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Box-relative targets (R, K, 2) of the training ROIs and their weights (R, K): 1 for a
+        labelled keypoint inside its proposal box."""
         boxes = torch.cat([i.proposal_boxes.tensor for i in instances])
         kps = torch.cat([i.gt_keypoints.tensor for i in instances])  # (R, K, 3)
         target = box_relative(kps[..., :2], boxes)
         inside = ((target >= 0) & (target <= 1)).all(-1)
-        weight = ((kps[..., 2] > 0) & inside).to(mu.dtype)
-        return self.loss(mu, sigma, target, weight)
+        return target, ((kps[..., 2] > 0) & inside).float()
+
+    def losses(self, mu, sigma, instances: List[Instances]) -> torch.Tensor:
+        if mu.shape[0] == 0:
+            return mu.sum() * 0 + sigma.sum() * 0
+        target, weight = self.targets(instances)
+        return self.loss(mu, sigma, target, weight.to(mu.dtype))
+
+    def heatmap_losses(self, logits, instances: List[Instances]) -> torch.Tensor:
+        """The KL term on the integral logits (see :func:`d2pose.modeling.losses.heatmap_kl_loss`)."""
+        if logits.shape[0] == 0:
+            return logits.sum() * 0
+        target, weight = self.targets(instances)
+        gx, gy = roi_grid(logits)
+        return heatmap_kl_loss(logits, gx, gy, target, weight, self.heatmap_loss_sigma)
 
     def inference(self, mu, sigma, instances: List[Instances]) -> None:
         start = 0
