@@ -21,7 +21,7 @@ from torch import nn
 
 from .flows import RealNVP
 
-__all__ = ["RLELoss", "sigma_to_score", "heatmap_kl_loss"]
+__all__ = ["RLELoss", "sigma_to_score", "heatmap_kl_loss", "check_heatmap_kl_args"]
 
 _LOG2 = math.log(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -102,6 +102,16 @@ class RLELoss(nn.Module):
         # paper: -log Q has no log sigma (it is in flow_term once); official: it has it again
         q_term = self.neg_log_q(pred, target, sigma)
         return (flow_term + (q_term * w).sum(-1)).sum() / R
+
+
+def check_heatmap_kl_args(weight: float, sigma: float, has_logits: bool = True, coords_key: str = "") -> None:
+    """Validates MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT / _SIGMA for a head; `has_logits` False (an FC
+    coordinate head) refuses a positive weight and names `coords_key`, the setting that adds logits."""
+    if weight < 0 or sigma <= 0:
+        raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT ({weight}) must be >= 0 and "
+                         f"MODEL.RLE.INTEGRAL_HEATMAP_SIGMA ({sigma}) > 0")
+    if weight > 0 and not has_logits:
+        raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT > 0 needs logit maps: set {coords_key} to 'integral'")
 
 
 def heatmap_kl_loss(logits: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Tensor, target: torch.Tensor,

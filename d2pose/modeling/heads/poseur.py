@@ -31,13 +31,13 @@ from detectron2.config import configurable
 from torch import nn
 
 from ...data.codecs import RegressionCoords
-from ..losses import RLELoss, heatmap_kl_loss, sigma_to_score
+from ..losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
 from .regression import crop_grid, crop_soft_argmax, num_keypoints_from_cfg
 
-__all__ = ["PoseurHead", "poseur_losses", "poseur_rle_losses", "check_coarse_heatmap_loss"]
+__all__ = ["PoseurHead", "poseur_losses", "poseur_rle_losses"]
 
 # the authors' "type2" flip fusion: p = 0.7 * prod_d (1 - exp(-0.2 / sigma_d)), coordinate weights p^5
 _FLIP_A, _FLIP_SCALE, _FLIP_POWER, _FLIP_EPS = 0.2, 0.7, 5, 1e-10
@@ -50,16 +50,6 @@ def poseur_rle_losses(cfg) -> Dict[str, RLELoss]:
     p, r = cfg.MODEL.POSEUR, cfg.MODEL.RLE
     return {name: RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM, prior_mean=p.FLOW_PRIOR_MEAN)
             for name in ("enc_loss", "dec_loss")}
-
-
-def check_coarse_heatmap_loss(weight: float, sigma: float, integral: bool) -> None:
-    """Validates MODEL.RLE.INTEGRAL_HEATMAP_* for a Poseur head (its integral coarse proposal)."""
-    if weight < 0 or sigma <= 0:
-        raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT ({weight}) must be >= 0 and "
-                         f"MODEL.RLE.INTEGRAL_HEATMAP_SIGMA ({sigma}) > 0")
-    if weight > 0 and not integral:
-        raise ValueError("MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT > 0 needs logit maps: set MODEL.POSEUR.COARSE_COORDS "
-                         "to 'integral'")
 
 
 def poseur_losses(head: nn.Module, outputs: Dict[str, torch.Tensor], target: torch.Tensor,
@@ -192,7 +182,8 @@ class PoseurHead(nn.Module):
             nn.init.normal_(self.coarse_heatmap.weight, std=0.001)  # near-uniform: mu starts at the centre
             nn.init.zeros_(self.coarse_heatmap.bias)
         self.coarse = RLEOutput(coarse_channels, num_keypoints, offset=0.5, coords=self.coarse_heatmap is None)
-        check_coarse_heatmap_loss(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None)
+        check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None,
+                              "MODEL.POSEUR.COARSE_COORDS")
         self.heatmap_loss_weight, self.heatmap_loss_sigma = float(heatmap_loss_weight), float(heatmap_loss_sigma)
         self.keypoint_encoder = KeypointEncoder(num_keypoints, embed_dim)
         self.decoder = PoseurDecoder(

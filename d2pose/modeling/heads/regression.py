@@ -12,7 +12,7 @@ from detectron2.data import MetadataCatalog
 from torch import nn
 
 from ...data.codecs import MSRAHeatmap, RegressionCoords
-from ..losses import RLELoss, heatmap_kl_loss, sigma_to_score
+from ..losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss, sigma_to_score
 from ..rle_output import RLEOutput
 from .build import TOPDOWN_HEAD_REGISTRY
 
@@ -195,9 +195,7 @@ class RLEIntegralHead(RLERegressionHead):
         self.output = RLEOutput(kwargs["in_channels"], K, coords=False)
         self.heatmap_feature = heatmap_feature
         self.heatmap_stride = int(heatmap_stride)
-        if heatmap_loss_weight < 0 or heatmap_loss_sigma <= 0:
-            raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT ({heatmap_loss_weight}) must be >= 0 and "
-                             f"MODEL.RLE.INTEGRAL_HEATMAP_SIGMA ({heatmap_loss_sigma}) > 0")
+        check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma)
         self.heatmap_loss_weight = float(heatmap_loss_weight)
         self.heatmap_loss_sigma = float(heatmap_loss_sigma)
         layers: List[nn.Module] = []

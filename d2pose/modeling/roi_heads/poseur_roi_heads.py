@@ -26,12 +26,12 @@ from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals,
 from detectron2.structures import Instances
 from torch import nn
 
-from ..heads.poseur import check_coarse_heatmap_loss, poseur_losses, poseur_rle_losses
-from ..losses import RLELoss, sigma_to_score
+from ..heads.poseur import poseur_losses, poseur_rle_losses
+from ..losses import RLELoss, check_heatmap_kl_args, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
 from ..rle_output import RLEOutput
-from .rle_keypoint_head import (box_relative, from_box_relative, roi_conv_stack, roi_grid, roi_integral_coords,
-                                sample_train_rois)
+from .rle_keypoint_head import (from_box_relative, roi_conv_stack, roi_grid, roi_integral_coords,
+                                roi_keypoint_targets, sample_train_rois)
 
 __all__ = ["PoseurROIHeads", "PoseurKeypointHead"]
 
@@ -119,7 +119,8 @@ class PoseurKeypointHead(nn.Module):
         self.coarse_heatmap = roi_integral_coords(c, num_keypoints, coarse_coords)
         # box-relative, starting at the box centre
         self.coarse = RLEOutput(c, num_keypoints, coords=self.coarse_heatmap is None)
-        check_coarse_heatmap_loss(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None)
+        check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None,
+                              "MODEL.POSEUR.COARSE_COORDS")
         self.heatmap_loss_weight, self.heatmap_loss_sigma = float(heatmap_loss_weight), float(heatmap_loss_sigma)
         self.neck = (ChannelMapper([memory_channels] * num_levels, embed_dim, neck_groups)
                      if memory_channels != embed_dim else None)
@@ -212,11 +213,8 @@ class PoseurKeypointHead(nn.Module):
                     names.append("loss_coarse_heatmap")
                 return {name: zero for name in names}
             outputs = self.layers(rois, boxes, image_index, maps, strides)
-            kps = torch.cat([x.gt_keypoints.tensor for x in instances]).to(boxes.dtype)  # (R, K, 3)
-            target = box_relative(kps[..., :2], boxes)
-            inside = ((target >= 0) & (target <= 1)).all(-1)
-            weight = ((kps[..., 2] > 0) & inside).to(target.dtype)
-            return poseur_losses(self, outputs, target.float(), weight.float())
+            target, weight = roi_keypoint_targets(instances)
+            return poseur_losses(self, outputs, target.float(), weight)
         if boxes.shape[0] == 0:
             for x in instances:
                 x.pred_keypoints = boxes.new_zeros(0, self.num_keypoints, 3)

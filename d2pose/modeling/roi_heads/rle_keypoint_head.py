@@ -19,11 +19,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..heads.regression import soft_argmax
-from ..losses import RLELoss, heatmap_kl_loss, sigma_to_score
+from ..losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss, sigma_to_score
 from ..rle_output import RLEOutput
 
 __all__ = ["ROI_COORDS", "ROIIntegralCoords", "RLEKeypointHead", "box_relative", "from_box_relative",
-           "roi_conv_stack", "roi_grid", "roi_integral_coords", "roi_soft_argmax", "sample_train_rois"]
+           "roi_conv_stack", "roi_grid", "roi_integral_coords", "roi_keypoint_targets", "roi_soft_argmax",
+           "sample_train_rois"]
 
 #: values of MODEL.RLE.ROI_COORDS: where an ROI head's box-relative mu comes from
 ROI_COORDS = ("fc", "integral")
@@ -108,6 +109,17 @@ def roi_grid(logits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return gx, gy
 
 
+def roi_keypoint_targets(instances: List[Instances]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Box-relative targets (R, K, 2) of training ROIs (`proposal_boxes`, `gt_keypoints`) and their
+    weights (R, K): 1 for a labelled keypoint inside its proposal box, else 0. Shared by the RLE and
+    Poseur ROI heads."""
+    boxes = torch.cat([i.proposal_boxes.tensor for i in instances])
+    kps = torch.cat([i.gt_keypoints.tensor for i in instances]).to(boxes.dtype)  # (R, K, 3)
+    target = box_relative(kps[..., :2], boxes)
+    inside = ((target >= 0) & (target <= 1)).all(-1)
+    return target, ((kps[..., 2] > 0) & inside).float()
+
+
 def sample_train_rois(instances: List[Instances], cap: int) -> Tuple[List[Instances], torch.Tensor]:
     """A random subset of at most `cap` ROIs per image (training-time subsampling of the keypoint
     head's ROIs). Returns the kept Instances and their rows (long) in the concatenation of
@@ -155,12 +167,7 @@ class RLEKeypointHead(nn.Module):
         self.loss_weight = loss_weight
         self.score_form = score_form
         self.max_train_instances = int(max_train_instances)
-        if heatmap_loss_weight < 0 or heatmap_loss_sigma <= 0:
-            raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT ({heatmap_loss_weight}) must be >= 0 and "
-                             f"MODEL.RLE.INTEGRAL_HEATMAP_SIGMA ({heatmap_loss_sigma}) > 0")
-        if heatmap_loss_weight > 0 and self.heatmap is None:
-            raise ValueError("MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT > 0 needs logit maps: set MODEL.RLE.ROI_COORDS "
-                             "to 'integral'")
+        check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma, self.heatmap is not None, "MODEL.RLE.ROI_COORDS")
         self.heatmap_loss_weight = float(heatmap_loss_weight)
         self.heatmap_loss_sigma = float(heatmap_loss_sigma)
 
@@ -199,27 +206,17 @@ class RLEKeypointHead(nn.Module):
         self.inference(mu, sigma, instances)
         return instances
 
-    @staticmethod
-    def targets(instances: List[Instances]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Box-relative targets (R, K, 2) of the training ROIs and their weights (R, K): 1 for a
-        labelled keypoint inside its proposal box."""
-        boxes = torch.cat([i.proposal_boxes.tensor for i in instances])
-        kps = torch.cat([i.gt_keypoints.tensor for i in instances])  # (R, K, 3)
-        target = box_relative(kps[..., :2], boxes)
-        inside = ((target >= 0) & (target <= 1)).all(-1)
-        return target, ((kps[..., 2] > 0) & inside).float()
-
     def losses(self, mu, sigma, instances: List[Instances]) -> torch.Tensor:
         if mu.shape[0] == 0:
             return mu.sum() * 0 + sigma.sum() * 0
-        target, weight = self.targets(instances)
+        target, weight = roi_keypoint_targets(instances)
         return self.loss(mu, sigma, target, weight.to(mu.dtype))
 
     def heatmap_losses(self, logits, instances: List[Instances]) -> torch.Tensor:
         """The KL term on the integral logits (see :func:`d2pose.modeling.losses.heatmap_kl_loss`)."""
         if logits.shape[0] == 0:
             return logits.sum() * 0
-        target, weight = self.targets(instances)
+        target, weight = roi_keypoint_targets(instances)
         gx, gy = roi_grid(logits)
         return heatmap_kl_loss(logits, gx, gy, target, weight, self.heatmap_loss_sigma)
 
