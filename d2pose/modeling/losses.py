@@ -111,7 +111,8 @@ def check_heatmap_kl_args(weight: float, sigma: float, has_logits: bool = True, 
         raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT ({weight}) must be >= 0 and "
                          f"MODEL.RLE.INTEGRAL_HEATMAP_SIGMA ({sigma}) > 0")
     if weight > 0 and not has_logits:
-        raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT > 0 needs logit maps: set {coords_key} to 'integral'")
+        raise ValueError(f"MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT > 0 needs logit maps: set {coords_key} to 'integral' "
+                         f"or MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT to 0")
 
 
 def heatmap_kl_loss(logits: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Tensor, target: torch.Tensor,

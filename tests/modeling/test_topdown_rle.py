@@ -93,7 +93,8 @@ def test_roi_head_box_relative_round_trip_and_shapes(coords):
     pts = torch.rand(2, 17, 2) * 100
     torch.testing.assert_close(from_box_relative(box_relative(pts, boxes), boxes), pts)
     cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml", **{"MODEL.RLE.ROI_COORDS": coords,
-                                                        "MODEL.RLE.ROI_MAX_TRAIN_INSTANCES": 2})
+                                                        "MODEL.RLE.ROI_MAX_TRAIN_INSTANCES": 2,
+                                                        "MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT": 0.0})
     from detectron2.layers import ShapeSpec
 
     head = RLEKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))
