@@ -107,6 +107,12 @@ class RLERegressionHead(nn.Module):
         device = outputs["coords"].device
         target = torch.stack([x["target"] for x in batched_inputs]).to(device)
         weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
+        return self._losses(outputs, target, weight)
+
+    def _losses(self, outputs: Dict[str, torch.Tensor], target: torch.Tensor,
+                weight: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The losses from stacked targets (R, K, 2) and weights (R, K) (shared with subclasses)."""
+        device = outputs["coords"].device
         with torch.autocast(device.type, enabled=False):
             loss = self.loss(outputs["coords"], outputs["sigma"], target, weight)
             losses = {"loss_rle": loss * self.loss_weight}
@@ -229,13 +235,11 @@ class RLEIntegralHead(RLERegressionHead):
             out["heatmap_logits"] = logits
         return out
 
-    def losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
-        losses = super().losses(outputs, batched_inputs)
+    def _losses(self, outputs: Dict[str, torch.Tensor], target: torch.Tensor,
+                weight: torch.Tensor) -> Dict[str, torch.Tensor]:
+        losses = super()._losses(outputs, target, weight)
         if "heatmap_logits" in outputs:
             logits = outputs["heatmap_logits"]
-            device = logits.device
-            target = torch.stack([x["target"] for x in batched_inputs]).to(device)
-            weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
             gx, gy = crop_grid(logits, self.heatmap_stride, self.codec)
             losses["loss_heatmap_kl"] = self.heatmap_loss_weight * heatmap_kl_loss(
                 logits, gx, gy, target, weight, self.heatmap_loss_sigma)
