@@ -78,6 +78,9 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.RLE.LOSS_WEIGHT = 1.0
     # keypoint score from sigma: "rle" (mean of 1 - sigma) or "poseur" (prod of 1 - exp(-a / sigma))
     cfg.MODEL.RLE.SCORE_FORM = "rle"
+    # flip-test fusion of the top-down heads: "mean" (the authors': average coords and sigmas) or
+    # "sigma" (coordinates weighted by 1 / sigma^2 of each view, sigmas averaged)
+    cfg.MODEL.RLE.FLIP_FUSE = "mean"
     # ROI keypoint head (RLEKeypointHead): conv layers before the average pool
     cfg.MODEL.RLE.ROI_CONV_DIMS = (256, 256, 256, 256)
     # where RLEKeypointHead's box-relative mu comes from: "fc" (average pool + FC, the paper's head)
@@ -128,7 +131,8 @@ def _add_models(cfg: CN) -> None:
     p.SCORE_FORM = "poseur"
     # the interval half-width a of the "poseur" score (normalised units)
     p.SCORE_A = 0.2
-    # flip-test fusion: "mean" (average coords and sigmas) or "official" (authors' p^5-weighted "type2")
+    # flip-test fusion: "mean" (average coords and sigmas), "sigma" (coordinates weighted by 1 / sigma^2,
+    # as MODEL.RLE.FLIP_FUSE) or "official" (authors' p^5-weighted "type2")
     p.FLIP_FUSE = "mean"
     # EMSDA init: "deformable" (Deformable-DETR) or "official" (Poseur's code: xavier everywhere)
     p.EMSDA_INIT = "deformable"

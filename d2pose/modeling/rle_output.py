@@ -14,7 +14,10 @@ from torch import nn
 
 from ..layers import NormalizedLinear
 
-__all__ = ["RLEOutput"]
+__all__ = ["RLEOutput", "fuse_flip_views", "FLIP_FUSE_MODES"]
+
+# flip-test fusions of two views' (mu, sigma) shared by the regression heads
+FLIP_FUSE_MODES = ("mean", "sigma")
 
 
 class RLEOutput(nn.Module):
@@ -42,3 +45,20 @@ class RLEOutput(nn.Module):
             mu = self.fc_coord(x).view(R, K, 2) + self.offset if self.fc_coord is not None else None
             sigma = torch.sigmoid(self.fc_sigma(x)).view(R, K, 2)
         return mu, sigma
+
+
+def fuse_flip_views(coords: torch.Tensor, sigma: torch.Tensor, coords_f: torch.Tensor, sigma_f: torch.Tensor,
+                    mode: str = "mean") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fuses a crop's (mu, sigma) (R, K, 2) with its mirror's, already flipped back.
+
+    "mean": both averaged (the RLE and Poseur authors' flip test). "sigma": each coordinate is the
+    inverse-variance weighted mean of the two views, w = 1 / sigma^2 (the view that is surer of a
+    keypoint counts more, e.g. when one view sees the face and the other the back of the head); the
+    fused sigma is still the views' mean, so the keypoint scores are those of "mean".
+    """
+    if mode == "mean":
+        return (coords + coords_f) / 2, (sigma + sigma_f) / 2
+    if mode == "sigma":
+        w, w_f = sigma.clamp(min=1e-6) ** -2, sigma_f.clamp(min=1e-6) ** -2
+        return (coords * w + coords_f * w_f) / (w + w_f), (sigma + sigma_f) / 2
+    raise ValueError(f"flip fusion must be one of {FLIP_FUSE_MODES}, got {mode!r}")

@@ -37,8 +37,10 @@ def _train_sample(K=17, size=(96, 128)):
                 target=kps[:, :2] / torch.tensor([W, H]), target_weight=torch.ones(K), image_id=0)
 
 
-def test_synthetic_topdown_train_and_inference_steps():
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+@pytest.mark.parametrize("config", ["configs/RLE/synthetic_rle_topdown.yaml",
+                                    "configs/RLE/synthetic_rle_gap_topdown.yaml"])
+def test_synthetic_topdown_train_and_inference_steps(config):
+    cfg = _cfg(config)
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     model = build_model(cfg)
     model.train()
@@ -73,6 +75,43 @@ def test_flip_fuse_of_rle_head_is_exact_for_symmetric_outputs():
     mirrored = dict(coords=torch.stack([1 - coords[..., 0], coords[..., 1]], -1), sigma=sigma)
     fused = head.flip_fuse(dict(coords=coords, sigma=sigma), mirrored, flip)
     torch.testing.assert_close(fused["coords"], coords)
+
+
+def test_sigma_weighted_flip_fusion():
+    from d2pose.modeling.rle_output import fuse_flip_views
+    c, cf = torch.tensor([[[0.2, 0.4]]]), torch.tensor([[[0.5, 0.1]]])
+    s, sf = torch.tensor([[[0.1, 0.3]]]), torch.tensor([[[0.2, 0.1]]])
+    coords, sigma = fuse_flip_views(c, s, cf, sf, "sigma")
+    # x: weights 1/0.01 = 100 and 1/0.04 = 25; y: 1/0.09 and 1/0.01 = 100
+    expect_x = (0.2 * 100 + 0.5 * 25) / 125
+    expect_y = (0.4 / 0.09 + 0.1 * 100) / (1 / 0.09 + 100)
+    torch.testing.assert_close(coords, torch.tensor([[[expect_x, expect_y]]]))
+    torch.testing.assert_close(sigma, (s + sf) / 2)
+    # equal sigmas: the plain mean
+    torch.testing.assert_close(fuse_flip_views(c, s, cf, s, "sigma")[0], (c + cf) / 2)
+    with pytest.raises(ValueError, match="flip fusion"):
+        fuse_flip_views(c, s, cf, sf, "median")
+
+
+def test_flip_fuse_config_key_reaches_both_heads():
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml", **{"MODEL.RLE.FLIP_FUSE": "sigma"})
+    head = build_model(cfg).head
+    flip = list(range(17))
+    coords, sigma = torch.rand(3, 17, 2), torch.rand(3, 17, 2) + 0.05
+    mirrored = dict(coords=torch.stack([1 - coords[..., 0], coords[..., 1]], -1), sigma=sigma)
+    torch.testing.assert_close(head.flip_fuse(dict(coords=coords, sigma=sigma), mirrored, flip)["coords"], coords)
+    sure = dict(coords=torch.stack([1 - coords[..., 0] + 0.1, coords[..., 1]], -1), sigma=sigma / 10)
+    fused = head.flip_fuse(dict(coords=coords, sigma=sigma), sure, flip)["coords"]
+    torch.testing.assert_close(fused[..., 0], coords[..., 0] - 0.1 * 100 / 101)  # the surer view dominates
+    cfg.MODEL.RLE.FLIP_FUSE = "median"
+    with pytest.raises(ValueError, match="MODEL.RLE.FLIP_FUSE"):
+        build_model(cfg)
+    pcfg = _cfg("configs/Poseur/synthetic_poseur_topdown.yaml", **{"MODEL.POSEUR.FLIP_FUSE": "sigma"})
+    phead = build_model(pcfg).head
+    torch.testing.assert_close(phead.flip_fuse(dict(coords=coords, sigma=sigma), sure, flip)["coords"], fused)
+    pcfg.MODEL.POSEUR.FLIP_FUSE = "median"
+    with pytest.raises(ValueError, match="MODEL.POSEUR.FLIP_FUSE"):
+        build_model(pcfg)
 
 
 @pytest.mark.parametrize("depth,params,gflops", [(50, 23.6e6, 4.0)])
@@ -215,7 +254,7 @@ def test_rcnn_config_switches_keypoint_head_by_name():
 
 
 def test_coord_channels_input():
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml", **{"MODEL.TOPDOWN.COORD_CHANNELS": True})
+    cfg = _cfg("configs/RLE/synthetic_rle_gap_topdown.yaml", **{"MODEL.TOPDOWN.COORD_CHANNELS": True})
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     model = build_model(cfg)
     x = model._normalize(torch.zeros(2, 3, H, W, dtype=torch.uint8))
@@ -231,7 +270,7 @@ def test_coord_channels_input():
 
 
 def test_aux_heatmap_is_training_only_and_its_loss_is_zero_at_the_target():
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg = _cfg("configs/RLE/synthetic_rle_gap_topdown.yaml")
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res5"]
     cfg.MODEL.RLE.AUX_HEATMAP_FEATURE = "res3"
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
@@ -278,7 +317,7 @@ def test_soft_argmax_reference_and_gradcheck():
 
 @pytest.mark.parametrize("centered", [False, True])
 def test_integral_head_decodes_cell_centres_and_flips_exactly(centered):
-    cfg = _cfg("configs/RLE/synthetic_rle_integral_topdown.yaml")
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
     cfg.INPUT.TOPDOWN.REGRESSION_CENTERED = centered
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     model = build_model(cfg).eval()
@@ -310,7 +349,7 @@ def test_integral_head_decodes_cell_centres_and_flips_exactly(centered):
 
 
 def test_integral_head_trains_and_has_no_coordinate_fc():
-    cfg = _cfg("configs/RLE/synthetic_rle_integral_topdown.yaml")
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     model = build_model(cfg).train()
     assert model.head.output.fc_coord is None
@@ -325,7 +364,7 @@ def test_integral_head_heatmap_kl_term_is_training_only_and_reads_the_soft_argma
     from d2pose.modeling.heads.regression import crop_grid
     from d2pose.modeling.losses import heatmap_kl_loss
 
-    cfg = _cfg("configs/RLE/synthetic_rle_integral_topdown.yaml")
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
     cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 2.0
     cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA = 0.5
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
@@ -359,7 +398,7 @@ def test_integral_head_heatmap_kl_term_is_training_only_and_reads_the_soft_argma
 
 
 def test_crop_size_not_divisible_for_fpn_names_the_key():
-    cfg = _cfg("configs/RLE/synthetic_rle_integral_topdown.yaml")
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
     cfg.INPUT.TOPDOWN.INPUT_SIZE = (72, 96)
     with pytest.raises(ValueError, match=r"INPUT.TOPDOWN.INPUT_SIZE \(72, 96\) must be divisible by 32"):
         build_model(cfg)

@@ -33,7 +33,7 @@ from torch import nn
 from ...data.codecs import RegressionCoords
 from ..losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss, sigma_to_score
 from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
-from ..rle_output import RLEOutput
+from ..rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
 from .build import TOPDOWN_HEAD_REGISTRY
 from .regression import crop_grid, crop_soft_argmax, num_keypoints_from_cfg
 
@@ -137,7 +137,7 @@ class PoseurHead(nn.Module):
             coarse_loss_weight, decoder_loss_weight: multipliers of the coarse loss and of each
                 decoder layer's loss (lambda).
             score_form, score_a: keypoint score from sigma, "poseur" (Eq. 8 with a) or "rle".
-            flip_fuse_mode: "mean" or "official" (see :meth:`flip_fuse`).
+            flip_fuse_mode: "mean", "sigma" or "official" (see :meth:`flip_fuse`).
             backend, emsda_init: EMSDA's MSDA backend and init.
             num_reg_fcs, output_delta: coordinate branches of the decoder (see :class:`PoseurDecoder`).
             coarse_feature: the pooled feature of the coarse FC: "backbone" (the raw last level, e.g.
@@ -153,8 +153,9 @@ class PoseurHead(nn.Module):
         super().__init__()
         if len(in_features) != len(in_channels) or not in_features:
             raise ValueError(f"in_features {list(in_features)} and in_channels {list(in_channels)} must match")
-        if flip_fuse_mode not in ("mean", "official"):
-            raise ValueError(f"flip_fuse_mode must be 'mean' or 'official', got {flip_fuse_mode!r}")
+        if flip_fuse_mode not in FLIP_FUSE_MODES + ("official",):
+            raise ValueError(f"MODEL.POSEUR.FLIP_FUSE must be one of {FLIP_FUSE_MODES + ('official',)}, "
+                             f"got {flip_fuse_mode!r}")
         if score_form not in ("poseur", "rle"):
             raise ValueError(f"score_form must be 'poseur' or 'rle', got {score_form!r}")
         if coarse_feature not in ("backbone", "neck"):
@@ -299,7 +300,8 @@ class PoseurHead(nn.Module):
     def flip_fuse(self, outputs, flipped, flip_indices):
         """Fuses the crop's outputs with its mirror's (flipped back with the codec).
 
-        "mean": coords and sigmas averaged. "official": the authors' "type2" evaluation fusion, per
+        "mean": coords and sigmas averaged; "sigma": coordinates weighted by 1 / sigma^2
+        (:func:`d2pose.modeling.rle_output.fuse_flip_views`). "official": the authors' "type2" evaluation fusion, per
         keypoint and view p = 0.7 prod_d (1 - exp(-0.2 / sigma_d)); coords = sum_v p_v^5 mu_v /
         (sum_v p_v^5 + 1e-10); sigmas are fused with the same weights (the authors drop them);
         the keypoint score is the views' mean p (so it includes their 0.7 factor), returned as
@@ -308,8 +310,9 @@ class PoseurHead(nn.Module):
         coords_f = self.codec.flip_back(flipped["coords"], flip_indices)
         sigma_f = flipped["sigma"][:, list(flip_indices)]
         coords, sigma = outputs["coords"], outputs["sigma"]
-        if self.flip_fuse_mode == "mean":
-            return dict(coords=(coords + coords_f) / 2, sigma=(sigma + sigma_f) / 2)
+        if self.flip_fuse_mode in FLIP_FUSE_MODES:
+            coords, sigma = fuse_flip_views(coords, sigma, coords_f, sigma_f, self.flip_fuse_mode)
+            return dict(coords=coords, sigma=sigma)
         p = _FLIP_SCALE * sigma_to_score(sigma, "poseur", _FLIP_A)
         p_f = _FLIP_SCALE * sigma_to_score(sigma_f, "poseur", _FLIP_A)
         w, w_f = (p ** _FLIP_POWER)[..., None], (p_f ** _FLIP_POWER)[..., None]

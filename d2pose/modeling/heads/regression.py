@@ -13,7 +13,7 @@ from torch import nn
 
 from ...data.codecs import MSRAHeatmap, RegressionCoords
 from ..losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss, sigma_to_score
-from ..rle_output import RLEOutput
+from ..rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
 from .build import TOPDOWN_HEAD_REGISTRY
 
 __all__ = ["RLERegressionHead", "RLEIntegralHead", "soft_argmax", "crop_soft_argmax", "crop_grid",
@@ -37,7 +37,7 @@ class RLERegressionHead(nn.Module):
     @configurable
     def __init__(self, *, in_channels: int, in_feature: str, num_keypoints: int, input_size: Sequence[int],
                  loss: RLELoss, loss_weight: float = 1.0, score_form: str = "rle", centered: bool = False,
-                 aux_heatmap: Optional[Dict] = None, pixel_index: bool = False):
+                 aux_heatmap: Optional[Dict] = None, pixel_index: bool = False, flip_fuse_mode: str = "mean"):
         """
         Args:
             in_channels, in_feature: the backbone feature pooled (e.g. 2048 channels of "res5").
@@ -55,8 +55,13 @@ class RLERegressionHead(nn.Module):
                 Inference never runs it: the model stays GAP + FC.
             pixel_index: coordinates in the authors' pixel-index convention (converted checkpoints;
                 see :class:`d2pose.data.codecs.RegressionCoords`).
+            flip_fuse_mode: flip-test fusion of the two views, "mean" (the authors') or "sigma"
+                (inverse-variance weighted coordinates; see :func:`d2pose.modeling.rle_output.fuse_flip_views`).
         """
         super().__init__()
+        if flip_fuse_mode not in FLIP_FUSE_MODES:
+            raise ValueError(f"MODEL.RLE.FLIP_FUSE must be one of {FLIP_FUSE_MODES}, got {flip_fuse_mode!r}")
+        self.flip_fuse_mode = flip_fuse_mode
         self.in_feature = in_feature
         self.num_keypoints = num_keypoints
         self.codec = RegressionCoords(input_size, centered=centered, pixel_index=pixel_index)
@@ -92,7 +97,7 @@ class RLERegressionHead(nn.Module):
             input_size=tuple(cfg.INPUT.TOPDOWN.INPUT_SIZE),
             loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM), loss_weight=r.LOSS_WEIGHT,
             score_form=r.SCORE_FORM, centered=cfg.INPUT.TOPDOWN.REGRESSION_CENTERED, aux_heatmap=aux,
-            pixel_index=cfg.INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX,
+            pixel_index=cfg.INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX, flip_fuse_mode=r.FLIP_FUSE,
         )
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -134,7 +139,8 @@ class RLERegressionHead(nn.Module):
     def flip_fuse(self, outputs, flipped, flip_indices):
         coords = self.codec.flip_back(flipped["coords"], flip_indices)
         sigma = flipped["sigma"][:, list(flip_indices)]
-        return dict(coords=(outputs["coords"] + coords) / 2, sigma=(outputs["sigma"] + sigma) / 2)
+        coords, sigma = fuse_flip_views(outputs["coords"], outputs["sigma"], coords, sigma, self.flip_fuse_mode)
+        return dict(coords=coords, sigma=sigma)
 
 
 def soft_argmax(logits: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Tensor) -> torch.Tensor:
