@@ -12,7 +12,6 @@ import os
 from collections import OrderedDict
 
 import detectron2.utils.comm as comm
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
@@ -20,7 +19,7 @@ from detectron2.evaluation import verify_results
 
 import d2pose  # noqa: F401  (registers every d2pose component)
 from d2pose.config import add_d2pose_config
-from d2pose.engine import AutocastTrainer
+from d2pose.engine import precision_trainer, training_precision
 from d2pose.modeling import build_model
 from d2pose.data.build import build_pose_test_loader, build_pose_train_loader
 from d2pose.solver import build_optimizer
@@ -30,12 +29,11 @@ class Trainer(DefaultTrainer):
     """DefaultTrainer with d2pose's data pipelines, optimizers and evaluators."""
 
     def __init__(self, cfg):
+        training_precision(cfg)  # contradicting precision keys fail here, before anything is built
         super().__init__(cfg)
-        if cfg.SOLVER.AUTOCAST_DTYPE:
-            # same model, loader and optimizer; only the forward pass runs under autocast
-            t = self._trainer
-            self._trainer = AutocastTrainer(t.model, t.data_loader, t.optimizer,
-                                            dtype=getattr(torch, cfg.SOLVER.AUTOCAST_DTYPE))
+        # SOLVER.AUTOCAST_DTYPE ("auto": bfloat16 on CPUs that run it natively, else float32; on
+        # CUDA SOLVER.AMP.ENABLED decides): same model, loader and optimizer, the loop that fits
+        self._trainer = precision_trainer(self._trainer, cfg)
 
     @classmethod
     def build_model(cls, cfg):

@@ -27,7 +27,7 @@ def _demo():
 ])
 def test_topdown_model_learns(config, iters, min_ap, tmp_path):
     out = tmp_path / "run"
-    results = _demo().main(["--config-file", os.path.join(ROOT, config), "--iters", str(iters),
+    results = _demo().main(["--config-file", os.path.join(ROOT, config), "--iters", str(iters), "--time-budget", "0",
                             "--output-dir", str(out), "--num-vis", "2",
                             "DATASETS.TEST", "('synthetic_pose_val_mini',)", "SOLVER.WARMUP_ITERS", "50", "SEED", "1"])
     ap = results["keypoints"]["AP"]

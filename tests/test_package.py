@@ -1,5 +1,6 @@
 """Package-level tests: registration on import, config keys, the launcher, the fallback without
-the compiled op, and (slow) the FORCE_CUDA build."""
+the compiled op, the torch version d2pose._C records, and (slow) the FORCE_CUDA build and a
+`pip install -e .` with pip's build isolation into a fresh venv."""
 import os
 import shutil
 import subprocess
@@ -36,6 +37,75 @@ def test_frozen_config_stays_frozen():
 def test_version_and_compiled_op():
     assert d2pose.__version__.count(".") == 2
     assert "cpp" in d2pose.layers.compiled_backends(), "d2pose._C should be built by `make setup`"
+
+
+def test_compiled_op_records_the_running_torch():
+    import torch
+    from d2pose import _C
+    from d2pose.layers.ms_deform_attn import check_build, torch_release
+
+    assert _C.torch_version() == torch_release(torch.__version__)
+    assert check_build(_C) is None
+
+
+def test_compiled_op_built_for_another_torch_is_refused_with_a_rebuild_hint():
+    import types
+
+    from d2pose.layers.ms_deform_attn import check_build
+
+    other = types.SimpleNamespace(torch_version=lambda: "1.13.1")
+    msg = check_build(other)
+    assert "compiled against torch 1.13.1" in msg and "pip install -e ." in msg
+    assert "older d2pose" in check_build(types.SimpleNamespace())
+
+
+def test_mismatched_compiled_op_falls_back_naming_both_versions():
+    code = (
+        "import warnings, torch\n"
+        "import d2pose._C as c\n"
+        "c.torch_version = lambda: '0.0.1'\n"  # as if built against another torch
+        "import sys\n"
+        "from d2pose.layers import compiled_backends\n"
+        "assert compiled_backends() == ()\n"
+        "mod = sys.modules['d2pose.layers.ms_deform_attn']\n"
+        "assert 'compiled against torch 0.0.1' in mod._C_error and 'pip install -e .' in mod._C_error\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+@pytest.mark.slow
+def test_isolated_editable_install_builds_against_the_installed_torch(tmp_path):
+    """`pip install -e .` with pip's default build isolation, in a new venv that already has torch
+    (the test venv's, reached through a .pth file), compiles d2pose._C against that torch rather than
+    one pip would fetch into the isolated build environment. About a minute (the C++ build)."""
+    import sysconfig
+
+    import torch
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    vpy = str(venv / "bin" / "python")
+    site = subprocess.run([vpy, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(site, "outer-torch.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns(".venv", ".git", "build", "output", "datasets", "*.so", "__pycache__", "*.egg-info")
+    shutil.copytree(ROOT, src, ignore=ignore)
+    out = subprocess.run([vpy, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "-e", str(src)],
+                         capture_output=True, text=True, timeout=1500, env=dict(os.environ, MAX_JOBS="2"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    built = list((src / "d2pose").glob("_C*.so"))
+    assert len(built) == 1, built
+    check = ("import importlib.util, torch\n"
+             f"spec = importlib.util.spec_from_file_location('d2pose._C', {str(built[0])!r})\n"
+             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+             "print(m.torch_version())\n")
+    out = subprocess.run([vpy, "-c", check], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == torch.__version__.split("+")[0]
 
 
 def test_train_net_help():

@@ -63,6 +63,12 @@ def test_benchmark_model_vs_backbone(capsys):
     bench = _load("benchmark")
     times = bench.main(["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"),
                         "--repeats", "1", "--threads", "1"])
-    assert set(times) == {"backbone", "model", "model + flip", "end to end (1 person, flip)"}
-    assert all(t > 0 for t in times.values())
-    assert "x backbone" in capsys.readouterr().out
+    assert set(times) == {"backbone", "model", "model + flip", "end to end (1 person, flip)", "  crop + warp",
+                          "  image coords + Instances", "outside_fraction"}
+    assert all(times[k] > 0 for k in times if k != "outside_fraction")
+    out = capsys.readouterr().out
+    assert "x backbone" in out and "outside the network" in out
+    # the header says what the times are a fraction of
+    for part in ("machine:", "capability", "1 threads", "precision float32", "GFLOP/s conv", "GFLOP/s matmul"):
+        assert part in out, part
+    assert "% of the measured conv peak" in out

@@ -77,15 +77,23 @@ if ! stamp_ok requirements "$key"; then
 fi
 
 # 4. d2pose (editable) and its compiled op --------------------------------------------------
-key="$(cd "$ROOT" && hash_of setup.py $(find d2pose/layers/csrc -type f | sort))"
+# A plain `pip install -e .`, as users run it (pip's build isolation on): d2pose's build backend
+# (tools/build/d2pose_build_backend.py) compiles d2pose._C against this venv's torch. Afterwards the
+# torch release recorded in d2pose._C must be the running one (else: rebuild).
+CHECK_C='import torch, d2pose._C as c
+from d2pose.layers.ms_deform_attn import check_build
+err = check_build(c)
+if err: raise SystemExit(err)
+print("[setup] d2pose._C compiled against torch", c.torch_version(), "(running", torch.__version__ + ")")'
+key="$(cd "$ROOT" && hash_of setup.py pyproject.toml tools/build/d2pose_build_backend.py $(find d2pose/layers/csrc -type f | sort))"
 if ! "$VPY" -m pip show -q d2pose >/dev/null 2>&1; then
   log "installing d2pose in editable mode (compiles d2pose._C)"
-  (cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$VPY" -m pip install --disable-pip-version-check -q \
-     --no-build-isolation --no-deps -e .)
+  (cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$VPY" -m pip install --disable-pip-version-check -q --no-deps -e .)
   stamp_set d2pose "$key"
-elif ! stamp_ok d2pose "$key" || ! "$VPY" -c "import d2pose._C" 2>/dev/null; then
-  log "rebuilding d2pose._C (sources changed)"
+elif ! stamp_ok d2pose "$key" || ! "$VPY" -c "$CHECK_C" >/dev/null 2>&1; then
+  log "rebuilding d2pose._C (sources changed, or built for another torch)"
   (cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$VPY" setup.py -q build_ext --inplace)
   stamp_set d2pose "$key"
 fi
-"$VPY" -c "import d2pose, d2pose._C; print('[setup] d2pose', d2pose.__version__, 'ready')"
+"$VPY" -c "$CHECK_C"
+"$VPY" -c "import d2pose; print('[setup] d2pose', d2pose.__version__, 'ready')"

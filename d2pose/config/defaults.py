@@ -173,9 +173,15 @@ def _add_models(cfg: CN) -> None:
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.LR_MULTIPLIER_NAMES = []
     cfg.SOLVER.LR_MULTIPLIER_VALUES = []
-    # mixed precision on the model's device through d2pose's AutocastTrainer ("" = off;
-    # "bfloat16" is about 2x faster on CPUs with native bfloat16; "float16" for GPUs)
-    cfg.SOLVER.AUTOCAST_DTYPE = ""
+    # training precision (d2pose.engine.precision): "auto" = bfloat16 on CPUs that run it natively
+    # (AVX512_BF16 / AMX; about 2x faster than float32 there), float32 on other CPUs (emulated
+    # bfloat16 is 70-140x slower), and on CUDA whatever SOLVER.AMP.ENABLED says; "" / "float32",
+    # "bfloat16", "float16" force a type (an explicit one that contradicts SOLVER.AMP.ENABLED on CUDA
+    # is an error)
+    cfg.SOLVER.AUTOCAST_DTYPE = "auto"
+    # inference precision of the top-down models, same values and policy (on CUDA "auto" is float32);
+    # applied inside the model, so DefaultPredictor, the evaluators, the demo and benchmarks follow it
+    cfg.TEST.AUTOCAST_DTYPE = ""
     # Adam/AdamW as one fused kernel per step (PyTorch >= 2.4 on CPU and CUDA), else foreach
     cfg.SOLVER.FUSED_OPTIMIZER = True
     # convolution weights (and so activations) in channels-last layout: oneDNN's fast path on CPUs

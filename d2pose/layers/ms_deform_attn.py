@@ -37,16 +37,40 @@ _C_error: Optional[str] = None
 _warned = False
 
 
+REBUILD_HINT = ("rebuild it against the installed torch: `pip install -e .` in the repository (or `make setup`; "
+                "d2pose's build backend compiles against the torch of the environment it installs into)")
+
+
+def torch_release(version: str) -> str:
+    """"2.14.1+cu130" -> "2.14.1": the part of torch's version that fixes its C++ ABI."""
+    return version.split("+")[0]
+
+
+def check_build(compiled) -> Optional[str]:
+    """None when `compiled` (d2pose._C) was built against the running torch, else why not."""
+    built = getattr(compiled, "torch_version", None)
+    if built is None:
+        return f"d2pose._C was built by an older d2pose that does not record its torch version; {REBUILD_HINT}"
+    built, running = built(), torch_release(torch.__version__)
+    if built != running:
+        return f"d2pose._C was compiled against torch {built} but torch {running} is running; {REBUILD_HINT}"
+    return None
+
+
 def _load_compiled():
-    """Imports d2pose._C once; returns it or None."""
+    """Imports d2pose._C once and checks the torch it was built for; returns it or None (the reason
+    is then in _C_error and in the fallback warning)."""
     global _C, _C_error
     if _C is None and _C_error is None:
         try:
             from d2pose import _C as compiled  # noqa: F401  (registers torch.ops.d2pose.*)
-
-            _C = compiled
         except ImportError as e:  # pragma: no cover - depends on the build
-            _C_error = str(e)
+            # a library built for another torch often fails here with an undefined symbol
+            _C_error = f"{e} (torch {torch.__version__} is installed; {REBUILD_HINT})"
+            return None
+        _C_error = check_build(compiled)
+        if _C_error is None:
+            _C = compiled
     return _C
 
 
@@ -64,7 +88,7 @@ def _warn_fallback(reason: str) -> None:
         _warned = True
         warnings.warn(
             f"d2pose: {reason}; multi-scale deformable attention falls back to the PyTorch "
-            "reference (slower). Rebuild with `pip install -e .` to compile d2pose._C.",
+            "reference (slower).",
             RuntimeWarning,
             stacklevel=3,
         )

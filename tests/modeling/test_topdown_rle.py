@@ -428,3 +428,24 @@ def test_channels_last_keeps_detectron2_heatmap_keypoint_head_working():
         losses = model(batch)
     assert torch.isfinite(losses["loss_keypoint"])
     sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_crops_reach_the_backbone_in_the_weights_layout(channels_last):
+    """Crops cut from an (H, W, 3) image arrive channels-last; the backbone must get its weights'
+    layout (a mismatch made every convolution reorder: 32% overhead on a Poseur R-50 crop)."""
+    from d2pose.modeling import build_model as d2pose_build_model
+
+    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml", **{"MODEL.CHANNELS_LAST": channels_last})
+    model = d2pose_build_model(cfg).eval()
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+    crops = torch.randint(0, 255, (2, 3, H, W), dtype=torch.uint8)
+    hwc = crops.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # what _crop_inputs returns
+    assert hwc.is_contiguous(memory_format=torch.channels_last) and not hwc.is_contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for x in (crops, hwc):
+        assert model._normalize(x).is_contiguous(memory_format=fmt)
+    with torch.no_grad():
+        a, b = model._predict_crops(crops), model._predict_crops(hwc)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])

@@ -2,6 +2,9 @@
 // The dispatcher picks the CPU or CUDA kernel by the device of the inputs.
 #include <torch/extension.h>
 #include <torch/library.h>
+#include <torch/version.h>
+
+#include <string>
 
 #include "ms_deform_attn/ms_deform_attn.h"
 
@@ -13,6 +16,13 @@ bool has_cuda() {
 #else
   return false;
 #endif
+}
+
+// The torch release whose headers this library was compiled against ("2.14.1"): the Python loader
+// compares it with the running torch and asks for a rebuild when they differ.
+std::string torch_version() {
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+      std::to_string(TORCH_VERSION_PATCH);
 }
 
 TORCH_LIBRARY(d2pose, m) {
@@ -41,4 +51,5 @@ TORCH_LIBRARY_IMPL(d2pose, CUDA, m) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("has_cuda", &d2pose::has_cuda, "whether the CUDA kernels were compiled");
+  m.def("torch_version", &d2pose::torch_version, "the torch release d2pose._C was compiled against");
 }

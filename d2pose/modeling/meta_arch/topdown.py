@@ -20,6 +20,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
+from ...engine.precision import autocast_context, inference_precision
 from ...data.transforms.affine import apply_affine, box_to_center_size, crop_affine, invert_affine, warp_image
 from ...evaluation.oks_nms import oks_nms, rescore_instances
 from ..heads.build import build_topdown_head
@@ -35,7 +36,7 @@ class TopDownPoseEstimator(nn.Module):
     def __init__(self, *, backbone: nn.Module, head: nn.Module, pixel_mean, pixel_std, input_size,
                  flip_indices=None, flip_test: bool = True, padding: float = 1.25, rescore: str = "box_x_mean",
                  oks_nms_thresh: float = 0.0, sigmas=None, input_format: str = "BGR",
-                 coord_channels: bool = False):
+                 coord_channels: bool = False, inference_dtype=None):
         """
         Args:
             backbone, head: modules; the head follows TOPDOWN_HEAD_REGISTRY's contract.
@@ -51,6 +52,8 @@ class TopDownPoseEstimator(nn.Module):
             coord_channels: append two channels holding each pixel's normalised (x, y) in [-1, 1]
                 to the normalised crop (CoordConv, Liu et al. 2018): position becomes an input
                 feature, which speeds up learning of global-pooling regressors from scratch.
+            inference_dtype: autocast type of the network at inference (None: float32); from
+                TEST.AUTOCAST_DTYPE through d2pose.engine.precision. Decoding stays in float32.
         """
         super().__init__()
         self.backbone = backbone
@@ -66,6 +69,7 @@ class TopDownPoseEstimator(nn.Module):
         self.sigmas = np.asarray(sigmas) if sigmas is not None else None
         self.input_format = input_format
         self.coord_channels = coord_channels
+        self.inference_dtype = inference_dtype
 
     @classmethod
     def from_config(cls, cfg):
@@ -88,14 +92,27 @@ class TopDownPoseEstimator(nn.Module):
             oks_nms_thresh=cfg.TEST.OKS_NMS_THRESH,
             sigmas=meta.get("keypoint_oks_sigmas") if meta is not None else None, input_format=cfg.INPUT.FORMAT,
             coord_channels=cfg.MODEL.TOPDOWN.COORD_CHANNELS,
+            inference_dtype=inference_precision(cfg).dtype,
         )
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def _memory_format(self) -> torch.memory_format:
+        """The layout of the backbone's convolution weights (MODEL.CHANNELS_LAST or not), read from
+        the first k x k (k > 1) weight: a 1 x 1 one is contiguous in both layouts."""
+        for p in self.backbone.parameters():
+            if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1:
+                return torch.contiguous_format if p.is_contiguous() else torch.channels_last
+        return torch.contiguous_format
+
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        # crops arrive in either layout (a (R, H, W, 3) array permuted is channels-last): give the
+        # backbone the layout of its weights, or every convolution reorders its input (measured
+        # 220 vs 162 ms for a flip-tested Poseur R-50 crop on a contiguous model)
         x = (images.to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
+        x = x.contiguous(memory_format=self._memory_format())
         if not self.coord_channels:
             return x
         N, _, H, W = x.shape
@@ -131,12 +148,14 @@ class TopDownPoseEstimator(nn.Module):
 
     def _predict_crops(self, crops: torch.Tensor):
         images = self._normalize(crops)
-        outputs = self.head(self.backbone(images))
+        with autocast_context(self.inference_dtype, images.device.type):
+            outputs = self.head(self.backbone(images))
+            if self.flip_test:
+                flipped_images = images.flip(-1)
+                if self.coord_channels:  # the coordinate channels describe the mirrored crop's own pixels
+                    flipped_images[:, -2:] = images[:, -2:]
+                flipped = self.head(self.backbone(flipped_images))
         if self.flip_test:
-            flipped_images = images.flip(-1)
-            if self.coord_channels:  # the coordinate channels describe the mirrored crop's own pixels
-                flipped_images[:, -2:] = images[:, -2:]
-            flipped = self.head(self.backbone(flipped_images))
             outputs = self.head.flip_fuse(outputs, flipped, self.flip_indices)
         return self.head.predict(outputs)
 

@@ -1,0 +1,51 @@
+"""Tests of step timing and schedule sizing (d2pose.engine.timing) and the demo's use of them."""
+import importlib.util
+import os
+import types
+
+import pytest
+
+from d2pose.config import get_d2pose_cfg
+from d2pose.engine import timing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_fit_schedule():
+    assert timing.fit_schedule(0.5, 60.0, max_iters=600) == 120
+    assert timing.fit_schedule(0.01, 60.0, max_iters=600) == 600  # capped
+    assert timing.fit_schedule(10.0, 5.0, max_iters=600, min_iters=20) == 20  # floor
+
+
+def test_scale_schedule_keeps_fractions():
+    cfg = get_d2pose_cfg()
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 4700, (3760, 4320), 100
+    iters, steps, warmup = timing.scale_schedule(cfg, 470)
+    assert (iters, steps, warmup) == (470, (376, 432), 47)
+
+
+def test_measure_step_time_runs_real_steps():
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"))
+    cfg.DATASETS.TRAIN = ("synthetic_pose_val_mini",)
+    cfg.SOLVER.IMS_PER_BATCH = 4
+    t = timing.measure_step_time(cfg, steps=2, warmup=1)
+    assert t.steps == 2 and 0 < t.seconds_per_iter < 30
+    assert t.precision in ("float32", "bfloat16")
+    assert t.minutes(600) == pytest.approx(t.seconds_per_iter * 10)
+
+
+def test_demo_sizes_its_schedule_to_the_budget(monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    slow = timing.StepTiming(seconds_per_iter=1.5, precision="float32", steps=8, setup_seconds=1.0)
+    monkeypatch.setattr(timing, "measure_step_time", lambda cfg, steps, warmup: slow)
+    args = types.SimpleNamespace(config_file=os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"),
+                                 opts=[], iters=600, time_budget=5.0, resume=False)
+    iters = demo.choose_iterations(args)
+    assert 190 <= iters <= 200  # 300 s budget (less the measuring) at 1.5 s/it
+    out = capsys.readouterr().out
+    assert f"training {iters} iterations instead of 600" in out and "1.500 s/iteration" in out and "float32" in out
+    args.time_budget = 0
+    assert demo.choose_iterations(args) == 600

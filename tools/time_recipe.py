@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Times a config's training step on this machine and prints what its shipped schedule costs here,
+in the precision the policy picks, with the machine's measured peaks, and the expected minutes on
+the other kind of 2-core machine (AVX2 without native bfloat16 in float32, or this one).
+
+    python tools/time_recipe.py --config-file configs/RLE/synthetic_rle_topdown.yaml [--steps 20]
+        [--float32-too] [KEY VALUE ...]
+
+The step is measured on a throwaway model with the real loader (d2pose.engine.timing); the
+expected float32 minutes on an AVX2 machine scale this machine's float32 step by the ratio of the
+measured float32 convolution peaks (AVX2 reference: ~95 GFLOP/s conv, ~141 matmul on 2 threads).
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--float32-too", action="store_true", help="also time the step in float32 (when 'auto' picks bfloat16)")
+    p.add_argument("opts", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+
+    import torch
+    from detectron2.utils.logger import setup_logger
+
+    import d2pose  # noqa: F401
+    from d2pose.config import get_d2pose_cfg
+    from d2pose.engine.timing import AVX2_FLOAT32_PEAKS, measure_step_time
+    from d2pose.utils.machine import describe_machine, measure_peaks
+
+    setup_logger(name="d2pose")
+    torch.set_num_threads(args.threads)
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    iters = cfg.SOLVER.MAX_ITER
+    f32 = measure_peaks(torch.float32, args.threads)
+    print(describe_machine(torch.float32, args.threads, f32))
+    rows = []
+    timing = measure_step_time(cfg, steps=args.steps)
+    rows.append(timing)
+    if args.float32_too and timing.precision != "float32":
+        cfg.defrost()
+        cfg.SOLVER.AUTOCAST_DTYPE = "float32"
+        rows.append(measure_step_time(cfg, steps=args.steps))
+    conv_ratio = f32["conv_gflops"] / AVX2_FLOAT32_PEAKS["conv_gflops"]
+    print(f"{args.config_file}: {iters} iterations x {cfg.SOLVER.IMS_PER_BATCH} per batch")
+    for t in rows:
+        print(f"  {t.precision:9s} {t.seconds_per_iter:.3f} s/it (median of {t.steps}) -> {t.minutes(iters):.1f} min")
+        if t.precision == "float32":
+            print(f"  expected on an AVX2 machine (float32, conv peak {AVX2_FLOAT32_PEAKS['conv_gflops']:.0f} vs "
+                  f"{f32['conv_gflops']:.0f} GFLOP/s here): {t.seconds_per_iter * conv_ratio:.3f} s/it -> "
+                  f"{t.minutes(iters) * conv_ratio:.1f} min")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
