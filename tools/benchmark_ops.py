@@ -95,6 +95,10 @@ def main(argv=None):
         print(f"  {name:<34} {shape:<30} {label_ref:>14} {t_ref*1e3:9.2f} ms  {label_fast:>14} {t_fast*1e3:9.2f} ms"
               f"  x{t_ref / t_fast:6.1f}", flush=True)
 
+    from d2pose.utils.machine import describe_machine
+
+    # the kernels run in float32 (and float64); the peaks are float32's
+    print(describe_machine(torch.float32, args.threads))
     print(f"threads={torch.get_num_threads()} repeats={args.repeats} torch={torch.__version__}")
     print(f"  {'measure':<34} {'shape':<30} {'baseline':>14} {'time':>12}  {'d2pose':>14} {'time':>12}  ratio")
     cases = [

@@ -6,8 +6,9 @@ the other kind of 2-core machine (AVX2 without native bfloat16 in float32, or th
     python tools/time_recipe.py --config-file configs/RLE/synthetic_rle_topdown.yaml [--steps 20]
         [--float32-too] [KEY VALUE ...]
 
-The step is measured on a throwaway model with the real loader (d2pose.engine.timing); the
-expected float32 minutes on an AVX2 machine scale this machine's float32 step by the ratio of the
+The step is measured on a throwaway model with the real loader (d2pose.engine.timing); minutes are
+the step's compute (loading excluded: the first epoch's images are read cold, later ones come from
+the image cache) times the schedule's iterations. The expected float32 minutes on an AVX2 machine scale this machine's float32 step by the ratio of the
 measured float32 convolution peaks (AVX2 reference: ~95 GFLOP/s conv, ~141 matmul on 2 threads).
 """
 import argparse
@@ -53,11 +54,13 @@ def main(argv=None):
     conv_ratio = f32["conv_gflops"] / AVX2_FLOAT32_PEAKS["conv_gflops"]
     print(f"{args.config_file}: {iters} iterations x {cfg.SOLVER.IMS_PER_BATCH} per batch")
     for t in rows:
-        print(f"  {t.precision:9s} {t.seconds_per_iter:.3f} s/it (median of {t.steps}) -> {t.minutes(iters):.1f} min")
+        minutes = t.compute_seconds * iters / 60
+        print(f"  {t.precision:9s} {t.seconds_per_iter:.3f} s/it (median of {t.steps} steps; loading {t.data_seconds:.3f} "
+              f"s of it, cold cache) -> {t.compute_seconds:.3f} s/it of compute: {minutes:.1f} min for the schedule")
         if t.precision == "float32":
             print(f"  expected on an AVX2 machine (float32, conv peak {AVX2_FLOAT32_PEAKS['conv_gflops']:.0f} vs "
-                  f"{f32['conv_gflops']:.0f} GFLOP/s here): {t.seconds_per_iter * conv_ratio:.3f} s/it -> "
-                  f"{t.minutes(iters) * conv_ratio:.1f} min")
+                  f"{f32['conv_gflops']:.0f} GFLOP/s here): {t.compute_seconds * conv_ratio:.3f} s/it -> "
+                  f"{minutes * conv_ratio:.1f} min")
     return rows
 
 
