@@ -15,6 +15,12 @@ from d2pose.config import add_d2pose_config, get_d2pose_cfg
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _python_ok(code: str) -> None:
+    """Runs `code` in a fresh interpreter (so that module state is its own); it must print "ok"."""
+    out = subprocess.run([sys.executable, "-c", code + "print('ok')\n"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
 def test_add_config_is_local_and_idempotent(tmp_path):
     cfg = add_d2pose_config(get_cfg())
     assert cfg.MODEL.MS_DEFORM_ATTN.BACKEND == "auto"
@@ -69,10 +75,8 @@ def test_mismatched_compiled_op_falls_back_naming_both_versions():
         "assert compiled_backends() == ()\n"
         "mod = sys.modules['d2pose.layers.ms_deform_attn']\n"
         "assert 'compiled against torch 0.0.1' in mod._C_error and 'pip install -e .' in mod._C_error\n"
-        "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    _python_ok(code)
 
 
 @pytest.mark.slow
@@ -134,10 +138,8 @@ def test_import_without_compiled_op_falls_back():
         "    out = m(torch.randn(1, 3, 32), torch.rand(1, 3, 2), torch.randn(1, 12, 32), torch.tensor([[3, 4]]), torch.tensor([0]))\n"
         "assert out.shape == (1, 3, 32)\n"
         "assert any('falls back' in str(x.message) for x in w), [str(x.message) for x in w]\n"
-        "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    _python_ok(code)
 
 
 @pytest.mark.slow

@@ -8,8 +8,9 @@ the other kind of 2-core machine (AVX2 without native bfloat16 in float32, or th
 
 The step is measured on a throwaway model with the real loader (d2pose.engine.timing); minutes are
 the step's compute (loading excluded: the first epoch's images are read cold, later ones come from
-the image cache) times the schedule's iterations. The expected float32 minutes on an AVX2 machine scale this machine's float32 step by the ratio of the
-measured float32 convolution peaks (AVX2 reference: ~95 GFLOP/s conv, ~141 matmul on 2 threads).
+the image cache) times the schedule's iterations. The expected float32 minutes on an AVX2 machine
+scale this machine's float32 step by the larger of the measured float32 peak ratios (AVX2
+reference: ~95 GFLOP/s conv in the default layout, ~141 matmul on 2 threads).
 """
 import argparse
 import os
@@ -33,7 +34,7 @@ def main(argv=None):
 
     import d2pose  # noqa: F401
     from d2pose.config import get_d2pose_cfg
-    from d2pose.engine.timing import AVX2_FLOAT32_PEAKS, measure_step_time
+    from d2pose.engine.timing import AVX2_FLOAT32_PEAKS, avx2_float32_scale, measure_step_time
     from d2pose.utils.machine import describe_machine, measure_peaks
 
     setup_logger(name="d2pose")
@@ -51,16 +52,17 @@ def main(argv=None):
         cfg.defrost()
         cfg.SOLVER.AUTOCAST_DTYPE = "float32"
         rows.append(measure_step_time(cfg, steps=args.steps))
-    conv_ratio = f32["conv_gflops"] / AVX2_FLOAT32_PEAKS["conv_gflops"]
+    scale = avx2_float32_scale(f32)
+    ref = AVX2_FLOAT32_PEAKS
     print(f"{args.config_file}: {iters} iterations x {cfg.SOLVER.IMS_PER_BATCH} per batch")
     for t in rows:
         minutes = t.compute_seconds * iters / 60
         print(f"  {t.precision:9s} {t.seconds_per_iter:.3f} s/it (median of {t.steps} steps; loading {t.data_seconds:.3f} "
               f"s of it, cold cache) -> {t.compute_seconds:.3f} s/it of compute: {minutes:.1f} min for the schedule")
         if t.precision == "float32":
-            print(f"  expected on an AVX2 machine (float32, conv peak {AVX2_FLOAT32_PEAKS['conv_gflops']:.0f} vs "
-                  f"{f32['conv_gflops']:.0f} GFLOP/s here): {t.compute_seconds * conv_ratio:.3f} s/it -> "
-                  f"{minutes * conv_ratio:.1f} min")
+            print(f"  expected on an AVX2 machine in float32 (x{scale:.2f}: peaks there {ref['conv_default_gflops']:.0f} "
+                  f"conv / {ref['matmul_gflops']:.0f} matmul GFLOP/s vs {f32['conv_default_gflops']:.0f} / "
+                  f"{f32['matmul_gflops']:.0f} here): {t.compute_seconds * scale:.3f} s/it -> {minutes * scale:.1f} min")
     return rows
 
 

@@ -18,13 +18,23 @@ from detectron2.utils.events import EventStorage
 from .autocast import precision_trainer
 from .precision import training_precision
 
-__all__ = ["StepTiming", "measure_step_time", "fit_schedule", "scale_schedule", "AVX2_FLOAT32_PEAKS"]
+__all__ = ["StepTiming", "measure_step_time", "fit_schedule", "scale_schedule", "AVX2_FLOAT32_PEAKS",
+           "avx2_float32_scale"]
 
 logger = logging.getLogger(__name__)
 
 # measured on a 2-core AMD EPYC with AVX2 only (no native bfloat16), float32, 2 threads, on
-# d2pose.utils.measure_peaks' workloads (GFLOP/s, 2 FLOPs per multiply-add)
-AVX2_FLOAT32_PEAKS = {"conv_gflops": 95.0, "matmul_gflops": 141.0}
+# d2pose.utils.measure_peaks' workloads (GFLOP/s, 2 FLOPs per multiply-add; the convolution in the
+# default layout: 76 ms for (32, 64, 48, 64), the matmul 15 ms)
+AVX2_FLOAT32_PEAKS = {"conv_default_gflops": 95.0, "matmul_gflops": 141.0}
+
+
+def avx2_float32_scale(peaks) -> float:
+    """How many times slower a float32 step is expected on the AVX2 reference machine than on the
+    machine with these measured float32 `peaks`: the larger of the convolution (default layout) and
+    matmul peak ratios, so the estimate errs on the slow side."""
+    return max(peaks["conv_default_gflops"] / AVX2_FLOAT32_PEAKS["conv_default_gflops"],
+               peaks["matmul_gflops"] / AVX2_FLOAT32_PEAKS["matmul_gflops"])
 
 
 @dataclass

@@ -12,7 +12,8 @@ def test_cpu_facts():
 
 def test_measure_peaks_and_description():
     peaks = machine.measure_peaks(torch.float32, threads=1)
-    assert set(peaks) == {"conv_gflops", "matmul_gflops"}
+    assert set(peaks) == {"conv_gflops", "conv_default_gflops", "conv_channels_last_gflops", "matmul_gflops"}
+    assert peaks["conv_gflops"] == max(peaks["conv_default_gflops"], peaks["conv_channels_last_gflops"])
     # any x86 core of the last decade does more than 1 GFLOP/s in float32, and none 10 TFLOP/s
     assert all(1.0 < v < 1e4 for v in peaks.values()), peaks
     text = machine.describe_machine(torch.float32, threads=1, peaks=peaks)
