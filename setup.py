@@ -7,6 +7,7 @@
 """
 import glob
 import os
+import shutil
 import sysconfig
 
 from setuptools import find_packages, setup
@@ -93,12 +94,46 @@ def get_extensions():
     ]
 
 
+#: the method packages: projects/<Method>/<package>/, installed as top-level packages beside d2pose
+#: (imported by d2pose.projects, the core's one registration point)
+PROJECTS = {"d2pose_rle": "projects/RLE/d2pose_rle", "d2pose_poseur": "projects/Poseur/d2pose_poseur"}
+
+
+def _packages():
+    core = find_packages(include=("d2pose", "d2pose.*"))
+    return core + sorted(PROJECTS)
+
+
+def _model_zoo_configs():
+    """configs/ as package data of d2pose.model_zoo (what `d2pose.model_zoo.get_config_file` reads):
+    d2pose/model_zoo/configs links to the repository's configs/ (a copy where links are not allowed),
+    as Detectron2's setup.py does for its model zoo."""
+    source = os.path.join(ROOT, "configs")
+    destination = os.path.join(ROOT, "d2pose", "model_zoo", "configs")
+    if os.path.isdir(source):
+        if os.path.islink(destination):
+            os.unlink(destination)
+        elif os.path.isdir(destination):
+            shutil.rmtree(destination)
+        try:
+            os.symlink(os.path.relpath(source, os.path.dirname(destination)), destination)
+        except OSError:
+            shutil.copytree(source, destination)
+    return [os.path.join("configs", os.path.relpath(p, source))
+            for p in glob.glob(os.path.join(source, "**", "*.yaml"), recursive=True)]
+
+
 setup(
     name="d2pose",
     version=_version(),
     author="d2pose developers",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
+    classifiers=["License :: OSI Approved :: Apache Software License", "Programming Language :: Python :: 3"],
     description="Human pose estimation methods (RLE, Poseur, TransPose, LOGO-CAP) for Detectron2",
-    packages=find_packages(exclude=("tests", "tests.*", "configs", "tools")),
+    packages=_packages(),
+    package_dir={name: path for name, path in PROJECTS.items()},
+    package_data={"d2pose.model_zoo": _model_zoo_configs()},
     python_requires=">=3.9",
     ext_modules=get_extensions(),
     cmdclass={"build_ext": cpp_extension.BuildExtension},

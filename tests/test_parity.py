@@ -30,9 +30,11 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from d2pose.checkpoint import convert_poseur_official, convert_rle_official, read_checkpoint
+from d2pose.checkpoint import read_checkpoint
+from d2pose_poseur.convert import convert_poseur_official
+from d2pose_rle.convert import convert_rle_official
 from d2pose.config import get_d2pose_cfg
-from d2pose.modeling.losses import sigma_to_score
+from d2pose.data.codecs import sigma_to_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RLE_CONFIG = "configs/RLE/rle_R_50_256x192_coco.yaml"
@@ -181,8 +183,8 @@ def poseur(request, parity_data):
     and on the compiled kernel when built ("auto")."""
     state_dict, overrides = convert_poseur_official(_official_state_dict(parity_data, "poseur_r50"))
     model = _build(POSEUR_CONFIG, overrides, RAW_INPUT + ["MODEL.MS_DEFORM_ATTN.BACKEND", request.param])
-    _load_strict(model, state_dict, ["pixel_mean", "pixel_std", "head.enc_loss.flow.prior_mean",
-                                     "head.dec_loss.flow.prior_mean"])
+    _load_strict(model, state_dict, ["pixel_mean", "pixel_std", "head.refiner.enc_loss.flow.prior_mean",
+                                     "head.refiner.dec_loss.flow.prior_mean"])
     x, expected = _arrays(parity_data, "poseur_r50")
     head = model.head
     head.all_layer_outputs = True  # every decoder layer's outputs are compared
@@ -231,13 +233,13 @@ def test_poseur_overrides_and_priors(poseur):
     assert ov["MODEL.POSEUR.NUM_REG_FCS"] == "2" and ov["MODEL.POSEUR.NUM_DECODER_LAYERS"] == "6"
     assert ov["MODEL.POSEUR.COARSE_FEATURE"] == "neck" and ov["MODEL.POSEUR.OUTPUT_DELTA"] == "True"
     head = poseur["model"].head
-    for loss in (head.enc_loss, head.dec_loss):
+    for loss in (head.refiner.enc_loss, head.refiner.dec_loss):
         assert torch.equal(loss.flow.prior_mean, torch.full((2,), 0.5))
 
 
 def test_poseur_sigma_branch_fold_is_exact():
     """Three stacked linears (the authors' sigma branch) equal the folded Linear."""
-    from d2pose.checkpoint.convert import _fold_linears
+    from d2pose_poseur.convert import _fold_linears
 
     g = torch.Generator().manual_seed(0)
     t = [torch.randn(256, 256, generator=g) / 16, torch.randn(256, generator=g),

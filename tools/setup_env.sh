@@ -85,15 +85,18 @@ from d2pose.layers.ms_deform_attn import check_build
 err = check_build(c)
 if err: raise SystemExit(err)
 print("[setup] d2pose._C compiled against torch", c.torch_version(), "(running", torch.__version__ + ")")'
-key="$(cd "$ROOT" && hash_of setup.py pyproject.toml tools/build/d2pose_build_backend.py $(find d2pose/layers/csrc -type f | sort))"
-if ! "$VPY" -m pip show -q d2pose >/dev/null 2>&1; then
+install_key="$(cd "$ROOT" && hash_of setup.py pyproject.toml tools/build/d2pose_build_backend.py)"
+csrc_key="$(cd "$ROOT" && hash_of $(find d2pose/layers/csrc -type f | sort))"
+if ! "$VPY" -m pip show -q d2pose >/dev/null 2>&1 || ! stamp_ok d2pose-install "$install_key"; then
+  # first install, or the packaging changed (packages, package data, build): install again
   log "installing d2pose in editable mode (compiles d2pose._C)"
   (cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$VPY" -m pip install --disable-pip-version-check -q --no-deps -e .)
-  stamp_set d2pose "$key"
-elif ! stamp_ok d2pose "$key" || ! "$VPY" -c "$CHECK_C" >/dev/null 2>&1; then
+  stamp_set d2pose-install "$install_key"
+  stamp_set d2pose "$csrc_key"
+elif ! stamp_ok d2pose "$csrc_key" || ! "$VPY" -c "$CHECK_C" >/dev/null 2>&1; then
   log "rebuilding d2pose._C (sources changed, or built for another torch)"
   (cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$VPY" setup.py -q build_ext --inplace)
-  stamp_set d2pose "$key"
+  stamp_set d2pose "$csrc_key"
 fi
 "$VPY" -c "$CHECK_C"
 "$VPY" -c "import d2pose; print('[setup] d2pose', d2pose.__version__, 'ready')"

@@ -1,10 +1,8 @@
-"""Conversion of the authors' official checkpoints (RLE, Poseur) into d2pose models."""
-from .convert import (
-    CONVERTERS,
-    convert_poseur_official,
-    convert_rle_official,
-    load_official_checkpoint,
-    read_checkpoint,
-)
+"""Checkpoint reading (no pickled code runs), the converters' registry and shared machinery (the
+converters of the authors' checkpoints register from their method packages), and the upgrade of
+checkpoints written before a module was restructured."""
+from .convert import CONVERTERS, load_official_checkpoint, read_checkpoint, register_converter
+from .upgrade import LegacyKeysMixin, rename_legacy_keys
 
-__all__ = [k for k in globals().keys() if not k.startswith("_")]
+__all__ = ["CONVERTERS", "LegacyKeysMixin", "load_official_checkpoint", "read_checkpoint", "register_converter",
+           "rename_legacy_keys"]

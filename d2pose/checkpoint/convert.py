@@ -1,6 +1,6 @@
-"""Converters of the authors' checkpoints into d2pose models: RLE (Li et al., ICCV 2021, the official
-`rlepose` code, `RegressFlow`) and Poseur (Mao et al., ECCV 2022, the official MMPose 0.28 fork,
-`Poseur` with `PoseurHead`).
+"""Reading the authors' checkpoints safely and the machinery their converters share; the converters
+themselves live in the method packages (RLE: `d2pose_rle.convert`, the official `rlepose` code;
+Poseur: `d2pose_poseur.convert`, the official MMPose 0.28 fork) and register in `CONVERTERS`.
 
 Each converter is a pure function `official state_dict -> (d2pose state_dict, overrides)`. The layout
 (depth, decoder layers, widths, heads, ...) is read from the tensors; every official tensor is mapped
@@ -41,8 +41,7 @@ import torch
 
 __all__ = [
     "CONVERTERS",
-    "convert_rle_official",
-    "convert_poseur_official",
+    "register_converter",
     "read_checkpoint",
     "load_official_checkpoint",
 ]
@@ -125,7 +124,7 @@ def _resnet_overrides(depth: int, bottleneck: bool, out_features: Sequence[str])
     ov = ["MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.RESNETS.DEPTH", str(depth),
           "MODEL.RESNETS.STRIDE_IN_1X1", "False", "MODEL.RESNETS.NORM", "BN",
           "MODEL.RESNETS.OUT_FEATURES", json.dumps(list(out_features)),
-          "MODEL.TOPDOWN.IN_FEATURES", json.dumps(list(out_features)), "MODEL.TOPDOWN.COORD_CHANNELS", "False"]
+          "MODEL.TOPDOWN.IN_FEATURES", json.dumps(list(out_features))]
     if not bottleneck:
         ov += ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
     return ov
@@ -165,173 +164,18 @@ def _apply(sd: StateDict, entries: List[_Entry], what: str) -> StateDict:
     return out
 
 
-def convert_rle_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
-    """The authors' RLE `RegressFlow` (ResNet `preact` + GAP + `fc_coord` / `fc_sigma` + `flow`)
-    -> d2pose's TopDownPoseEstimator with RLERegressionHead.
-
-    The official targets are x / W - 0.5, so the overrides set INPUT.TOPDOWN.REGRESSION_CENTERED
-    (RLEOutput offset 0: the coordinate FC is copied unchanged). Checkpoints with extra FC layers
-    (NUM_FC_FILTERS > 0, `fcs.*`) are not supported: the first such key raises ValueError.
-
-    Returns:
-        the d2pose state_dict (backbone.*, head.output.*, head.loss.flow.*) and the overrides.
-    """
-    sd = _fill_num_batches_tracked(state_dict)
-    depth, bottleneck, blocks = _resnet_layout(sd, "preact.")
-    entries = _resnet_entries("preact.", "backbone.", bottleneck, blocks)
-    entries += _copy_all("head.output.fc_coord.linear.", "fc_coord.linear.")
-    entries += _copy_all("head.output.fc_sigma.", "fc_sigma.linear.")
-    entries += _flow_entries("flow.", "head.loss.flow.", sd)
-    out = _apply(sd, entries, "RLE checkpoint")
-    overrides = _resnet_overrides(depth, bottleneck, ["res5"]) + [
-        "MODEL.TOPDOWN.HEAD", "RLERegressionHead",
-        "MODEL.RLE.AUX_HEATMAP_FEATURE", "''",
-        "INPUT.TOPDOWN.REGRESSION_CENTERED", "True",  # official targets x / W - 0.5
-        # ... of pixel-index coordinates (pixel i at x = i; flip-back -x - 1/W)
-        "INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX", "True",
-        "MODEL.RLE.SCORE_FORM", "rle",  # official maxvals: mean over x, y of 1 - sigma
-        # official preprocessing: RGB / 255 minus (0.406, 0.457, 0.480), no std division
-        "INPUT.FORMAT", "RGB",
-        "MODEL.PIXEL_MEAN", "[103.53, 116.535, 122.4]",
-        "MODEL.PIXEL_STD", "[255.0, 255.0, 255.0]",
-    ]
-    return out, overrides
+#: converters by method name ("rle", "poseur", ...), registered by the method packages
+CONVERTERS: Dict[str, Callable[[StateDict], Tuple[StateDict, List[str]]]] = {}
 
 
-def _fold_linears(*tensors: torch.Tensor) -> torch.Tensor:
-    """(W_1, b_1, ..., W_n, b_n) of stacked linears without activations -> cat(W, b[:, None])."""
-    weights, biases = tensors[0::2], tensors[1::2]
-    W, b = weights[0].double(), biases[0].double()
-    for Wi, bi in zip(weights[1:], biases[1:]):
-        W, b = Wi.double() @ W, Wi.double() @ b + bi.double()
-    return torch.cat([W, b[:, None]], dim=1).to(weights[0].dtype)
-
-
-def _count(sd: StateDict, pattern: str) -> int:
-    """How many consecutive i from 0 make pattern.format(i) a key."""
-    n = 0
-    while pattern.format(n) in sd:
-        n += 1
-    return n
-
-
-def _poseur_decoder_entries(sd: StateDict, L: int, M: int, C: int) -> List[_Entry]:
-    """The decoder layers (`keypoint_head.transformer.decoder.layers.{i}`) -> `head.decoder.layers.{i}`."""
-    entries = []
-    D = C // M
-    for i in range(L):
-        s, d = f"keypoint_head.transformer.decoder.layers.{i}.", f"head.decoder.layers.{i}."
-        entries += _copy_all(f"{d}self_attn.", f"{s}attentions.0.attn.",
-                             ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"))
-        for m in ("sampling_offsets", "attention_weights", "output_proj"):
-            entries += _copy_all(f"{d}cross_attn.{m}.", f"{s}attentions.1.{m}.")
-        table = f"{s}attentions.1.value_proj_weight.weight"
-        if table in sd and tuple(sd[table].shape) != (M * C, D):
-            raise ValueError(f"{table} has shape {tuple(sd[table].shape)}, expected (M C, C / M) = {(M * C, D)}")
-        # Embedding(M C, C / M): row m C + c holds head m's projection of input channel c
-        entries.append((f"{d}cross_attn.value_proj_weight", (table,), lambda t: t.reshape(M, C, D)))
-        entries.append(_copy(f"{d}cross_attn.value_proj_bias", f"{s}attentions.1.value_proj_bias.weight"))
-        entries += _copy_all(f"{d}linear1.", f"{s}ffns.0.layers.0.0.")  # Linear, ReLU, Dropout
-        entries += _copy_all(f"{d}linear2.", f"{s}ffns.0.layers.1.")
-        for k in range(3):
-            entries += _copy_all(f"{d}norm{k + 1}.", f"{s}norms.{k}.")
-    return entries
-
-
-def _poseur_branch_entries(sd: StateDict, L: int, num_reg_fcs: int, output_delta: bool) -> List[_Entry]:
-    """Per-layer coordinate / sigma branches -> `head.decoder.fc_*_branches.{l}`."""
-    entries = []
-    names = ["fc_coord_branches"] + (["fc_coord_output_branches"] if output_delta else [])
-    for l in range(L):
-        for name in names:  # Linear, ReLU, ..., Linear: the linears sit at even indices
-            for k in range(0, 2 * num_reg_fcs + 1, 2):
-                entries += _copy_all(f"head.decoder.{name}.{l}.{k}.", f"keypoint_head.{name}.{l}.{k}.")
-        s = f"keypoint_head.fc_sigma_branches.{l}."
-        sources = []
-        for k in range(num_reg_fcs):
-            sources += [f"{s}{k}.weight", f"{s}{k}.bias"]
-        sources += [f"{s}{num_reg_fcs}.linear.weight", f"{s}{num_reg_fcs}.linear.bias"]
-        folded = f"head.decoder.fc_sigma_branches.{l}."
-        entries.append((folded + "weight", tuple(sources), lambda *t: _fold_linears(*t)[:, :-1]))
-        entries.append((folded + "bias", tuple(sources), lambda *t: _fold_linears(*t)[:, -1]))
-    return entries
-
-
-def convert_poseur_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
-    """The authors' Poseur (mmpose ResNet `backbone`, ChannelMapper `neck`, `keypoint_head` with
-    PoseurTransformer, branches and flows) -> d2pose's TopDownPoseEstimator with PoseurHead.
-
-    The overrides set the authors' architecture options (NUM_REG_FCS, OUTPUT_DELTA, the coarse FC on
-    the neck output, flow prior mean 0.5) and their inference rules: keypoint score mean(1 - sigma)
-    of the last layer and flip fusion by averaging (the `default` `filp_fuse_type` of the COCO
-    configs). Only ResNet backbones are converted.
-
-    Returns:
-        the d2pose state_dict (backbone.*, head.*) and the overrides.
-    """
-    sd = _fill_num_batches_tracked(state_dict)
-    depth, bottleneck, blocks = _resnet_layout(sd, "backbone.")
-    entries = _resnet_entries("backbone.", "backbone.", bottleneck, blocks)
-    t = "keypoint_head.transformer."
-    if f"{t}level_embeds" not in sd:
-        raise ValueError(f"Poseur checkpoint: missing key {t}level_embeds")
-    levels, C = sd[f"{t}level_embeds"].shape
-    if levels != 4:
-        raise ValueError(f"Poseur checkpoint: {levels} feature levels; the ResNet conversion needs 4 (res2-res5)")
-    L = _count(sd, t + "decoder.layers.{}.norms.0.weight")
-    bias = f"{t}decoder.layers.0.attentions.1.value_proj_bias.weight"
-    if L == 0 or bias not in sd:
-        raise ValueError(f"Poseur checkpoint: missing key {bias} (no decoder layer)")
-    M = sd[bias].shape[0]
-    P = sd[f"{t}decoder.layers.0.attentions.1.attention_weights.weight"].shape[0] // (M * levels)
-    ffn = sd[f"{t}decoder.layers.0.ffns.0.layers.0.0.weight"].shape[0]
-    # the coordinate branch of layer 0: num_reg_fcs x (Linear, ReLU), then Linear C -> 2
-    linears = [k for k in sd if re.fullmatch(r"keypoint_head\.fc_coord_branches\.0\.\d+\.weight", k)]
-    if not linears:
-        raise ValueError("Poseur checkpoint: missing key keypoint_head.fc_coord_branches.0.0.weight")
-    num_reg_fcs = len(linears) - 1
-    output_delta = "keypoint_head.fc_coord_output_branches.0.0.weight" in sd
-
-    for i in range(levels):
-        entries.append(_copy(f"head.neck.convs.{i}.conv.weight", f"neck.convs.{i}.conv.weight"))
-        entries += _copy_all(f"head.neck.convs.{i}.gn.", f"neck.convs.{i}.gn.")
-    entries.append(_copy("head.level_embeds", f"{t}level_embeds"))
-    entries.append(_copy("head.coarse.fc_coord.linear.weight", f"{t}fc_coord.linear.weight"))
-    # official coarse mu = W x / |x| + b in [0, 1] units; d2pose adds 0.5 after the FC
-    entries.append(("head.coarse.fc_coord.linear.bias", (f"{t}fc_coord.linear.bias",),
-                    lambda b: (b.double() - 0.5).to(b.dtype)))
-    entries += _copy_all("head.coarse.fc_sigma.", f"{t}fc_sigma.linear.")
-    entries += _copy_all("head.keypoint_encoder.pos_trans.", f"{t}pos_trans.")
-    entries += _copy_all("head.keypoint_encoder.pos_trans_norm.", f"{t}pos_trans_norm.")
-    entries.append(_copy("head.keypoint_encoder.pos_embed.weight", f"{t}pos_embed.weight"))
-    entries += _poseur_decoder_entries(sd, L, M, C)
-    entries += _poseur_branch_entries(sd, L, num_reg_fcs, output_delta)
-    entries += _flow_entries("keypoint_head.enc_flow.", "head.enc_loss.flow.", sd)
-    entries += _flow_entries("keypoint_head.dec_flow.", "head.dec_loss.flow.", sd)
-    out = _apply(sd, entries, "Poseur checkpoint")
-    overrides = _resnet_overrides(depth, bottleneck, ["res2", "res3", "res4", "res5"]) + [
-        "MODEL.TOPDOWN.HEAD", "PoseurHead",
-        "MODEL.POSEUR.NUM_DECODER_LAYERS", str(L),
-        "MODEL.POSEUR.EMBED_DIM", str(C),
-        "MODEL.POSEUR.NUM_HEADS", str(M),
-        "MODEL.POSEUR.NUM_POINTS", str(P),
-        "MODEL.POSEUR.FFN_DIM", str(ffn),
-        "MODEL.POSEUR.NUM_REG_FCS", str(num_reg_fcs),
-        "MODEL.POSEUR.OUTPUT_DELTA", str(output_delta),
-        "MODEL.POSEUR.COARSE_FEATURE", "neck",  # the coarse FC pools the neck's last level
-        "MODEL.POSEUR.FLOW_PRIOR_MEAN", "0.5",  # both flows' prior N(0.5, I) in the authors' code
-        "MODEL.POSEUR.SCORE_FORM", "rle",  # official maxvals: mean over x, y of 1 - sigma
-        "MODEL.POSEUR.FLIP_FUSE", "mean",  # official default fusion: coords and scores averaged
-        "INPUT.TOPDOWN.REGRESSION_CENTERED", "False",
-        # official preprocessing (mmpose NormalizeTensor on RGB)
-        "INPUT.FORMAT", "RGB",
-        "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
-        "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
-    ]
-    return out, overrides
-
-
-CONVERTERS = {"rle": convert_rle_official, "poseur": convert_poseur_official}
+def register_converter(method: str):
+    """Decorator: registers `official state_dict -> (d2pose state_dict, overrides)` under `method`."""
+    def register(fn):
+        if method in CONVERTERS and CONVERTERS[method] is not fn:
+            raise KeyError(f"a converter for {method!r} is registered already")
+        CONVERTERS[method] = fn
+        return fn
+    return register
 
 
 def _numpy_safe_globals() -> list:

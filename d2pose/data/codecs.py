@@ -7,6 +7,14 @@
   u * (W - 1) / (w - 1), so a flipped crop flips the heatmap exactly.
 * `RegressionCoords`: normalised coordinates for regression heads (RLE, Poseur): x / W in [0, 1]
   (or x / W - 0.5 with `centered`, RLE's official form).
+* `BoxRelativeCoords`: box-relative coordinates in [0, 1] of the ROI keypoint heads (Keypoint R-CNN).
+
+The contract (`KeypointCodec`): `encode` targets, `decode` outputs to coordinates, `flip_back`
+outputs of a mirrored input, `score` keypoints, and `grid` the cell centres a soft-argmax reads, in
+the codec's target units. Codecs are registered in `CODEC_REGISTRY` by name ("msra", "udp",
+"regression", "box_relative"; the bottom-up centre + offset codec registers beside them) and built
+once from the config by `build_codec(cfg)`, the same for the data mapper and the head: a head
+declares the codecs it works with (`check_codec`), and a mismatch is an error naming the keys.
 Decoding: arg-max with the quarter offset (MSRA), or DARK (Taylor expansion of the log of the
 blurred heatmap). All crop coordinates use d2pose's continuous convention (see `d2pose.data`).
 
@@ -18,12 +26,97 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from detectron2.utils.registry import Registry
 
-__all__ = ["MSRAHeatmap", "UDPHeatmap", "RegressionCoords", "dark_refine", "gaussian_blur"]
+__all__ = ["KeypointCodec", "CODEC_REGISTRY", "register_codec", "build_codec", "check_codec", "MSRAHeatmap", "UDPHeatmap",
+           "RegressionCoords", "BoxRelativeCoords", "SCORE_FORMS", "sigma_to_score", "dark_refine", "gaussian_blur"]
+
+CODEC_REGISTRY = Registry("KEYPOINT_CODEC")
+CODEC_REGISTRY.__doc__ = """Keypoint codecs by their `name` (INPUT.TOPDOWN.CODEC): classes with `from_config(cfg)`."""
 
 
-class _HeatmapCodec:
+def register_codec(cls):
+    """Class decorator: registers a KeypointCodec subclass in CODEC_REGISTRY under its `name`."""
+    CODEC_REGISTRY._do_register(cls.name, cls)
+    return cls
+
+#: values of TEST.KEYPOINT_SCORE: keypoint score from a regression head's sigma
+SCORE_FORMS = ("rle", "poseur")
+
+
+def sigma_to_score(sigma: torch.Tensor, form: str = "rle", a: float = 0.2) -> torch.Tensor:
+    """Keypoint confidence from sigma (R, K, 2) in normalised units.
+
+    "rle": mean over x, y of 1 - sigma (RLE, Eq. 9 of the paper's code); "poseur": prod over x, y of
+    1 - exp(-a / sigma) (Poseur Eq. 8: the probability mass of the Laplace within +-a).
+    """
+    if form == "rle":
+        return (1.0 - sigma).mean(dim=-1)
+    if form == "poseur":
+        return (1.0 - torch.exp(-a / sigma.clamp_min(1e-9))).prod(dim=-1)
+    raise ValueError(f"TEST.KEYPOINT_SCORE must be one of {SCORE_FORMS}, got {form!r}")
+
+
+class KeypointCodec:
+    """What every codec provides (subclasses implement what applies to them).
+
+    name: the registry name. outputs: "heatmaps" or "coordinates" (what a head must predict).
+    encode(keypoints (K, 2), visible (K,)) -> (target, weight (K,)) in the codec's target units;
+    decode(outputs) -> coordinates (and, for heatmaps, scores); flip_back(outputs, flip_indices) ->
+    the outputs of a mirrored input in the original frame (exact); score(...) -> (R, K) keypoint
+    scores; grid(h, w, stride, device) -> (grid_x (w,), grid_y (h,)): the cell centres of an
+    (h, w) map of `stride`, in target units, for a soft-argmax (:func:`d2pose.modeling.integral.soft_argmax`).
+    """
+
+    name = ""
+    outputs = ""
+
+    @classmethod
+    def from_config(cls, cfg):
+        raise NotImplementedError
+
+    def grid(self, h: int, w: int, stride: float = 1.0, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"codec {self.name!r} has no soft-argmax grid")
+
+
+def build_codec(cfg) -> KeypointCodec:
+    """The codec named by INPUT.TOPDOWN.CODEC, built from the config (mapper and head alike)."""
+    name = cfg.INPUT.TOPDOWN.CODEC
+    if name not in CODEC_REGISTRY:
+        raise ValueError(f"INPUT.TOPDOWN.CODEC must be one of {sorted(k for k, _ in CODEC_REGISTRY)}, got {name!r}")
+    return CODEC_REGISTRY.get(name).from_config(cfg)
+
+
+def check_codec(codec: KeypointCodec, supported: Sequence[str], head: str, key: str = "INPUT.TOPDOWN.CODEC") -> None:
+    """Raises ValueError naming `key` when `head` cannot work with `codec`."""
+    if codec.name not in supported:
+        raise ValueError(f"{head} works with {key} {' or '.join(repr(s) for s in supported)}, but the config "
+                         f"gives {codec.name!r}: set {key} to {supported[0]!r}")
+
+
+class _HeatmapCodec(KeypointCodec):
     """Common encode/decode; subclasses define the pixel <-> cell mapping."""
+
+    outputs = "heatmaps"
+
+    @classmethod
+    def from_config(cls, cfg):
+        t = cfg.INPUT.TOPDOWN
+        W, H = (int(v) for v in t.INPUT_SIZE)
+        return cls((W, H), (W // t.HEATMAP_STRIDE, H // t.HEATMAP_STRIDE), sigma=t.SIGMA,
+                   unbiased=t.UNBIASED or cls is UDPHeatmap, decode=t.DECODE)
+
+    def score(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """(N, K) heatmap maxima."""
+        return heatmaps.flatten(2).max(dim=-1).values
+
+    def grid(self, h: int, w: int, stride: float = 1.0, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Cell centres of the codec's heatmap grid in crop continuous coordinates (stride ignored:
+        the heatmap size fixes it)."""
+        cells_x = torch.arange(w, dtype=torch.float32, device=device)
+        cells_y = torch.arange(h, dtype=torch.float32, device=device)
+        scale = self._scale()
+        return cells_x / float(scale[0]) + 0.5, cells_y / float(scale[1]) + 0.5
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 2.0,
                  unbiased: bool = True, decode: str = "dark", blur_kernel: int = 11):
@@ -239,38 +332,72 @@ def dark_refine(heatmaps: torch.Tensor, cells: torch.Tensor, blur_kernel: int = 
     return cells + off.reshape(N, K, 2).to(cells.dtype)
 
 
+@register_codec
 class MSRAHeatmap(_HeatmapCodec):
     """Heatmaps whose cell u sits at crop pixel index u * stride (stride = W / w)."""
+
+    name = "msra"
 
     def _scale(self) -> np.ndarray:
         return np.array([self.heatmap_size[0] / self.input_size[0], self.heatmap_size[1] / self.input_size[1]])
 
 
+@register_codec
 class UDPHeatmap(_HeatmapCodec):
     """Unbiased data processing: cell u sits at pixel index u * (W - 1) / (w - 1)."""
+
+    name = "udp"
 
     def _scale(self) -> np.ndarray:
         (W, H), (w, h) = self.input_size, self.heatmap_size
         return np.array([(w - 1) / max(W - 1, 1), (h - 1) / max(H - 1, 1)])
 
 
-class RegressionCoords:
+@register_codec
+class RegressionCoords(KeypointCodec):
     """Normalised coordinates for regression heads: x / W (in [0, 1] inside the crop), or
     x / W - 0.5 with `centered` (RLE's official targets).
 
     With `pixel_index`, coordinates are normalised in the pixel-index convention of the authors' RLE
     code (pixel i centred at x = i, so x_index = x - 0.5 and a mirror maps x_index to W - 1 - x_index):
     models converted from their checkpoints predict in it, and decoding/flip-back must follow.
+
+    `score_form` / `score_a`: the keypoint score from a head's sigma (TEST.KEYPOINT_SCORE / _A).
     """
 
-    def __init__(self, input_size: Sequence[int], centered: bool = False, pixel_index: bool = False):
+    name = "regression"
+    outputs = "coordinates"
+
+    def __init__(self, input_size: Sequence[int], centered: bool = False, pixel_index: bool = False,
+                 score_form: str = "rle", score_a: float = 0.2):
+        if score_form not in SCORE_FORMS:
+            raise ValueError(f"TEST.KEYPOINT_SCORE must be one of {SCORE_FORMS}, got {score_form!r}")
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.centered = centered
         self.pixel_index = pixel_index
+        self.score_form, self.score_a = score_form, float(score_a)
+
+    @classmethod
+    def from_config(cls, cfg):
+        t = cfg.INPUT.TOPDOWN
+        return cls(tuple(t.INPUT_SIZE), centered=t.REGRESSION_CENTERED, pixel_index=t.REGRESSION_PIXEL_INDEX,
+                   score_form=cfg.TEST.KEYPOINT_SCORE, score_a=cfg.TEST.KEYPOINT_SCORE_A)
 
     @property
     def _shift(self) -> float:
         return 0.5 if self.pixel_index else 0.0
+
+    def score(self, sigma: torch.Tensor) -> torch.Tensor:
+        """(R, K) keypoint scores from sigma (R, K, 2) (see :func:`sigma_to_score`)."""
+        return sigma_to_score(sigma, self.score_form, self.score_a)
+
+    def grid(self, h: int, w: int, stride: float = 1.0, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Cell centres of an (h, w) crop map of `stride`: cell j stands for continuous crop pixel
+        (j + 0.5) * stride, in normalised target units (float32)."""
+        W, H = self.input_size
+        ctr = 0.5 if self.centered else 0.0
+        ar = lambda n: torch.arange(n, device=device, dtype=torch.float32) + 0.5  # noqa: E731
+        return (ar(w) * float(stride) - self._shift) / W - ctr, (ar(h) * float(stride) - self._shift) / H - ctr
 
     def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(K, 2) crop coordinates -> normalised (K, 2) float32 and weights (K,): 0 for unlabelled
@@ -293,3 +420,49 @@ class RegressionCoords:
         """Normalised (..., 2) -> crop coordinates."""
         size = torch.as_tensor(self.input_size, dtype=coords.dtype, device=coords.device)
         return (coords + (0.5 if self.centered else 0.0)) * size + self._shift
+
+
+@register_codec
+class BoxRelativeCoords(KeypointCodec):
+    """Box-relative coordinates of the ROI keypoint heads: (x - x0) / (x1 - x0) in [0, 1] inside the
+    box, (y - y0) / (y1 - y0) likewise. Targets of training ROIs come from their proposal boxes;
+    keypoints outside the box (or unlabelled) get weight 0. The soft-argmax grid is the ROIAlign
+    bin centres: bin j of S covers box-relative [j / S, (j + 1) / S] and stands for (j + 0.5) / S."""
+
+    name = "box_relative"
+    outputs = "coordinates"
+
+    def __init__(self, score_form: str = "rle", score_a: float = 0.2):
+        if score_form not in SCORE_FORMS:
+            raise ValueError(f"TEST.KEYPOINT_SCORE must be one of {SCORE_FORMS}, got {score_form!r}")
+        self.score_form, self.score_a = score_form, float(score_a)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(score_form=cfg.TEST.KEYPOINT_SCORE, score_a=cfg.TEST.KEYPOINT_SCORE_A)
+
+    @staticmethod
+    def to_box(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Image points (R, K, 2) -> box-relative coordinates inside boxes (R, 4 XYXY)."""
+        wh = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1e-6)
+        return (points - boxes[:, None, :2]) / wh[:, None]
+
+    def encode(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints (R, K, 3: x, y, visibility) in image coordinates and boxes (R, 4) -> targets
+        (R, K, 2) and weights (R, K): 1 for a labelled keypoint inside its box, else 0."""
+        kps = keypoints.to(boxes.dtype)
+        target = self.to_box(kps[..., :2], boxes)
+        inside = ((target >= 0) & (target <= 1)).all(-1)
+        return target, ((kps[..., 2] > 0) & inside).float()
+
+    def decode(self, rel: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Box-relative (R, K, 2) -> image coordinates (inverse of :meth:`to_box`)."""
+        return boxes[:, None, :2] + rel * (boxes[:, 2:] - boxes[:, :2])[:, None]
+
+    def score(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma_to_score(sigma, self.score_form, self.score_a)
+
+    def grid(self, h: int, w: int, stride: float = 1.0, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        gx = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+        gy = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+        return gx, gy

@@ -22,10 +22,10 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 
-from .codecs import MSRAHeatmap, RegressionCoords, UDPHeatmap
+from .codecs import build_codec
 from .transforms.affine import apply_affine, box_to_center_size, crop_affine, invert_affine, warp_image
 
-__all__ = ["person_instances", "attach_person_detections", "TopDownDatasetMapper", "build_topdown_codec"]
+__all__ = ["person_instances", "attach_person_detections", "TopDownDatasetMapper"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,20 +79,6 @@ def attach_person_detections(dataset_dicts: List[Dict], detections_file: str, sc
         r["person_scores"] = np.array([d["score"] for d in ds], dtype=np.float64)
         out.append(r)
     return out
-
-
-def build_topdown_codec(cfg):
-    """The codec named by cfg.INPUT.TOPDOWN.CODEC."""
-    t = cfg.INPUT.TOPDOWN
-    size = tuple(t.INPUT_SIZE)
-    hm = (size[0] // t.HEATMAP_STRIDE, size[1] // t.HEATMAP_STRIDE)
-    if t.CODEC == "regression":
-        return RegressionCoords(size, centered=t.REGRESSION_CENTERED, pixel_index=t.REGRESSION_PIXEL_INDEX)
-    if t.CODEC == "msra":
-        return MSRAHeatmap(size, hm, sigma=t.SIGMA, unbiased=t.UNBIASED, decode=t.DECODE)
-    if t.CODEC == "udp":
-        return UDPHeatmap(size, hm, sigma=t.SIGMA, unbiased=True, decode=t.DECODE)
-    raise ValueError(f"INPUT.TOPDOWN.CODEC must be 'regression', 'msra' or 'udp', got {t.CODEC!r}")
 
 
 class TopDownDatasetMapper:
@@ -169,7 +155,7 @@ class TopDownDatasetMapper:
                 "d2pose.data.register_keypoint_dataset(name, json_file, image_root, metadata=...)"
             )
         return dict(
-            is_train=is_train, input_size=tuple(t.INPUT_SIZE), codec=build_topdown_codec(cfg),
+            is_train=is_train, input_size=tuple(t.INPUT_SIZE), codec=build_codec(cfg),
             flip_indices=meta.keypoint_flip_indices, upper_body_ids=meta.get("keypoint_upper_body_ids", []),
             padding=t.PADDING, scale_factor=t.SCALE_FACTOR, rotation_factor=t.ROTATION_FACTOR,
             rotation_prob=t.ROTATION_PROB, flip_prob=t.FLIP_PROB, half_body_prob=t.HALF_BODY_PROB,

@@ -1,9 +1,11 @@
-"""`build_model(cfg)`: Detectron2's model builder plus d2pose's layout option.
+"""`build_model(cfg)`: Detectron2's model builder, and d2pose's layout option.
 
 `MODEL.CHANNELS_LAST` stores every 4-D weight in channels-last layout; convolutions then produce
 channels-last activations (oneDNN's fast path on CPUs, tensor cores on GPUs) whatever the layout of
 the input images. Checkpoints are unaffected: `load_state_dict` copies into the existing layout and
-saved tensors load into either layout.
+saved tensors load into either layout. d2pose's meta-architectures (`TopDownPoseEstimator`,
+`PoseRCNN`) apply it themselves, so Detectron2's own builders get it; for any other
+meta-architecture the key would do nothing, and `build_model` refuses it.
 
 Detectron2's heatmap keypoint heads (`BaseKeypointRCNNHead` subclasses) stay in the default layout:
 their loss `view`s the logits as (N K, H W), which a channels-last tensor cannot give.
@@ -30,6 +32,15 @@ def _contiguous_inputs(module, args):
     return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
+#: the meta-architectures that apply MODEL.CHANNELS_LAST themselves
+CHANNELS_LAST_ARCHS = ("TopDownPoseEstimator", "PoseRCNN")
+
+
 def build_model(cfg) -> torch.nn.Module:
-    """detectron2.modeling.build_model, then MODEL.CHANNELS_LAST."""
-    return apply_memory_format(d2_build_model(cfg), cfg.MODEL.CHANNELS_LAST)
+    """detectron2.modeling.build_model; MODEL.CHANNELS_LAST with a meta-architecture that ignores it
+    is an error naming both keys."""
+    if cfg.MODEL.CHANNELS_LAST and cfg.MODEL.META_ARCHITECTURE not in CHANNELS_LAST_ARCHS:
+        raise ValueError(f"MODEL.CHANNELS_LAST is applied by d2pose's meta-architectures {CHANNELS_LAST_ARCHS}; "
+                         f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} would ignore it (use 'PoseRCNN' "
+                         f"for Keypoint R-CNN)")
+    return d2_build_model(cfg)

@@ -26,10 +26,11 @@ class _Crop(nn.Module):
 
 def topdown_complexity(model: nn.Module) -> Tuple[int, float]:
     """(parameters, GFLOPs) of a top-down model's inference path on one crop of its input size."""
-    training_only = {id(p) for m in model.head.modules() if isinstance(m, RLELoss) for p in m.parameters()}
-    params = sum(p.numel() for p in model.backbone.parameters())
-    params += sum(p.numel() for p in model.head.parameters() if id(p) not in training_only)
-    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn import FlopCountAnalysis, parameter_count
+
+    head = parameter_count(model.head)  # per module name ("" = the whole head)
+    training_only = sum(head[name] for name, m in model.head.named_modules() if isinstance(m, RLELoss))
+    params = parameter_count(model.backbone)[""] + head[""] - training_only
 
     W, H = model.input_size
     was_training = model.training

@@ -21,23 +21,10 @@ from torch import nn
 
 from .flows import RealNVP
 
-__all__ = ["RLELoss", "sigma_to_score", "heatmap_kl_loss", "check_heatmap_kl_args"]
+__all__ = ["RLELoss", "heatmap_kl_loss", "check_heatmap_kl_args"]
 
 _LOG2 = math.log(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def sigma_to_score(sigma: torch.Tensor, form: str = "rle", a: float = 0.2) -> torch.Tensor:
-    """Keypoint confidence from predicted sigmas (R, K, 2) -> (R, K).
-
-    "rle": mean over x, y of 1 - sigma (RLE Eq. 9 and its code); "poseur": Poseur's Eq. 8,
-    prod over x, y of 1 - exp(-a / sigma).
-    """
-    if form == "rle":
-        return (1.0 - sigma).mean(dim=-1)
-    if form == "poseur":
-        return (1.0 - torch.exp(-a / sigma.clamp_min(1e-9))).prod(dim=-1)
-    raise ValueError(f"score form must be 'rle' or 'poseur', got {form!r}")
 
 
 class RLELoss(nn.Module):

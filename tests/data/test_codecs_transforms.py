@@ -159,3 +159,77 @@ def test_regression_codec_round_trip_and_exact_flip(centered, pixel_index):
     torch.testing.assert_close(back, torch.as_tensor(norm, dtype=torch.float64), rtol=0, atol=1e-6)
     if pixel_index:  # pixel-index normalisation: x / W of the pixel index x - 0.5
         assert np.allclose(norm[:, 0] + (0.5 if centered else 0), (kps[:, 0] - 0.5) / W, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the codec contract
+
+def test_codec_registry_builds_every_codec_from_the_config():
+    from d2pose.config import get_d2pose_cfg
+    from d2pose.data.codecs import CODEC_REGISTRY, BoxRelativeCoords, build_codec
+
+    assert {"msra", "udp", "regression", "box_relative"} <= {name for name, _ in CODEC_REGISTRY}
+    cfg = get_d2pose_cfg()
+    for name, cls in (("msra", MSRAHeatmap), ("udp", UDPHeatmap), ("regression", RegressionCoords)):
+        cfg.INPUT.TOPDOWN.CODEC = name
+        codec = build_codec(cfg)
+        assert type(codec) is cls and codec.name == name
+    cfg.TEST.KEYPOINT_SCORE = "poseur"
+    assert BoxRelativeCoords.from_config(cfg).score_form == "poseur"
+    cfg.INPUT.TOPDOWN.CODEC = "simcc"
+    with pytest.raises(ValueError, match="INPUT.TOPDOWN.CODEC"):
+        build_codec(cfg)
+    cfg.INPUT.TOPDOWN.CODEC = "regression"
+    cfg.TEST.KEYPOINT_SCORE = "max"
+    with pytest.raises(ValueError, match="TEST.KEYPOINT_SCORE"):
+        build_codec(cfg)
+
+
+def test_a_head_refuses_a_codec_it_cannot_decode():
+    from d2pose.config import get_d2pose_cfg
+    from d2pose.modeling import build_model
+
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg.INPUT.TOPDOWN.CODEC = "msra"
+    with pytest.raises(ValueError, match=r"RLEIntegralHead.*INPUT.TOPDOWN.CODEC 'regression'.*'msra'"):
+        build_model(cfg)
+    cfg.INPUT.TOPDOWN.CODEC = "regression"
+    cfg.INPUT.PIPELINE = "bottomup"
+    with pytest.raises(ValueError, match="INPUT.PIPELINE must be 'topdown'"):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize("centered,pixel_index", [(False, False), (True, False), (True, True)])
+def test_regression_grid_cells_decode_to_their_centres(centered, pixel_index):
+    codec = RegressionCoords((48, 64), centered=centered, pixel_index=pixel_index)
+    gx, gy = codec.grid(8, 6, stride=8)
+    cells = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(1, -1, 2)
+    xy = codec.decode(cells)[0]
+    want_x = (torch.arange(6) + 0.5) * 8
+    want_y = (torch.arange(8) + 0.5) * 8
+    torch.testing.assert_close(xy[:6, 0], want_x)
+    torch.testing.assert_close(xy[::6, 1], want_y)
+
+
+def test_heatmap_grid_is_the_cells_crop_position():
+    codec = MSRAHeatmap((192, 256), (48, 64))
+    gx, gy = codec.grid(64, 48)
+    torch.testing.assert_close(codec.to_pixels(torch.tensor([[3.0, 5.0]])), torch.stack([gx[3], gy[5]])[None])
+    hm = torch.zeros(1, 2, 64, 48)
+    hm[0, 0, 5, 3] = 0.7
+    torch.testing.assert_close(codec.score(hm), torch.tensor([[0.7, 0.0]]))
+
+
+def test_box_relative_codec_round_trip_weights_and_bins():
+    from d2pose.data.codecs import BoxRelativeCoords
+
+    codec = BoxRelativeCoords(score_form="rle")
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0]])
+    kps = torch.tensor([[[60.0, 120.0, 2.0], [200.0, 30.0, 2.0], [20.0, 30.0, 0.0]]])
+    target, weight = codec.encode(kps, boxes)
+    torch.testing.assert_close(target[0, 0], torch.tensor([0.5, 0.5]))
+    assert weight.tolist() == [[1.0, 0.0, 0.0]]  # outside the box; unlabelled
+    torch.testing.assert_close(codec.decode(target, boxes), kps[..., :2])
+    gx, gy = codec.grid(14, 14)
+    torch.testing.assert_close(gx[[0, -1]], torch.tensor([0.5 / 14, 13.5 / 14]))
+    torch.testing.assert_close(codec.score(torch.full((1, 3, 2), 0.25)), torch.full((1, 3), 0.75))

@@ -13,5 +13,20 @@ TOPDOWN_HEAD_REGISTRY = Registry("TOPDOWN_HEAD")
 TOPDOWN_HEAD_REGISTRY.__doc__ = __doc__
 
 
+__all__ = ["TOPDOWN_HEAD_REGISTRY", "build_topdown_head", "num_keypoints_from_cfg"]
+
+
 def build_topdown_head(cfg, input_shape):
     return TOPDOWN_HEAD_REGISTRY.get(cfg.MODEL.TOPDOWN.HEAD)(cfg, input_shape)
+
+
+def num_keypoints_from_cfg(cfg) -> int:
+    """K from the training (or test) dataset's metadata, never hard-coded."""
+    from detectron2.data import MetadataCatalog
+
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        if meta.get("keypoint_names") is not None:
+            return len(meta.keypoint_names)
+    raise ValueError(f"none of the datasets {names} has keypoint_names in its metadata (DATASETS.TRAIN/TEST)")

@@ -21,6 +21,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from ...engine.precision import autocast_context, inference_precision
+from ..build import apply_memory_format
 from ...data.transforms.affine import apply_affine, box_to_center_size, crop_affine, invert_affine, warp_image
 from ...evaluation.oks_nms import oks_nms, rescore_instances
 from ..heads.build import build_topdown_head
@@ -36,7 +37,7 @@ class TopDownPoseEstimator(nn.Module):
     def __init__(self, *, backbone: nn.Module, head: nn.Module, pixel_mean, pixel_std, input_size,
                  flip_indices=None, flip_test: bool = True, padding: float = 1.25, rescore: str = "box_x_mean",
                  oks_nms_thresh: float = 0.0, sigmas=None, input_format: str = "BGR",
-                 coord_channels: bool = False, inference_dtype=None):
+                 inference_dtype=None, channels_last: bool = False):
         """
         Args:
             backbone, head: modules; the head follows TOPDOWN_HEAD_REGISTRY's contract.
@@ -49,11 +50,10 @@ class TopDownPoseEstimator(nn.Module):
             oks_nms_thresh: OKS-NMS threshold per image (0 disables it).
             sigmas: OKS sigmas for OKS-NMS.
             input_format: channel order of the images.
-            coord_channels: append two channels holding each pixel's normalised (x, y) in [-1, 1]
-                to the normalised crop (CoordConv, Liu et al. 2018): position becomes an input
-                feature, which speeds up learning of global-pooling regressors from scratch.
             inference_dtype: autocast type of the network at inference (None: float32); from
                 TEST.AUTOCAST_DTYPE through d2pose.engine.precision. Decoding stays in float32.
+            channels_last: 4-D weights in channels-last layout (MODEL.CHANNELS_LAST), applied here so
+                that every builder (Detectron2's DefaultPredictor too) gets it.
         """
         super().__init__()
         self.backbone = backbone
@@ -68,13 +68,15 @@ class TopDownPoseEstimator(nn.Module):
         self.oks_nms_thresh = oks_nms_thresh
         self.sigmas = np.asarray(sigmas) if sigmas is not None else None
         self.input_format = input_format
-        self.coord_channels = coord_channels
         self.inference_dtype = inference_dtype
+        apply_memory_format(self, channels_last)
 
     @classmethod
     def from_config(cls, cfg):
-        extra = 2 if cfg.MODEL.TOPDOWN.COORD_CHANNELS else 0
-        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN) + extra))
+        if cfg.INPUT.PIPELINE != "topdown":
+            raise ValueError(f"MODEL.META_ARCHITECTURE 'TopDownPoseEstimator' trains on person crops: INPUT.PIPELINE "
+                             f"must be 'topdown', got {cfg.INPUT.PIPELINE!r}")
+        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         div = int(getattr(backbone, "size_divisibility", 0) or 0)
         W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
         if div > 1 and (W % div or H % div):
@@ -91,8 +93,7 @@ class TopDownPoseEstimator(nn.Module):
             flip_test=cfg.TEST.KEYPOINT_FLIP, padding=cfg.INPUT.TOPDOWN.PADDING, rescore=cfg.TEST.KEYPOINT_RESCORE,
             oks_nms_thresh=cfg.TEST.OKS_NMS_THRESH,
             sigmas=meta.get("keypoint_oks_sigmas") if meta is not None else None, input_format=cfg.INPUT.FORMAT,
-            coord_channels=cfg.MODEL.TOPDOWN.COORD_CHANNELS,
-            inference_dtype=inference_precision(cfg).dtype,
+            inference_dtype=inference_precision(cfg).dtype, channels_last=cfg.MODEL.CHANNELS_LAST,
         )
 
     @property
@@ -112,15 +113,7 @@ class TopDownPoseEstimator(nn.Module):
         # backbone the layout of its weights, or every convolution reorders its input (measured
         # 220 vs 162 ms for a flip-tested Poseur R-50 crop on a contiguous model)
         x = (images.to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
-        x = x.contiguous(memory_format=self._memory_format())
-        if not self.coord_channels:
-            return x
-        N, _, H, W = x.shape
-        # pixel centres in [-1, 1]; a mirrored crop gets mirrored x, so flip tests stay consistent
-        xs = (torch.arange(W, device=x.device, dtype=x.dtype) + 0.5) / W * 2 - 1
-        ys = (torch.arange(H, device=x.device, dtype=x.dtype) + 0.5) / H * 2 - 1
-        grid = torch.stack([xs.view(1, W).expand(H, W), ys.view(H, 1).expand(H, W)])
-        return torch.cat([x, grid.expand(N, 2, H, W)], dim=1)
+        return x.contiguous(memory_format=self._memory_format())
 
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
@@ -151,10 +144,7 @@ class TopDownPoseEstimator(nn.Module):
         with autocast_context(self.inference_dtype, images.device.type):
             outputs = self.head(self.backbone(images))
             if self.flip_test:
-                flipped_images = images.flip(-1)
-                if self.coord_channels:  # the coordinate channels describe the mirrored crop's own pixels
-                    flipped_images[:, -2:] = images[:, -2:]
-                flipped = self.head(self.backbone(flipped_images))
+                flipped = self.head(self.backbone(images.flip(-1)))
         if self.flip_test:
             outputs = self.head.flip_fuse(outputs, flipped, self.flip_indices)
         return self.head.predict(outputs)

@@ -1,16 +1,18 @@
-"""Fixed sine-cosine embeddings used by Poseur (Mao et al., ECCV 2022).
+"""Fixed sine-cosine position encodings shared by the transformer methods (Poseur, TransPose).
 
 `sine_position_encoding_2d` is the DETR encoding of every cell of a feature map (added to Poseur's
-memory); `coord_sine_embedding` embeds arbitrary normalised points, as Deformable-DETR's two-stage
-proposals and Poseur's keypoint encoder do (supplement Sec. 7).
+memory, and TransPose's 2-D sine embedding of its tokens); `coord_sine_embedding` embeds arbitrary
+normalised points, as Deformable-DETR's two-stage proposals and Poseur's keypoint encoder do
+(supplement Sec. 7); `multiscale_memory` flattens multi-scale maps into a deformable-attention
+memory with per-level encodings and learned level embeddings.
 
 Both use, per axis, F = num_feats frequencies temperature^(2 floor(i / 2) / F), i = 0 .. F-1, and
 interleave sin (even i) and cos (odd i) as in DETR.
 
 Shape shorthand: N images, H x W map, F frequencies per axis.
 """
+import functools
 import math
-from collections import OrderedDict
 from typing import List, Tuple
 
 import torch
@@ -87,31 +89,30 @@ def coord_sine_embedding(
     return _interleave(pos).flatten(-2)
 
 
-_TOKEN_POS_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
-_TOKEN_POS_CACHE_SIZE = 16
+# constant encodings, made on first use and kept in small LRU caches (per size, device and dtype)
+_CACHE_SIZE = 16
 
 
-def _cached(key: tuple, make) -> torch.Tensor:
-    """The constant tensor under `key` in the small LRU cache of encodings, made on first use."""
-    value = _TOKEN_POS_CACHE.get(key)
-    if value is None:
-        _TOKEN_POS_CACHE[key] = value = make()
-        while len(_TOKEN_POS_CACHE) > _TOKEN_POS_CACHE_SIZE:
-            _TOKEN_POS_CACHE.popitem(last=False)
-    return value
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _token_position_encoding(H: int, W: int, C: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """(1, H W, C) flattened sine encoding: a constant, and recomputing it for the 4,080 tokens of a
+    256x192 crop cost ~15% of Poseur's head on a CPU."""
+    return sine_position_encoding_2d(1, H, W, C // 2, device=device, dtype=dtype).flatten(2).transpose(1, 2).contiguous()
 
 
-def _token_position_encoding(H: int, W: int, C: int, device, dtype) -> torch.Tensor:
-    """(1, H W, C) flattened sine encoding, cached per (H, W, C, device, dtype): it is a constant,
-    and recomputing it for the 4,080 tokens of a 256x192 crop cost ~15% of Poseur's head on a CPU."""
-    return _cached((H, W, C, str(device), dtype), lambda: sine_position_encoding_2d(
-        1, H, W, C // 2, device=device, dtype=dtype).flatten(2).transpose(1, 2).contiguous())
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _memory_position_encoding(shapes: Tuple[Tuple[int, int], ...], C: int, device: str, dtype) -> torch.Tensor:
+    """(1, S, C) sine encodings of all levels, concatenated."""
+    return torch.cat([_token_position_encoding(H, W, C, device, dtype) for H, W in shapes], 1)
 
 
-def _memory_position_encoding(shapes: Tuple[Tuple[int, int], ...], C: int, device, dtype) -> torch.Tensor:
-    """(1, S, C) sine encodings of all levels, concatenated (cached like the per-level ones)."""
-    return _cached(("levels", shapes, C, str(device), dtype), lambda: torch.cat(
-        [_token_position_encoding(H, W, C, device, dtype) for H, W in shapes], 1))
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _memory_encoding_with_embeds(shapes, C: int, device: str, dtype, level_embeds: torch.Tensor, version: int):
+    """The level encodings plus each level's embedding, for inference; `version` (the parameter's
+    count of in-place updates, e.g. by loading) keys the cache so that new weights give a new sum."""
+    sizes = [H * W for H, W in shapes]
+    embeds = torch.cat([level_embeds[l].detach().to(dtype).expand(n, C) for l, n in enumerate(sizes)])[None]
+    return _memory_position_encoding(shapes, C, device, dtype) + embeds
 
 
 def multiscale_memory(maps: List[torch.Tensor], level_embeds: torch.Tensor):
@@ -135,19 +136,17 @@ def multiscale_memory(maps: List[torch.Tensor], level_embeds: torch.Tensor):
         # the intra-op threads; per-image 2-D transposes measured slower on 2 threads)
         memory[:, start:start + n].copy_(m.flatten(2).transpose(1, 2))
         start += n
+    device = str(memory.device)
     if torch.is_grad_enabled() and level_embeds.requires_grad:
-        memory.add_(_memory_position_encoding(shapes, C, memory.device, memory.dtype))
+        memory.add_(_memory_position_encoding(shapes, C, device, memory.dtype))
         start = 0
         for l, n in enumerate(sizes):
             memory[:, start:start + n].add_(level_embeds[l].to(memory.dtype))
             start += n
     else:
         # inference: one pass with sine encodings + level embeddings summed once, cached until the
-        # embeddings change (a parameter's _version counts its in-place updates, e.g. loading)
-        key = ("levels+embeds", shapes, C, str(memory.device), memory.dtype, level_embeds.data_ptr(),
-               level_embeds._version)
-        memory.add_(_cached(key, lambda: _memory_position_encoding(shapes, C, memory.device, memory.dtype) + torch.cat(
-            [level_embeds[l].to(memory.dtype).expand(n, C) for l, n in enumerate(sizes)])[None]))
+        # embeddings change
+        memory.add_(_memory_encoding_with_embeds(shapes, C, device, memory.dtype, level_embeds, level_embeds._version))
     spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=maps[0].device)
     starts = [0]
     for n in sizes[:-1]:

@@ -33,8 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch import nn
 from torch.nn import functional as F
 
-from ...layers import EMSDA
-from .position_encoding import coord_sine_embedding
+from d2pose.layers import EMSDA, coord_sine_embedding
 
 __all__ = [
     "inverse_sigmoid",
@@ -49,9 +48,9 @@ __all__ = [
 _ALL_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH, SDPBackend.CUDNN_ATTENTION]
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """log(x / (1 - x)) of x clamped to [0, 1], both terms clamped to >= eps (mmdet's form)."""
-    x = x.clamp(0, 1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+    """log(x / (1 - x)) of x clamped to [eps, 1 - eps] (torch.logit; mmdet's form clamps x and
+    1 - x separately, which differs only below eps, by at most eps)."""
+    return torch.logit(x, eps=eps)
 
 
 def group_attention_mask(num_keypoints: int, num_groups: int, device=None) -> torch.Tensor:

@@ -10,18 +10,18 @@ from detectron2.modeling import build_model
 
 from d2pose.config import get_d2pose_cfg
 from d2pose.layers import EMSDA, compiled_backends, ms_deform_attn_torch
+from d2pose.layers import coord_sine_embedding, sine_position_encoding_2d
 from d2pose.modeling import sigma_to_score
-from d2pose.modeling.heads import PoseurHead, build_topdown_head
-from d2pose.modeling.poseur import (
+from d2pose.modeling.heads import build_topdown_head
+from d2pose_poseur import (
     ChannelMapper,
     KeypointEncoder,
     PoseurDecoder,
     PoseurDecoderLayer,
-    coord_sine_embedding,
+    PoseurHead,
     group_attention_mask,
     inverse_sigmoid,
     noisy_reference_points,
-    sine_position_encoding_2d,
 )
 
 C, M, LEVELS, POINTS = 32, 4, 3, 2
@@ -263,6 +263,8 @@ def _head_cfg(**poseur):
     cfg.MODEL.TOPDOWN.HEAD = "PoseurHead"
     cfg.MODEL.TOPDOWN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.INPUT.TOPDOWN.INPUT_SIZE = (48, 64)
+    cfg.INPUT.TOPDOWN.CODEC = "regression"
+    cfg.TEST.KEYPOINT_SCORE = "poseur"
     p = cfg.MODEL.POSEUR
     p.EMBED_DIM, p.NUM_HEADS, p.FFN_DIM, p.NUM_DECODER_LAYERS, p.NUM_POINTS = C, M, 64, 2, 2
     for k, v in poseur.items():
@@ -299,9 +301,10 @@ def test_poseur_head_train_and_predict():
     assert set(losses) == {"loss_coarse", "loss_dec_0", "loss_dec_1"}
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    for name in ("coarse.fc_coord.linear.weight", "enc_loss.flow.s.0.0.weight", "dec_loss.flow.s.0.0.weight",
-                 "level_embeds", "neck.convs.0.conv.weight", "keypoint_encoder.pos_embed.weight",
-                 "decoder.layers.1.cross_attn.value_proj_weight", "decoder.fc_sigma_branches.1.weight"):
+    for name in ("coarse.fc_coord.linear.weight", "refiner.enc_loss.flow.s.0.0.weight",
+                 "refiner.dec_loss.flow.s.0.0.weight", "refiner.level_embeds", "neck.convs.0.conv.weight",
+                 "refiner.keypoint_encoder.pos_embed.weight", "refiner.decoder.layers.1.cross_attn.value_proj_weight",
+                 "refiner.decoder.fc_sigma_branches.1.weight"):
         grad = dict(head.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
@@ -347,8 +350,8 @@ def test_poseur_head_train_and_predict():
 
 def test_poseur_head_options_and_bf16_features():
     g = torch.Generator().manual_seed(0)
-    cfg = _head_cfg(NUM_NOISY_GROUPS=0, COARSE_FEATURE="neck", NUM_REG_FCS=2, OUTPUT_DELTA=False,
-                    SCORE_FORM="rle", EMSDA_INIT="official")
+    cfg = _head_cfg(NUM_NOISY_GROUPS=0, COARSE_FEATURE="neck", NUM_REG_FCS=2, OUTPUT_DELTA=False)
+    cfg.TEST.KEYPOINT_SCORE = "rle"
     cfg.MODEL.TOPDOWN.IN_FEATURES = ["res4", "res5"]
     head = build_topdown_head(cfg, SPECS).train()
     assert head.coarse.fc_coord.linear.in_features == C and head.decoder.fc_coord_output_branches is None
@@ -365,14 +368,14 @@ def test_poseur_head_options_and_bf16_features():
 
 
 def test_poseur_integral_coarse_proposal():
-    """COARSE_COORDS "integral": mu_f is the soft-argmax of K maps from one neck level (cell centres in
-    crop pixels), sigma_f still from the pooled FC; the decoder starts from it as from the FC's."""
-    from d2pose.modeling.heads.regression import crop_soft_argmax
+    """COARSE_COORDS "integral": mu_f is the soft-argmax of K maps from the finest neck level (cell
+    centres in crop pixels), sigma_f still from the pooled FC; the decoder starts from it as from the FC's."""
+    from d2pose.modeling.integral import soft_argmax
 
     g = torch.Generator().manual_seed(0)
-    head = build_topdown_head(_head_cfg(COARSE_COORDS="integral", COARSE_HEATMAP_FEATURE="res4"), SPECS).train()
+    head = build_topdown_head(_head_cfg(COARSE_COORDS="integral"), SPECS).train()
     assert head.coarse.fc_coord is None and head.coarse_heatmap.out_channels == 17
-    assert head.in_features[head.coarse_heatmap_level] == "res4" and head.coarse_heatmap_stride == SPECS["res4"].stride
+    assert head.coarse_heatmap_stride == SPECS[head.in_features[0]].stride
     out = head(_features(2, g))
     # near-uniform maps at init: the proposal starts at the crop centre, as the FC's does
     torch.testing.assert_close(out["coarse_coords"], torch.full_like(out["coarse_coords"], 0.5), atol=0.02, rtol=0)
@@ -382,10 +385,8 @@ def test_poseur_integral_coarse_proposal():
     s, (i, j) = 16, (2, 1)
     logits = torch.full((1, 17, 4, 3), -1e4)
     logits[..., i, j] = 0
-    xy = head.codec.decode(crop_soft_argmax(logits, s, head.codec))
+    xy = head.codec.decode(soft_argmax(logits, head.codec, s))
     torch.testing.assert_close(xy, torch.tensor([(j + 0.5) * s, (i + 0.5) * s]).expand(1, 17, 2))
-    with pytest.raises(ValueError, match="COARSE_HEATMAP_FEATURE"):
-        build_topdown_head(_head_cfg(COARSE_COORDS="integral", COARSE_HEATMAP_FEATURE="p3"), SPECS)
     with pytest.raises(ValueError, match="COARSE_COORDS"):
         build_topdown_head(_head_cfg(COARSE_COORDS="heatmap"), SPECS)
 
@@ -397,7 +398,7 @@ def test_poseur_integral_coarse_heatmap_kl_term():
     from d2pose.modeling.losses import heatmap_kl_loss
 
     g = torch.Generator().manual_seed(0)
-    cfg = _head_cfg(COARSE_COORDS="integral", COARSE_HEATMAP_FEATURE="res4")
+    cfg = _head_cfg(COARSE_COORDS="integral")
     cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 0.5
     head = build_topdown_head(cfg, SPECS).train()
     out = head(_features(2, g))
@@ -466,12 +467,12 @@ def test_r50_poseur_params_and_flops_match_paper():
     assert abs(flops - 4.48) / 4.48 < 0.03, flops
     # the training-only flows are not counted
     assert n == sum(p.numel() for p in model.backbone.parameters()) + sum(
-        p.numel() for name, p in model.head.named_parameters() if not name.startswith(("enc_loss.", "dec_loss.")))
+        p.numel() for name, p in model.head.named_parameters() if not name.startswith(("refiner.enc_loss.", "refiner.dec_loss.")))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_multiscale_memory_matches_its_definition_with_gradients(channels_last):
-    from d2pose.modeling.poseur.position_encoding import multiscale_memory, sine_position_encoding_2d
+    from d2pose.layers import multiscale_memory, sine_position_encoding_2d
 
     g = torch.Generator().manual_seed(0)
     C = 16

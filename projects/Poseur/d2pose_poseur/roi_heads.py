@@ -5,8 +5,10 @@ deconvolution by average pooling + FC (the coarse proposal mu_f, sigma_f in box-
 coordinates, as in RLE's ROI head); the keypoint encoder and the query decoder then refine the
 proposal with EMSDA over the image's multi-scale FPN features, not over the ROI features. In
 training a random subset of the foreground ROIs of each image (at most
-MODEL.POSEUR.ROI_MAX_TRAIN_INSTANCES) gets queries; the coarse FC and every decoder layer are
-supervised with RLE (the losses of the top-down head, `poseur_losses`).
+MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES) gets queries; the coarse FC and every decoder layer are
+supervised with RLE. The refiner and its losses are the top-down head's (`d2pose_poseur.refiner`);
+the conv stack, targets, sampling and inference split are the core's ROI regression base
+(`d2pose.modeling.roi_regression`), shared with RLE's ROI head.
 
 Detectron2's StandardROIHeads hands keypoint heads only the pooled features, so Poseur needs its
 ROI-heads class as well: in a Keypoint R-CNN config set
@@ -26,12 +28,16 @@ from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals,
 from detectron2.structures import Instances
 from torch import nn
 
-from ..heads.poseur import poseur_losses, poseur_rle_losses
-from ..losses import RLELoss, check_heatmap_kl_args, sigma_to_score
-from ..poseur import ChannelMapper, KeypointEncoder, PoseurDecoder, multiscale_memory, noisy_reference_points
-from ..rle_output import RLEOutput
-from .rle_keypoint_head import (from_box_relative, roi_conv_stack, roi_grid, roi_integral_coords,
-                                roi_keypoint_targets, sample_train_rois)
+from d2pose.checkpoint.upgrade import LegacyKeysMixin
+from d2pose.data.codecs import BoxRelativeCoords
+from d2pose.modeling.integral import codec_grid
+from d2pose.modeling.losses import check_heatmap_kl_args
+from d2pose.modeling.rle_output import RLEOutput
+from d2pose.modeling.roi_regression import (ROI_CODEC, roi_conv_stack, roi_integral_coords, roi_keypoint_targets,
+                                            sample_train_rois, write_roi_predictions, zero_losses)
+
+from .neck import ChannelMapper
+from .refiner import REFINER_STATE_RENAMES, PoseurRefiner
 
 __all__ = ["PoseurROIHeads", "PoseurKeypointHead"]
 
@@ -64,7 +70,7 @@ class PoseurROIHeads(StandardROIHeads):
         if missing:
             raise ValueError(f"MODEL.POSEUR.ROI_MEMORY_FEATURES {missing} are not backbone outputs ({sorted(input_shape)})")
         ret.update(keypoint_memory_features=features, keypoint_memory_strides=[input_shape[f].stride for f in features],
-                   max_train_keypoint_instances=cfg.MODEL.POSEUR.ROI_MAX_TRAIN_INSTANCES)
+                   max_train_keypoint_instances=cfg.MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES)
         return ret
 
     def _forward_keypoint(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
@@ -84,20 +90,18 @@ class PoseurROIHeads(StandardROIHeads):
 
 
 @ROI_KEYPOINT_HEAD_REGISTRY.register()
-class PoseurKeypointHead(nn.Module):
-    """Conv stack + avg-pool FC coarse proposal + Poseur's keypoint encoder and EMSDA query decoder
-    over the image's FPN levels, in box-relative coordinates."""
+class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
+    """Conv stack + avg-pool FC coarse proposal + Poseur's refiner (keypoint encoder and EMSDA query
+    decoder) over the image's FPN levels, in box-relative coordinates."""
+
+    _version = 2
+    _legacy_renames = REFINER_STATE_RENAMES
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: Sequence[int],
-                 memory_channels: int, num_levels: int, enc_loss: RLELoss, dec_loss: RLELoss,
-                 embed_dim: int = 256, num_heads: int = 8, num_decoder_layers: int = 6, ffn_dim: int = 1024,
-                 dropout: float = 0.1, num_points: int = 4, num_noisy_groups: int = 3, num_noisy_points: int = 12,
-                 noise_std: float = 0.2, coarse_loss_weight: float = 1.0, decoder_loss_weight: float = 1.0,
-                 score_form: str = "poseur", score_a: float = 0.2, backend: str = "auto",
-                 emsda_init: str = "deformable", num_reg_fcs: int = 1, output_delta: bool = True,
-                 neck_groups: int = 32, coarse_coords: str = "fc", heatmap_loss_weight: float = 0.0,
-                 heatmap_loss_sigma: float = 1.0):
+                 memory_channels: int, num_levels: int, refiner: PoseurRefiner, embed_dim: int = 256,
+                 codec: BoxRelativeCoords = ROI_CODEC, neck_groups: int = 32, coarse_coords: str = "fc",
+                 heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0):
         """
         Args:
             input_shape: the pooled ROI features.
@@ -106,12 +110,12 @@ class PoseurKeypointHead(nn.Module):
                 ROI_KEYPOINT_HEAD.CONV_DIMS).
             memory_channels, num_levels: channels and count of the FPN levels the decoder reads;
                 a ChannelMapper maps them to embed_dim when they differ.
-            enc_loss, dec_loss: RLE losses (own flows) of the coarse proposal and of the decoder.
+            refiner: the noisy references + keypoint encoder + decoder with its losses.
+            codec: the box-relative codec (decoding; keypoint score from sigma).
             coarse_coords: "fc" (the paper's avg-pool FC proposal) or "integral" (soft-argmax over
-                the ROI grid, as RLEKeypointHead's MODEL.RLE.ROI_COORDS): MODEL.POSEUR.COARSE_COORDS.
+                the ROI grid): MODEL.ROI_REGRESSION.COORDS, as RLEKeypointHead.
             heatmap_loss_weight, heatmap_loss_sigma: with the integral proposal, the training-only KL
                 term on its ROI logit maps (MODEL.RLE.INTEGRAL_HEATMAP_*; "loss_coarse_heatmap").
-            The rest: as in :class:`d2pose.modeling.heads.poseur.PoseurHead`.
         """
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, list(conv_dims))
@@ -120,37 +124,31 @@ class PoseurKeypointHead(nn.Module):
         # box-relative, starting at the box centre
         self.coarse = RLEOutput(c, num_keypoints, coords=self.coarse_heatmap is None)
         check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None,
-                              "MODEL.POSEUR.COARSE_COORDS")
+                              "MODEL.ROI_REGRESSION.COORDS")
         self.heatmap_loss_weight, self.heatmap_loss_sigma = float(heatmap_loss_weight), float(heatmap_loss_sigma)
         self.neck = (ChannelMapper([memory_channels] * num_levels, embed_dim, neck_groups)
                      if memory_channels != embed_dim else None)
-        self.level_embeds = nn.Parameter(torch.empty(num_levels, embed_dim))
-        nn.init.normal_(self.level_embeds)
-        self.keypoint_encoder = KeypointEncoder(num_keypoints, embed_dim)
-        self.decoder = PoseurDecoder(num_decoder_layers, num_keypoints, embed_dim, num_heads, ffn_dim, dropout,
-                                     num_levels, num_points, backend, emsda_init, num_reg_fcs=num_reg_fcs,
-                                     output_delta=output_delta)
-        self.enc_loss, self.dec_loss = enc_loss, dec_loss
-        self.num_noisy_groups, self.num_noisy_points, self.noise_std = num_noisy_groups, num_noisy_points, noise_std
-        self.coarse_loss_weight, self.decoder_loss_weight = coarse_loss_weight, decoder_loss_weight
-        self.score_form, self.score_a = score_form, score_a
+        self.refiner = refiner
+        self.codec = codec
         self.return_sampling = False
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        p = cfg.MODEL.POSEUR
+        p, k = cfg.MODEL.POSEUR, cfg.MODEL.ROI_KEYPOINT_HEAD
+        levels = len(p.ROI_MEMORY_FEATURES)
         return dict(
-            input_shape=input_shape, num_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
-            conv_dims=list(cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS), memory_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-            num_levels=len(p.ROI_MEMORY_FEATURES), **poseur_rle_losses(cfg),
-            embed_dim=p.EMBED_DIM, num_heads=p.NUM_HEADS, num_decoder_layers=p.NUM_DECODER_LAYERS,
-            ffn_dim=p.FFN_DIM, dropout=p.DROPOUT, num_points=p.NUM_POINTS, num_noisy_groups=p.NUM_NOISY_GROUPS,
-            num_noisy_points=p.NUM_NOISY_POINTS, noise_std=p.NOISE_STD, coarse_loss_weight=p.COARSE_LOSS_WEIGHT,
-            decoder_loss_weight=p.DECODER_LOSS_WEIGHT, score_form=p.SCORE_FORM, score_a=p.SCORE_A,
-            backend=cfg.MODEL.MS_DEFORM_ATTN.BACKEND, emsda_init=p.EMSDA_INIT, num_reg_fcs=p.NUM_REG_FCS,
-            output_delta=p.OUTPUT_DELTA, coarse_coords=p.COARSE_COORDS,
+            input_shape=input_shape, num_keypoints=k.NUM_KEYPOINTS, conv_dims=list(k.CONV_DIMS),
+            memory_channels=cfg.MODEL.FPN.OUT_CHANNELS, num_levels=levels,
+            refiner=PoseurRefiner(num_keypoints=k.NUM_KEYPOINTS, num_levels=levels,
+                                  **PoseurRefiner.from_config_kwargs(cfg)),
+            embed_dim=p.EMBED_DIM, codec=BoxRelativeCoords.from_config(cfg), coarse_coords=cfg.MODEL.ROI_REGRESSION.COORDS,
             heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT, heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA,
         )
+
+    @property
+    def decoder(self):
+        """The refiner's query decoder."""
+        return self.refiner.decoder
 
     def layers(self, rois: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor,
                maps: List[torch.Tensor], strides: Sequence[int]) -> Dict[str, torch.Tensor]:
@@ -169,7 +167,7 @@ class PoseurKeypointHead(nn.Module):
             maps = self.neck(maps)
         with torch.autocast(rois.device.type, enabled=False):
             maps = [m.to(torch.promote_types(m.dtype, torch.float32)) for m in maps]
-            memory, spatial_shapes, level_start_index = multiscale_memory(maps, self.level_embeds)
+            memory, spatial_shapes, level_start_index = self.refiner.memory(maps)
         x = self.convs(rois)
         pooled = x.mean(dim=(2, 3))
         coarse_coords, coarse_sigma = self.coarse(pooled)
@@ -181,21 +179,11 @@ class PoseurKeypointHead(nn.Module):
             extent = boxes.new_tensor([maps[0].shape[-1] * strides[0], maps[0].shape[-2] * strides[0]])
             b = boxes.to(coarse_coords.dtype)
             memory_boxes = torch.cat([b[:, :2] / extent, (b[:, 2:] - b[:, :2]).clamp_min(1e-3) / extent], 1)
-            ref = coarse_coords.detach()
-            if self.training and self.num_noisy_groups > 0:
-                ref = noisy_reference_points(ref, self.num_noisy_groups, self.num_noisy_points, self.noise_std)
-        query, query_pos = self.keypoint_encoder(ref)
-        dec = self.decoder(query, query_pos, ref, memory, spatial_shapes, level_start_index, memory_index=image_index,
-                           return_sampling=self.return_sampling, memory_boxes=memory_boxes,
-                           all_layers=self.training or self.return_sampling)
-        K = self.num_keypoints
-        out = dict(coarse_coords=coarse_coords, coarse_sigma=coarse_sigma, dec_coords=dec["coords"],
-                   dec_sigmas=dec["sigmas"], reference_points=ref, coords=dec["coords"][-1, :, :K],
-                   sigma=dec["sigmas"][-1, :, :K])
+        out = self.refiner(coarse_coords, memory, spatial_shapes, level_start_index, memory_index=image_index,
+                           memory_boxes=memory_boxes, return_sampling=self.return_sampling)
+        out.update(coarse_coords=coarse_coords, coarse_sigma=coarse_sigma)
         if self.training and logits is not None and self.heatmap_loss_weight > 0:
-            out.update(coarse_logits=logits, coarse_grid=roi_grid(logits))
-        if self.return_sampling:
-            out.update(sampling_locations=dec["sampling_locations"], attention_weights=dec["attention_weights"])
+            out.update(coarse_logits=logits, coarse_grid=codec_grid(logits, ROI_CODEC))
         return out
 
     def forward(self, rois: torch.Tensor, instances: List[Instances], maps: Optional[List[torch.Tensor]] = None,
@@ -205,28 +193,15 @@ class PoseurKeypointHead(nn.Module):
         boxes = torch.cat([(x.proposal_boxes if self.training else x.pred_boxes).tensor for x in instances])
         image_index = torch.cat([torch.full((len(x),), i, dtype=torch.long, device=boxes.device)
                                  for i, x in enumerate(instances)]) if instances else boxes.new_zeros(0, dtype=torch.long)
-        if self.training:
-            if boxes.shape[0] == 0:  # no foreground ROI with keypoints: zero losses under the usual names
-                zero = sum(p.sum() * 0 for p in self.parameters())
-                names = ["loss_coarse"] + [f"loss_dec_{l}" for l in range(self.decoder.num_layers)]
-                if self.coarse_heatmap is not None and self.heatmap_loss_weight > 0:
-                    names.append("loss_coarse_heatmap")
-                return {name: zero for name in names}
-            outputs = self.layers(rois, boxes, image_index, maps, strides)
-            target, weight = roi_keypoint_targets(instances)
-            return poseur_losses(self, outputs, target.float(), weight)
-        if boxes.shape[0] == 0:
-            for x in instances:
-                x.pred_keypoints = boxes.new_zeros(0, self.num_keypoints, 3)
-                x.pred_keypoint_sigmas = boxes.new_zeros(0, self.num_keypoints, 2)
-            return instances
+        if boxes.shape[0] == 0:  # no ROI: zero losses under the usual names, or empty predictions
+            if self.training:
+                heatmap = self.coarse_heatmap is not None and self.heatmap_loss_weight > 0
+                return zero_losses(self, self.refiner.loss_names(heatmap))
+            return write_roi_predictions(instances, boxes.new_zeros(0, self.num_keypoints, 2),
+                                         boxes.new_zeros(0, self.num_keypoints, 2), self.codec)
         outputs = self.layers(rois, boxes, image_index, maps, strides)
-        xy = from_box_relative(outputs["coords"].to(boxes.dtype), boxes)
-        scores = sigma_to_score(outputs["sigma"], self.score_form, self.score_a)
-        start = 0
-        for x in instances:
-            n = len(x)
-            x.pred_keypoints = torch.cat([xy[start:start + n], scores[start:start + n, :, None].to(xy.dtype)], -1)
-            x.pred_keypoint_sigmas = outputs["sigma"][start:start + n]
-            start += n
-        return instances
+        if self.training:
+            target, weight = roi_keypoint_targets(instances)
+            return self.refiner.losses(outputs, target.float(), weight, self.heatmap_loss_weight,
+                                       self.heatmap_loss_sigma)
+        return write_roi_predictions(instances, outputs["coords"], outputs["sigma"], self.codec)

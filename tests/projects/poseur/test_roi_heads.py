@@ -7,8 +7,7 @@ from detectron2.structures import Boxes, Instances, Keypoints
 from detectron2.utils.events import EventStorage
 
 from d2pose.config import get_d2pose_cfg
-from d2pose.modeling.poseur import KeypointEncoder, PoseurDecoder
-from d2pose.modeling.roi_heads.poseur_roi_heads import PoseurKeypointHead, PoseurROIHeads
+from d2pose_poseur import KeypointEncoder, PoseurDecoder, PoseurKeypointHead, PoseurROIHeads
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -89,7 +88,7 @@ def test_roi_head_train_and_inference(coarse_coords):
     cfg = _cfg()
     kl = coarse_coords.endswith("+kl")
     coarse_coords = coarse_coords.replace("+kl", "")
-    cfg.MODEL.POSEUR.COARSE_COORDS = coarse_coords
+    cfg.MODEL.ROI_REGRESSION.COORDS = coarse_coords
     cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 1.0 if kl else 0.0
     head = PoseurKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))
     assert (head.coarse_heatmap is None) == (head.coarse.fc_coord is not None) == (coarse_coords == "fc")
@@ -125,7 +124,7 @@ def test_roi_head_train_and_inference(coarse_coords):
 
 def test_training_roi_cap_and_empty_batches():
     cfg = _cfg()
-    cfg.MODEL.POSEUR.ROI_MAX_TRAIN_INSTANCES = 2
+    cfg.MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES = 2
     model = build_model(cfg)
     rh = model.roi_heads.train()
     g = torch.Generator().manual_seed(1)

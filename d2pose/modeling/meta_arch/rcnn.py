@@ -1,0 +1,29 @@
+"""Keypoint R-CNN with d2pose's layout option: Detectron2's GeneralizedRCNN that applies
+MODEL.CHANNELS_LAST itself, so that every builder (Detectron2's `DefaultPredictor` and `build_model`
+too) gets the same model. Set `MODEL.META_ARCHITECTURE: "PoseRCNN"` to use it; otherwise it is
+GeneralizedRCNN unchanged (the regression ROI heads of RLE and Poseur work in either)."""
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+
+from ..build import apply_memory_format
+
+__all__ = ["PoseRCNN"]
+
+
+@META_ARCH_REGISTRY.register()
+class PoseRCNN(GeneralizedRCNN):
+    """GeneralizedRCNN + MODEL.CHANNELS_LAST (Detectron2's heatmap keypoint heads stay contiguous)."""
+
+    @configurable
+    def __init__(self, *, channels_last: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        apply_memory_format(self, channels_last)
+
+    @classmethod
+    def from_config(cls, cfg):
+        if cfg.INPUT.PIPELINE != "detectron2":
+            raise ValueError(f"MODEL.META_ARCHITECTURE 'PoseRCNN' reads whole images: INPUT.PIPELINE must be "
+                             f"'detectron2', got {cfg.INPUT.PIPELINE!r}")
+        ret = super().from_config(cfg)
+        ret["channels_last"] = cfg.MODEL.CHANNELS_LAST
+        return ret

@@ -1,0 +1,47 @@
+"""Poseur's own config keys (MODEL.POSEUR.*). Shared choices live in the core: the RLE loss
+(MODEL.RLE.*), flip fusion and keypoint scores (TEST.KEYPOINT_FLIP_FUSE, TEST.KEYPOINT_SCORE[_A]),
+the ROI regression base (MODEL.ROI_REGRESSION.*)."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_poseur_config"]
+
+
+def add_poseur_config(cfg: CN) -> None:
+    """Adds Poseur's keys to `cfg` (called by d2pose.add_d2pose_config)."""
+    p = cfg.MODEL.POSEUR = CN()
+    # query decoder layers (6; 3 in the paper's ablations)
+    p.NUM_DECODER_LAYERS = 6
+    # width of the neck, memory and queries
+    p.EMBED_DIM = 256
+    # attention heads of the decoder's self-attention and EMSDA
+    p.NUM_HEADS = 8
+    # EMSDA sampling points per head and level
+    p.NUM_POINTS = 4
+    # hidden width of the decoder FFN
+    p.FFN_DIM = 1024
+    # dropout in the decoder layers
+    p.DROPOUT = 0.1
+    # training-only noisy query groups (0 = off)
+    p.NUM_NOISY_GROUPS = 3
+    # reference points moved by noise per instance, over all noisy groups' slots
+    p.NUM_NOISY_POINTS = 12
+    # std of the reference-point noise (the authors' code: covariance 0.2 I, i.e. std 0.447)
+    p.NOISE_STD = 0.2
+    # weight of the coarse-proposal RLE loss
+    p.COARSE_LOSS_WEIGHT = 1.0
+    # weight of each decoder layer's RLE loss (lambda)
+    p.DECODER_LOSS_WEIGHT = 1.0
+    # hidden C -> C layers of the decoder's coordinate MLPs (1: C-C-2; the authors' checkpoints: 2)
+    p.NUM_REG_FCS = 1
+    # the authors' extra per-layer coordinate branch added to each layer's output (not the references)
+    p.OUTPUT_DELTA = True
+    # feature pooled for the coarse proposal: "backbone" (last raw level, the paper) or "neck" (the code)
+    p.COARSE_FEATURE = "backbone"
+    # top-down: where the coarse proposal's mu comes from, "fc" (the paper's average pool + FC) or
+    # "integral" (soft-argmax of K logit maps on the finest neck level, sigma still from the FC); the
+    # ROI head follows MODEL.ROI_REGRESSION.COORDS
+    p.COARSE_COORDS = "fc"
+    # mean of both RealNVP flows' prior (paper / RLE: 0; the authors' Poseur code: 0.5)
+    p.FLOW_PRIOR_MEAN = 0.0
+    # end-to-end variant (PoseurROIHeads + PoseurKeypointHead): the FPN levels the decoder attends to
+    p.ROI_MEMORY_FEATURES = ["p2", "p3", "p4", "p5"]

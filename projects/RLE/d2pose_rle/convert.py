@@ -1,0 +1,43 @@
+"""Converter of the authors' RLE checkpoints (the official `rlepose` code, `RegressFlow`) into
+d2pose's TopDownPoseEstimator with `RLERegressionHead`; the reading and the ResNet / flow mappings are
+the core's (`d2pose.checkpoint.convert`). `tools/convert_checkpoint.py --method rle` runs it."""
+from typing import List, Tuple
+
+from d2pose.checkpoint.convert import (StateDict, _apply, _copy_all, _fill_num_batches_tracked, _flow_entries,
+                                       _resnet_entries, _resnet_layout, _resnet_overrides, register_converter)
+
+__all__ = ["convert_rle_official"]
+
+
+@register_converter("rle")
+def convert_rle_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
+    """The authors' RLE `RegressFlow` (ResNet `preact` + GAP + `fc_coord` / `fc_sigma` + `flow`)
+    -> d2pose's TopDownPoseEstimator with RLERegressionHead.
+
+    The official targets are x / W - 0.5, so the overrides set INPUT.TOPDOWN.REGRESSION_CENTERED
+    (RLEOutput offset 0: the coordinate FC is copied unchanged). Checkpoints with extra FC layers
+    (NUM_FC_FILTERS > 0, `fcs.*`) are not supported: the first such key raises ValueError.
+
+    Returns:
+        the d2pose state_dict (backbone.*, head.output.*, head.loss.flow.*) and the overrides.
+    """
+    sd = _fill_num_batches_tracked(state_dict)
+    depth, bottleneck, blocks = _resnet_layout(sd, "preact.")
+    entries = _resnet_entries("preact.", "backbone.", bottleneck, blocks)
+    entries += _copy_all("head.output.fc_coord.linear.", "fc_coord.linear.")
+    entries += _copy_all("head.output.fc_sigma.", "fc_sigma.linear.")
+    entries += _flow_entries("flow.", "head.loss.flow.", sd)
+    out = _apply(sd, entries, "RLE checkpoint")
+    overrides = _resnet_overrides(depth, bottleneck, ["res5"]) + [
+        "MODEL.TOPDOWN.HEAD", "RLERegressionHead",
+        "INPUT.TOPDOWN.CODEC", "regression",
+        "INPUT.TOPDOWN.REGRESSION_CENTERED", "True",  # official targets x / W - 0.5
+        # ... of pixel-index coordinates (pixel i at x = i; flip-back -x - 1/W)
+        "INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX", "True",
+        "TEST.KEYPOINT_SCORE", "rle",  # official maxvals: mean over x, y of 1 - sigma
+        # official preprocessing: RGB / 255 minus (0.406, 0.457, 0.480), no std division
+        "INPUT.FORMAT", "RGB",
+        "MODEL.PIXEL_MEAN", "[103.53, 116.535, 122.4]",
+        "MODEL.PIXEL_STD", "[255.0, 255.0, 255.0]",
+    ]
+    return out, overrides
