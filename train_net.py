@@ -16,6 +16,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
 
 import d2pose  # noqa: F401  (registers every d2pose component)
 from d2pose.config import add_d2pose_config
@@ -70,6 +71,8 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # d2pose's own messages (precision choice, lr multipliers, data checks) into the same log.txt
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2pose", abbrev_name="d2pose")
     return cfg
 
 

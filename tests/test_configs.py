@@ -33,3 +33,73 @@ def test_config_builds_its_model(path):
     torch.manual_seed(0)
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > 1e6
+
+
+def _tiny(cfg):
+    """The config at a tiny input size (crops 64x96 / images 128x160), weights not loaded."""
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.TIMM.CHECKPOINT = ""
+    if cfg.MODEL.META_ARCHITECTURE == "TopDownPoseEstimator":
+        cfg.INPUT.TOPDOWN.INPUT_SIZE = (64, 96)
+    return cfg
+
+
+def _topdown_sample(K, W, H, g):
+    kps = torch.rand(K, 3, generator=g) * torch.tensor([W, H, 0.0]) + torch.tensor([0.0, 0.0, 2.0])
+    return dict(image=torch.randint(0, 255, (3, H, W), dtype=torch.uint8, generator=g), keypoints=kps,
+                target=kps[:, :2] / torch.tensor([W, H]), target_weight=torch.ones(K), image_id=0)
+
+
+def _rcnn_sample(K, g, people=2):
+    from detectron2.structures import Boxes, Instances, Keypoints
+
+    inst = Instances((128, 160))
+    boxes = torch.tensor([[10.0, 10.0, 70.0, 120.0], [80.0, 20.0, 150.0, 125.0]])[:people]
+    inst.gt_boxes = Boxes(boxes)
+    inst.gt_classes = torch.zeros(people, dtype=torch.long)
+    xy = boxes[:, None, :2] + torch.rand(people, K, 2, generator=g) * (boxes[:, None, 2:] - boxes[:, None, :2])
+    inst.gt_keypoints = Keypoints(torch.cat([xy, torch.full((people, K, 1), 2.0)], -1))
+    return dict(image=torch.randint(0, 255, (3, 128, 160), dtype=torch.uint8, generator=g), instances=inst,
+                height=128, width=160)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
+def test_config_trains_one_step_and_infers_at_a_tiny_size(path):
+    """Each shipped config through Detectron2's own builder: one training step (finite losses that
+    reach the parameters) and one inference step on an image with people and one without."""
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(path)
+    cfg = _tiny(cfg)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = build_model(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "TopDownPoseEstimator":
+        K = model.head.num_keypoints
+        W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+        batch = [_topdown_sample(K, W, H, g) for _ in range(2)]
+        with_people = dict(image=torch.randint(0, 255, (3, 120, 90), dtype=torch.uint8, generator=g),
+                           person_boxes=torch.tensor([[10.0, 10.0, 80.0, 110.0]]))
+        without = dict(image=torch.zeros(3, 120, 90, dtype=torch.uint8), person_boxes=torch.zeros(0, 4))
+    else:
+        K = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
+        batch = [_rcnn_sample(K, g), _rcnn_sample(K, g, people=1)]
+        with_people = dict(image=batch[0]["image"], height=128, width=160)
+        without = dict(image=torch.zeros(3, 128, 160, dtype=torch.uint8), height=128, width=160)
+    model.train()
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(0):  # Detectron2's R-CNN training writes to the event storage
+        losses = model(batch)
+    assert losses and all(torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        found, empty = model([with_people, without])
+    inst = found["instances"]
+    assert inst.pred_keypoints.shape[1:] == (K, 3) and torch.isfinite(inst.pred_keypoints).all()
+    if cfg.MODEL.META_ARCHITECTURE == "TopDownPoseEstimator":
+        assert len(inst) == 1 and len(empty["instances"]) == 0
+    assert empty["instances"].pred_keypoints.shape[1:] == (K, 3)

@@ -14,7 +14,7 @@ import torch
 from detectron2.modeling import build_model as d2_build_model
 from detectron2.modeling.roi_heads.keypoint_head import BaseKeypointRCNNHead
 
-__all__ = ["build_model", "apply_memory_format"]
+__all__ = ["build_model", "apply_memory_format", "check_pipeline", "CHANNELS_LAST_ARCHS"]
 
 
 def apply_memory_format(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
@@ -30,6 +30,13 @@ def apply_memory_format(model: torch.nn.Module, channels_last: bool) -> torch.nn
 
 def _contiguous_inputs(module, args):
     return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def check_pipeline(cfg, meta_architecture: str, pipeline: str, why: str) -> None:
+    """INPUT.PIPELINE must be `pipeline` for `meta_architecture` (a ValueError naming both keys)."""
+    if cfg.INPUT.PIPELINE != pipeline:
+        raise ValueError(f"MODEL.META_ARCHITECTURE {meta_architecture!r} {why}: INPUT.PIPELINE must be {pipeline!r}, "
+                         f"got {cfg.INPUT.PIPELINE!r}")
 
 
 #: the meta-architectures that apply MODEL.CHANNELS_LAST themselves

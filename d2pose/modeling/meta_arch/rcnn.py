@@ -5,7 +5,7 @@ GeneralizedRCNN unchanged (the regression ROI heads of RLE and Poseur work in ei
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
-from ..build import apply_memory_format
+from ..build import apply_memory_format, check_pipeline
 
 __all__ = ["PoseRCNN"]
 
@@ -21,9 +21,7 @@ class PoseRCNN(GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg):
-        if cfg.INPUT.PIPELINE != "detectron2":
-            raise ValueError(f"MODEL.META_ARCHITECTURE 'PoseRCNN' reads whole images: INPUT.PIPELINE must be "
-                             f"'detectron2', got {cfg.INPUT.PIPELINE!r}")
+        check_pipeline(cfg, "PoseRCNN", "detectron2", "reads whole images")
         ret = super().from_config(cfg)
         ret["channels_last"] = cfg.MODEL.CHANNELS_LAST
         return ret

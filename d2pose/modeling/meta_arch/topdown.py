@@ -21,7 +21,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from ...engine.precision import autocast_context, inference_precision
-from ..build import apply_memory_format
+from ..build import apply_memory_format, check_pipeline
 from ...data.transforms.affine import apply_affine, box_to_center_size, crop_affine, invert_affine, warp_image
 from ...evaluation.oks_nms import oks_nms, rescore_instances
 from ..heads.build import build_topdown_head
@@ -73,9 +73,7 @@ class TopDownPoseEstimator(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        if cfg.INPUT.PIPELINE != "topdown":
-            raise ValueError(f"MODEL.META_ARCHITECTURE 'TopDownPoseEstimator' trains on person crops: INPUT.PIPELINE "
-                             f"must be 'topdown', got {cfg.INPUT.PIPELINE!r}")
+        check_pipeline(cfg, "TopDownPoseEstimator", "topdown", "trains on person crops")
         backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         div = int(getattr(backbone, "size_divisibility", 0) or 0)
         W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
