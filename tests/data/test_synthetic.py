@@ -222,12 +222,6 @@ def test_caching(tmp_path):
     assert not [n for n in os.listdir(out) if ".tmp" in n]
 
 
-def test_speed(tmp_path):
-    start = time.perf_counter()
-    generate_synthetic_pose(str(tmp_path), 50, seed=0, progress=False)
-    assert time.perf_counter() - start < 20.0
-
-
 def test_render_sample_grid(dataset, tmp_path):
     data, image_root = dataset
     json_file = str(tmp_path / "ann.json")
