@@ -54,6 +54,14 @@ def test_compiled_op_records_the_running_torch():
     assert check_build(_C) is None
 
 
+@pytest.mark.parametrize("version,release", [("2.14.1+cu130", "2.14.1"), ("2.6.0.dev20241001+cpu", "2.6.0"),
+                                             ("2.4.0a0+3bcc3cd", "2.4.0"), ("2.9.1", "2.9.1")])
+def test_torch_release_is_what_the_headers_record(version, release):
+    from d2pose.layers.ms_deform_attn import torch_release
+
+    assert torch_release(version) == release
+
+
 def test_compiled_op_built_for_another_torch_is_refused_with_a_rebuild_hint():
     import types
 

@@ -2,7 +2,8 @@
 
 `measure_step_time(cfg)` builds what `train_net.py` builds (d2pose's model, optimizer, train loader
 and the inner trainer the precision policy picks) and times a few real training steps on a
-throwaway model; `fit_schedule(cfg, seconds)` turns that into an iteration count. `tools/demo.py`
+throwaway model; `fit_schedule(seconds_per_iter, budget_seconds, max_iters)` turns that into an
+iteration count. `tools/demo.py`
 uses both to stay within its time budget on any CPU (AVX-512 with native bfloat16 or AVX2 in
 float32 differ ~4x), and `tools/time_recipe.py` prints them for a shipped recipe.
 """

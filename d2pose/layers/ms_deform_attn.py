@@ -11,6 +11,7 @@ Shape shorthand:
     C: channels of a shared value, Lq: queries, L: levels, P: points per level and head.
 """
 import logging
+import re
 import warnings
 from typing import Optional
 
@@ -42,8 +43,10 @@ REBUILD_HINT = ("rebuild it against the installed torch: `pip install -e .` in t
 
 
 def torch_release(version: str) -> str:
-    """"2.14.1+cu130" -> "2.14.1": the part of torch's version that fixes its C++ ABI."""
-    return version.split("+")[0]
+    """"2.14.1+cu130" -> "2.14.1", "2.6.0.dev20241001+cpu" -> "2.6.0", "2.4.0a0+3bcc3cd" -> "2.4.0":
+    major.minor.patch, what the C++ headers record (TORCH_VERSION_MAJOR/MINOR/PATCH)."""
+    found = re.match(r"\d+\.\d+\.\d+", version)
+    return found.group(0) if found else version
 
 
 def check_build(compiled) -> Optional[str]:

@@ -48,13 +48,13 @@ class PoseurROIHeads(StandardROIHeads):
 
     @configurable
     def __init__(self, *, keypoint_memory_features: Sequence[str], keypoint_memory_strides: Sequence[int],
-                 max_train_keypoint_instances: int = 600, **kwargs):
+                 max_train_keypoint_instances: int = 0, **kwargs):
         """
         Args:
             keypoint_memory_features, keypoint_memory_strides: the feature maps (e.g. p2-p5) the
                 keypoint head's decoder attends to, and their strides.
             max_train_keypoint_instances: at most this many foreground ROIs per image train the
-                keypoint head (a random subset; the paper samples 600).
+                keypoint head (a random subset; 0: all; the paper samples 600, as the COCO config).
             kwargs: StandardROIHeads' arguments.
         """
         super().__init__(**kwargs)
