@@ -92,8 +92,9 @@ class RLEKeypointHead(nn.Module):
 
     def forward(self, x: torch.Tensor, instances: List[Instances]):
         if self.training:
-            instances, rows = sample_train_rois(instances, self.max_train_instances)
-            x = x[rows.to(x.device)]
+            if self.max_train_instances > 0:  # no copy of the ROI features when every ROI trains
+                instances, rows = sample_train_rois(instances, self.max_train_instances)
+                x = x[rows.to(x.device)]
             if x.shape[0] == 0:
                 return zero_losses(self, self.loss_names())
         mu, sigma, logits = self.layers(x, return_logits=True)
