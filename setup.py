@@ -96,7 +96,8 @@ def get_extensions():
 
 #: the method packages: projects/<Method>/<package>/, installed as top-level packages beside d2pose
 #: (imported by d2pose.projects, the core's one registration point)
-PROJECTS = {"d2pose_rle": "projects/RLE/d2pose_rle", "d2pose_poseur": "projects/Poseur/d2pose_poseur"}
+PROJECTS = {"d2pose_rle": "projects/RLE/d2pose_rle", "d2pose_poseur": "projects/Poseur/d2pose_poseur",
+            "d2pose_transpose": "projects/TransPose/d2pose_transpose"}
 
 
 def _packages():

@@ -7,13 +7,15 @@ A new method adds its package here (and to setup.py's `PROJECTS`).
 """
 import d2pose_poseur
 import d2pose_rle
+import d2pose_transpose
 
 __all__ = ["METHOD_PACKAGES", "add_project_configs"]
 
-METHOD_PACKAGES = {"RLE": d2pose_rle, "Poseur": d2pose_poseur}
+METHOD_PACKAGES = {"RLE": d2pose_rle, "Poseur": d2pose_poseur, "TransPose": d2pose_transpose}
 
 
 def add_project_configs(cfg) -> None:
     """Every method's `add_<method>_config(cfg)`, in a fixed order."""
     d2pose_rle.add_rle_config(cfg)
     d2pose_poseur.add_poseur_config(cfg)
+    d2pose_transpose.add_transpose_config(cfg)

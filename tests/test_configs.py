@@ -19,7 +19,11 @@ def test_there_are_configs_for_each_method():
                      "Poseur/synthetic_poseur_topdown.yaml", "Poseur/synthetic_poseur_rcnn.yaml",
                      "Poseur/poseur_R_50_256x192_coco.yaml", "Poseur/poseur_hrnet_w32_256x192_coco.yaml",
                      "Poseur/poseur_hrnet_w48_384x288_coco.yaml", "Poseur/poseur_mobilenetv2_256x192_coco.yaml",
-                     "Poseur/keypoint_rcnn_poseur_R_50_FPN_coco.yaml", "Poseur/keypoint_rcnn_poseur_R_101_FPN_coco.yaml"]:
+                     "Poseur/keypoint_rcnn_poseur_R_50_FPN_coco.yaml", "Poseur/keypoint_rcnn_poseur_R_101_FPN_coco.yaml",
+                     "TransPose/synthetic_transpose_r.yaml", "TransPose/transpose_r_a3_256x192_coco.yaml",
+                     "TransPose/transpose_r_a3star_256x192_coco.yaml", "TransPose/transpose_r_a4_256x192_coco.yaml",
+                     "TransPose/transpose_h_s_256x192_coco.yaml", "TransPose/transpose_h_a4_256x192_coco.yaml",
+                     "TransPose/transpose_h_a6_256x192_coco.yaml"]:
         assert expected in names
 
 
@@ -45,10 +49,14 @@ def _tiny(cfg):
     return cfg
 
 
-def _topdown_sample(K, W, H, g):
+def _topdown_sample(cfg, K, W, H, g):
+    """A training crop with targets from the config's own codec (coordinates or heatmaps)."""
+    from d2pose.data.codecs import build_codec
+
     kps = torch.rand(K, 3, generator=g) * torch.tensor([W, H, 0.0]) + torch.tensor([0.0, 0.0, 2.0])
+    target, weight = build_codec(cfg).encode(kps[:, :2].double().numpy(), kps[:, 2].numpy())
     return dict(image=torch.randint(0, 255, (3, H, W), dtype=torch.uint8, generator=g), keypoints=kps,
-                target=kps[:, :2] / torch.tensor([W, H]), target_weight=torch.ones(K), image_id=0)
+                target=torch.as_tensor(target), target_weight=torch.as_tensor(weight), image_id=0)
 
 
 def _rcnn_sample(K, g, people=2):
@@ -78,7 +86,7 @@ def test_config_trains_one_step_and_infers_at_a_tiny_size(path):
     if cfg.MODEL.META_ARCHITECTURE == "TopDownPoseEstimator":
         K = model.head.num_keypoints
         W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
-        batch = [_topdown_sample(K, W, H, g) for _ in range(2)]
+        batch = [_topdown_sample(cfg, K, W, H, g) for _ in range(2)]
         with_people = dict(image=torch.randint(0, 255, (3, 120, 90), dtype=torch.uint8, generator=g),
                            person_boxes=torch.tensor([[10.0, 10.0, 80.0, 110.0]]))
         without = dict(image=torch.zeros(3, 120, 90, dtype=torch.uint8), person_boxes=torch.zeros(0, 4))

@@ -8,7 +8,7 @@ to a d2pose name, reshaped or folded exactly where the layouts differ, and `over
 [KEY, VALUE, ...] list for `cfg.merge_from_list`) makes a config build a model whose state_dict is
 exactly the converted one and whose inference follows the authors' code. An official key the
 layout does not explain, or a key the layout needs but the checkpoint lacks, raises ValueError
-naming the first one (old checkpoints without BatchNorm `num_batches_tracked` get zeros).
+naming every such key (old checkpoints without BatchNorm `num_batches_tracked` get zeros).
 
 Layout differences handled beyond renaming:
 - ResNet: torchvision names (`conv1`, `bn1`, `layer{i}.{j}.conv{k}` / `bn{k}` / `downsample.{0,1}`)
@@ -149,17 +149,17 @@ def _flow_entries(src: str, dst: str, sd: StateDict) -> List[_Entry]:
 
 
 def _apply(sd: StateDict, entries: List[_Entry], what: str) -> StateDict:
-    """Runs the plan: every official key must be a source and every source must exist."""
+    """Runs the plan: every official key must be a source and every source must exist; otherwise
+    ValueError names every unexpected and every missing key (unexpected first, in checkpoint order)."""
     used = {s for _, sources, _ in entries for s in sources}
-    for name in sd:
-        if name not in used:
-            raise ValueError(f"{what}: unexpected key {name!r} {tuple(sd[name].shape)} (not part of the layout "
-                             "read from this checkpoint)")
+    problems = [f"unexpected key {name!r} {tuple(sd[name].shape)} (not part of the layout read from this checkpoint)"
+                for name in sd if name not in used]
+    needed = OrderedDict((s, dst) for dst, sources, _ in entries for s in sources if s not in sd)
+    problems += [f"missing key {s!r} (needed for d2pose's {dst!r})" for s, dst in needed.items()]
+    if problems:
+        raise ValueError(f"{what}: {len(problems)} key problem(s): " + "; ".join(problems))
     out = OrderedDict()
     for dst, sources, fn in entries:
-        for s in sources:
-            if s not in sd:
-                raise ValueError(f"{what}: missing key {s!r} (needed for d2pose's {dst!r})")
         out[dst] = fn(*[sd[s] for s in sources]).contiguous()
     return out
 

@@ -110,6 +110,10 @@ def _add_models(cfg: CN) -> None:
     cfg.TEST.KEYPOINT_SCORE_A = 0.2
     cfg.TEST.KEYPOINT_RESCORE = "box_x_mean"
     cfg.TEST.OKS_NMS_THRESH = 0.0
+    # heatmap heads' flip test: how heatmaps of the mirrored crop are mapped back ("exact": the
+    # codec's exact sub-cell mirror; "cell": a one-cell shift, HRNet's code; "none": no shift,
+    # TransPose's and LOGO-CAP's code)
+    cfg.TEST.KEYPOINT_FLIP_SHIFT = "exact"
 
     # optimizer: "SGD", "ADAM" or "ADAMW" (Detectron2's parameter groups: SOLVER.WEIGHT_DECAY_NORM,
     # BIAS_LR_FACTOR, ... apply to all three; Adam/AdamW run fused where PyTorch can); lr multipliers

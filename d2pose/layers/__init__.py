@@ -1,7 +1,7 @@
 """Layers and compiled operators shared by every d2pose method."""
 from .deformable_attention import EMSDA, MSDeformAttn, sampling_locations_from_offsets
 from .normalized_linear import NormalizedLinear
-from .position_encoding import coord_sine_embedding, multiscale_memory, sine_position_encoding_2d
+from .position_encoding import coord_sine_embedding, multiscale_memory, sine_position_encoding_2d, token_position_encoding
 from .ms_deform_attn import (
     compiled_backends,
     ms_deform_attn,

@@ -1,7 +1,8 @@
 """Fixed sine-cosine position encodings shared by the transformer methods (Poseur, TransPose).
 
 `sine_position_encoding_2d` is the DETR encoding of every cell of a feature map (added to Poseur's
-memory, and TransPose's 2-D sine embedding of its tokens); `coord_sine_embedding` embeds arbitrary
+memory, and TransPose's 2-D sine embedding of its tokens; `token_position_encoding` is its cached,
+flattened form); `coord_sine_embedding` embeds arbitrary
 normalised points, as Deformable-DETR's two-stage proposals and Poseur's keypoint encoder do
 (supplement Sec. 7); `multiscale_memory` flattens multi-scale maps into a deformable-attention
 memory with per-level encodings and learned level embeddings.
@@ -17,7 +18,7 @@ from typing import List, Tuple
 
 import torch
 
-__all__ = ["sine_position_encoding_2d", "coord_sine_embedding", "multiscale_memory"]
+__all__ = ["sine_position_encoding_2d", "token_position_encoding", "coord_sine_embedding", "multiscale_memory"]
 
 
 def _frequencies(num_feats: int, temperature: float, device, dtype) -> torch.Tensor:
@@ -41,11 +42,14 @@ def sine_position_encoding_2d(
     device=None,
     dtype: torch.dtype = torch.float32,
     eps: float = 1e-6,
+    offset: float = -0.5,
 ) -> torch.Tensor:
-    """DETR's normalised sine encoding of an unpadded H x W map (mmcv `SinePositionalEncoding` with
-    normalize=True, offset=-0.5, scale=2 pi, the setting of Poseur's code).
+    """DETR's normalised sine encoding of an unpadded H x W map.
 
-    Row r (1-based) maps to y = (r - 0.5) / (H + eps) * 2 pi, column c likewise to x.
+    Row r (1-based) maps to y = (r + offset) / (H + eps) * 2 pi, column c likewise to x. offset -0.5
+    is mmcv's `SinePositionalEncoding` (normalize=True, offset=-0.5), the setting of Poseur's code;
+    offset 0 is DETR's cumulative-sum form, TransPose's 2-D sine embedding (paper Appendix A, the
+    authors' `_make_sine_position_embedding`).
 
     Args:
         N, H, W: batch and map size.
@@ -53,6 +57,7 @@ def sine_position_encoding_2d(
         temperature: base of the frequencies.
         device, dtype: of the result (computed in float32 or float64).
         eps: added to the normaliser, as in mmcv.
+        offset: added to the 1-based row / column index before normalising.
 
     Returns:
         (N, 2F, H, W), channels cat(pos_y, pos_x).
@@ -60,8 +65,8 @@ def sine_position_encoding_2d(
     work = torch.float64 if dtype == torch.float64 else torch.float32
     dim_t = _frequencies(num_feats, temperature, device, work)
     scale = 2 * math.pi
-    y = (torch.arange(1, H + 1, device=device, dtype=work) - 0.5) / (H + eps) * scale
-    x = (torch.arange(1, W + 1, device=device, dtype=work) - 0.5) / (W + eps) * scale
+    y = (torch.arange(1, H + 1, device=device, dtype=work) + offset) / (H + eps) * scale
+    x = (torch.arange(1, W + 1, device=device, dtype=work) + offset) / (W + eps) * scale
     pos_y = _interleave(y[:, None] / dim_t)  # (H, F)
     pos_x = _interleave(x[:, None] / dim_t)  # (W, F)
     pos = torch.cat([pos_y[:, None, :].expand(H, W, num_feats), pos_x[None, :, :].expand(H, W, num_feats)], dim=-1)
@@ -94,10 +99,20 @@ _CACHE_SIZE = 16
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _token_position_encoding(H: int, W: int, C: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+def _token_position_encoding(H: int, W: int, C: int, device: str, dtype: torch.dtype,
+                             offset: float = -0.5) -> torch.Tensor:
     """(1, H W, C) flattened sine encoding: a constant, and recomputing it for the 4,080 tokens of a
     256x192 crop cost ~15% of Poseur's head on a CPU."""
-    return sine_position_encoding_2d(1, H, W, C // 2, device=device, dtype=dtype).flatten(2).transpose(1, 2).contiguous()
+    pos = sine_position_encoding_2d(1, H, W, C // 2, device=device, dtype=dtype, offset=offset)
+    return pos.flatten(2).transpose(1, 2).contiguous()
+
+
+def token_position_encoding(H: int, W: int, C: int, device=None, dtype: torch.dtype = torch.float32,
+                            offset: float = -0.5) -> torch.Tensor:
+    """The (1, H W, C) sine encoding of an H x W map's tokens in row-major order (cached per size,
+    device, dtype and offset; a constant: do not modify it in place). See
+    :func:`sine_position_encoding_2d` for `offset`."""
+    return _token_position_encoding(int(H), int(W), int(C), str(device or "cpu"), dtype, float(offset))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

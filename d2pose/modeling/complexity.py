@@ -2,31 +2,60 @@
 
 `topdown_complexity(model)` counts a TopDownPoseEstimator's backbone + head parameters without the
 training-only loss modules (RLE's flows), and fvcore's FLOPs of backbone + head on one crop (eval,
-no flip test). fvcore counts a multiply-add as one FLOP, the convention of the RLE and Poseur papers.
+no flip test). fvcore counts a multiply-add as one FLOP, the convention of the RLE, Poseur and
+TransPose papers; convolutions, linear layers and matrix products are counted, and attention's two
+matrix products too: fvcore has no rule for `aten::scaled_dot_product_attention` (what
+`nn.MultiheadAttention` runs), so `sdpa_flop_jit` counts it as Q K^T plus A V, L_q L_k (d_qk + d_v)
+multiply-adds per head and batch element (softmax, scaling and masks are not counted, as fvcore
+does not count element-wise work).
 """
-from typing import Tuple
+from typing import Any, List, Tuple
 
 import torch
 from torch import nn
 
 from .losses import RLELoss
 
-__all__ = ["topdown_complexity"]
+__all__ = ["topdown_complexity", "flop_count", "sdpa_flop_jit"]
 
 
-class _Crop(nn.Module):
+def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """fvcore handle of aten::scaled_dot_product_attention: multiply-adds of Q K^T and A V."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    batch = 1
+    for s in q[:-2]:
+        batch *= s
+    Lq, d = q[-2], q[-1]
+    Lk, dv = k[-2], v[-1]
+    return batch * Lq * Lk * (d + dv)
+
+
+class _Outputs(nn.Module):
+    """backbone + head as one module returning the head's tensors (what fvcore traces)."""
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.backbone, self.head = model.backbone, model.head
 
     def forward(self, x):
         out = self.head(self.backbone(x))
-        return out["coords"], out["sigma"]
+        return tuple(v for v in out.values() if isinstance(v, torch.Tensor))
+
+
+def flop_count(module: nn.Module, *inputs) -> float:
+    """fvcore's total (multiply-adds) of `module(*inputs)`, attention products included."""
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(module, inputs).set_op_handle(
+        "aten::scaled_dot_product_attention", sdpa_flop_jit)
+    return float(analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total())
 
 
 def topdown_complexity(model: nn.Module) -> Tuple[int, float]:
     """(parameters, GFLOPs) of a top-down model's inference path on one crop of its input size."""
-    from fvcore.nn import FlopCountAnalysis, parameter_count
+    from fvcore.nn import parameter_count
 
     head = parameter_count(model.head)  # per module name ("" = the whole head)
     training_only = sum(head[name] for name, m in model.head.named_modules() if isinstance(m, RLELoss))
@@ -37,8 +66,7 @@ def topdown_complexity(model: nn.Module) -> Tuple[int, float]:
     model.eval()
     try:
         with torch.no_grad():
-            flops = FlopCountAnalysis(_Crop(model), torch.zeros(1, 3, H, W, device=model.device))
-            flops = flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total()
+            flops = flop_count(_Outputs(model), torch.zeros(1, 3, H, W, device=model.device))
     finally:
         model.train(was_training)
     return params, flops / 1e9

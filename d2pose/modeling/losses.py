@@ -1,4 +1,5 @@
-"""Regression losses from the maximum-likelihood view of RLE (Li et al., ICCV 2021, Sec. 3).
+"""Keypoint losses: the regression losses from the maximum-likelihood view of RLE (Li et al., ICCV
+2021, Sec. 3), and the heatmap MSE of the heatmap heads (`heatmap_mse_loss`).
 
 `RLELoss` implements Eq. 8, residual log-likelihood estimation:
     L = -log Q(mu_bar) - log G_phi(mu_bar) + log sigma,   mu_bar = (mu_hat - mu_g) / sigma
@@ -21,7 +22,7 @@ from torch import nn
 
 from .flows import RealNVP
 
-__all__ = ["RLELoss", "heatmap_kl_loss", "check_heatmap_kl_args"]
+__all__ = ["RLELoss", "heatmap_kl_loss", "check_heatmap_kl_args", "heatmap_mse_loss"]
 
 _LOG2 = math.log(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -131,3 +132,33 @@ def heatmap_kl_loss(logits: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Te
         log_t = torch.log_softmax((-0.5 * (dy[..., :, None] ** 2 + dx[..., None, :] ** 2)).flatten(2), dim=-1)
         kl = (log_t.exp() * (log_t - log_p)).sum(-1)  # (R, K)
         return (kl * weight.float()).sum() / max(R, 1)
+
+
+def heatmap_mse_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                     background_weight: float = 1.0) -> torch.Tensor:
+    """MSE between predicted and target heatmaps with per-keypoint target weights, in float32.
+
+    With the default `background_weight` 1 this is SimpleBaseline's / HRNet's / TransPose's
+    `JointsMSELoss(use_target_weight=True)`: 0.5 * mean over crops, keypoints and cells of
+    (w_k (pred - target))^2. `background_weight` < 1 scales the squared error of cells whose target
+    is 0 (bottom-up heatmap losses weight the background down).
+
+    Args:
+        pred, target: (R, K, h, w).
+        weight: (R, K) keypoint weights (0 = no loss for that map).
+        background_weight: multiplier of the error where target == 0.
+
+    Returns:
+        the scalar loss (0 for an empty batch).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"heatmap_mse_loss: predicted heatmaps {tuple(pred.shape)} and targets "
+                         f"{tuple(target.shape)} differ in shape (INPUT.TOPDOWN.HEATMAP_STRIDE vs the head's stride?)")
+    if pred.numel() == 0:
+        return pred.sum() * 0.0
+    with torch.autocast(pred.device.type, enabled=False):
+        pred, target = pred.float(), target.float()
+        err = (pred - target) ** 2 * weight.float()[..., None, None] ** 2
+        if background_weight != 1.0:
+            err = err * torch.where(target > 0, 1.0, float(background_weight))
+        return 0.5 * err.mean()
