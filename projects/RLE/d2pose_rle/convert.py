@@ -16,7 +16,7 @@ def convert_rle_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
 
     The official targets are x / W - 0.5, so the overrides set INPUT.TOPDOWN.REGRESSION_CENTERED
     (RLEOutput offset 0: the coordinate FC is copied unchanged). Checkpoints with extra FC layers
-    (NUM_FC_FILTERS > 0, `fcs.*`) are not supported: the first such key raises ValueError.
+    (NUM_FC_FILTERS > 0, `fcs.*`) are not supported: ValueError names every such key.
 
     Returns:
         the d2pose state_dict (backbone.*, head.output.*, head.loss.flow.*) and the overrides.

@@ -271,3 +271,49 @@ def test_converter_reads_the_layout_and_names_every_bad_key():
         convert_transpose_official(bad)
     with pytest.raises(ValueError, match="not a TransPoseR"):
         convert_transpose_official({"conv1.weight": torch.zeros(1)})
+
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visualize_dependency", os.path.join(ROOT, "tools", "visualize_dependency.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dependency_tool_draws_eq4_areas_of_a_hand_worked_matrix():
+    """tools/visualize_dependency.py's renderer on the hand-worked 2 x 2 matrix: the drawn areas
+    (token counts, attention mass inside) are Eq. 4's, and pixels outside an area stay dark."""
+    A = torch.tensor([[0.5, 0.2, 0.2, 0.1], [0.05, 0.6, 0.3, 0.05], [0.4, 0.05, 0.5, 0.05], [0.1, 0.7, 0.1, 0.1]])
+    crop = np.full((16, 16, 3), 200, np.uint8)
+    image, stats = _tool().render(crop, np.array([[12.0, 3.0], [3.0, 9.0]]), A, (2, 2), 8, 0.1,
+                                  ["dependency", "affected"], ["a", "b"], [("a", "b", (255, 0, 0))],
+                                  cell_height=32, columns=3)
+    assert stats["a"]["token"] == 1 and stats["b"]["token"] == 2
+    assert stats["a"]["dependency"]["tokens"] == 2 and stats["a"]["dependency"]["mass"] == pytest.approx(0.9)
+    assert stats["a"]["affected"]["tokens"] == 3 and stats["a"]["affected"]["mass"] == pytest.approx(1.5)
+    assert stats["b"]["dependency"]["tokens"] == 2 and stats["b"]["dependency"]["mass"] == pytest.approx(0.9)
+    assert image.shape == (2 * 36, 3 * 36, 3)
+    cell = image[2:34, 38:70]  # keypoint "a", dependency row: tokens 0 (top left) and 3 outside the area
+    # (the label is written over the top left corner: rows 13-15 of token 0 are below it)
+    assert cell[13:16, 0:16].max() < 0.36 * 200 + 1 and cell[20:30, 20:30].max() < 0.36 * 200 + 1
+    assert cell[2:12, 20:30].max() > 100 and cell[20:30, 2:12].max() > 100  # tokens 1 and 2 coloured
+
+
+@pytest.mark.slow
+def test_dependency_tool_end_to_end(tmp_path):
+    import cv2
+
+    image = np.full((200, 150, 3), 90, np.uint8)
+    cv2.circle(image, (75, 60), 20, (250, 250, 250), -1)
+    path = tmp_path / "person.png"
+    cv2.imwrite(str(path), image)
+    out = tmp_path / "areas.png"
+    args = ["--config-file", os.path.join(ROOT, "configs/TransPose/synthetic_transpose_r.yaml"), "--input", str(path),
+            "--box", "20", "10", "130", "190", "--output", str(out), "--cell-height", "96"]
+    stats = _tool().main(args)
+    assert out.exists() and len(stats) == 17
+    assert cv2.imread(str(out)).shape[0] == 2 * 2 * 100  # (1 + 17 cells) / 9 per row = 2 rows per kind
+    with pytest.raises(FileExistsError):
+        _tool().main(args)
