@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Convert an official RLE or Poseur checkpoint into a Detectron2 checkpoint for d2pose.
+"""Convert an official RLE, Poseur or TransPose checkpoint into a Detectron2 checkpoint for d2pose.
 
     python tools/convert_checkpoint.py --method rle --input rle_res50.pth --output output/rle_R_50_d2pose.pth
     python tools/convert_checkpoint.py --method poseur --input poseur_res50.pth --output output/poseur_R_50_d2pose.pth
+    python tools/convert_checkpoint.py --method transpose --input tp_r_256x192_enc4_d256_h1024_mh8.pth \
+        --output output/transpose_r_a4_d2pose.pth
 
 The input is read without running pickled code (`torch.load(weights_only=True)`, or safetensors);
 mmcv checkpoints nest the weights under "state_dict". The output holds {"model": state_dict}, which

@@ -233,7 +233,7 @@ def read_checkpoint(path: str) -> StateDict:
 
 def load_official_checkpoint(path: str, method: str) -> Tuple[StateDict, List[str]]:
     """Reads an official checkpoint (see :func:`read_checkpoint`) and converts it with
-    CONVERTERS[method] ("rle" or "poseur"): (d2pose state_dict, config overrides)."""
+    CONVERTERS[method] ("rle", "poseur", "transpose"): (d2pose state_dict, config overrides)."""
     if method not in CONVERTERS:
         raise ValueError(f"method must be one of {sorted(CONVERTERS)}, got {method!r}")
     return CONVERTERS[method](read_checkpoint(path))
