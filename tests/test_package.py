@@ -162,7 +162,7 @@ def test_force_cuda_build_compiles(tmp_path):
 
 OUTSIDE_SCRIPT = """
 import numpy as np
-import d2pose, d2pose_rle, d2pose_poseur
+import d2pose, d2pose_rle, d2pose_poseur, d2pose_transpose
 from d2pose import model_zoo
 from d2pose.config import add_d2pose_config
 from detectron2.config import get_cfg
@@ -171,7 +171,8 @@ from detectron2.modeling import build_model
 
 assert "/configs/" in model_zoo.get_config_file("RLE/synthetic_rle_topdown.yaml")
 image = (np.random.RandomState(0).rand(160, 120, 3) * 255).astype(np.uint8)
-for name in ("RLE/synthetic_rle_topdown.yaml", "Poseur/synthetic_poseur_topdown.yaml", "Poseur/synthetic_poseur_rcnn.yaml"):
+for name in ("RLE/synthetic_rle_topdown.yaml", "Poseur/synthetic_poseur_topdown.yaml", "Poseur/synthetic_poseur_rcnn.yaml",
+             "TransPose/synthetic_transpose_r.yaml"):
     cfg = get_cfg()
     add_d2pose_config(cfg)
     cfg.merge_from_file(model_zoo.get_config_file(name))

@@ -12,7 +12,8 @@ from d2pose.config import get_d2pose_cfg
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # where keys are defined, not read
 DEFINITIONS = {os.path.join("d2pose", "config", "defaults.py"), os.path.join("projects", "RLE", "d2pose_rle", "config.py"),
-               os.path.join("projects", "Poseur", "d2pose_poseur", "config.py")}
+               os.path.join("projects", "Poseur", "d2pose_poseur", "config.py"),
+               os.path.join("projects", "TransPose", "d2pose_transpose", "config.py")}
 
 
 def _flat(node, prefix=""):
