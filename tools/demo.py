@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The main job on built-in data: train the flagship, Poseur top-down, on the synthetic benchmark on
 the CPU, evaluate it with d2pose's KeypointEvaluator, print the AP table, draw predictions next to
-the ground truth and, for Poseur, the decoder's reference and sampling points.
+the ground truth and, for Poseur, the decoder's reference and sampling points (for TransPose, the
+dependency areas of a person's keypoints).
 
     python tools/demo.py [--config-file configs/Poseur/synthetic_poseur_topdown.yaml] [--iters 600]
                          [--time-budget 5] [--output-dir output/demo] [--num-vis 8] [KEY VALUE ...]
@@ -105,6 +106,15 @@ def main(argv=None):
                          os.path.join(args.output_dir, "model_final.pth")] + list(args.opts))
         print(f"Poseur's coarse proposals, per-layer reference points and left-wrist EMSDA samples: "
               f"{len(drawn)} crops in {inside}")
+    if cfg.MODEL.META_ARCHITECTURE == "TopDownPoseEstimator" and cfg.MODEL.TOPDOWN.HEAD == "TransPoseHead":
+        spec = importlib.util.spec_from_file_location("visualize_dependency",
+                                                      os.path.join(ROOT, "tools", "visualize_dependency.py"))
+        vd = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(vd)
+        areas = os.path.join(args.output_dir, "vis_dependency", f"{name}_0_0.png")
+        vd.main(["--config-file", args.config_file, "--dataset", name, "--output", areas, "--overwrite"]
+                + list(args.opts) + ["MODEL.WEIGHTS", os.path.join(args.output_dir, "model_final.pth")])
+        print(f"TransPose's dependency and affected areas of the first person of {name}: {areas}")
     return results
 
 

@@ -132,7 +132,7 @@ def render(crop_rgb, coords, attention, grid, stride, threshold, areas, names, r
     for kind in areas:
         fn = dependency_areas if kind == "dependency" else affected_areas
         weights, masks = fn(attention, tokens, grid, threshold)
-        cells = [first]
+        cells = [first.copy()]
         for k in range(len(names)):
             # each token covers stride x stride crop pixels: nearest upsampling keeps Eq. 4's area exact
             wmap = cv2.resize(weights[k].numpy().astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
@@ -181,6 +181,8 @@ def main(argv=None):
     if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: the areas of an untrained model are drawn")
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    if not -model.head.num_layers <= args.layer < model.head.num_layers:
+        raise ValueError(f"--layer {args.layer}: the encoder has {model.head.num_layers} layers")
     model.head.attention_layers = [args.layer]
     stride = model.head.in_stride
     threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(stride, 0.01)

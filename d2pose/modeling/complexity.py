@@ -48,9 +48,17 @@ def flop_count(module: nn.Module, *inputs) -> float:
     """fvcore's total (multiply-adds) of `module(*inputs)`, attention products included."""
     from fvcore.nn import FlopCountAnalysis
 
-    analysis = FlopCountAnalysis(module, inputs).set_op_handle(
-        "aten::scaled_dot_product_attention", sdpa_flop_jit)
-    return float(analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total())
+    # nn.MultiheadAttention's fused inference path (aten::_native_multi_head_attention, taken when
+    # query, key and value are one tensor) has no fvcore rule and would count as 0: count the
+    # unfused graph, whose products are the same
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        analysis = FlopCountAnalysis(module, inputs).set_op_handle(
+            "aten::scaled_dot_product_attention", sdpa_flop_jit)
+        return float(analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total())
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def topdown_complexity(model: nn.Module) -> Tuple[int, float]:

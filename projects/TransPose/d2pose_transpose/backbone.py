@@ -98,6 +98,12 @@ class HRNetStem(Backbone):
         logger.info("MODEL.TIMM.CHECKPOINT %s: %d tensors of stage 4 / the classifier unused by HRNet-S", checkpoint,
                     len(set(state) - set(shared)))
 
+    @property
+    def size_divisibility(self) -> int:
+        """Stage 3's lowest branch is at stride 16 and is fused back by upsampling: crop sides must
+        be multiples of 16 (TopDownPoseEstimator checks INPUT.TOPDOWN.INPUT_SIZE against this)."""
+        return 16
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         b = self.body
         x = b.act1(b.bn1(b.conv1(x)))

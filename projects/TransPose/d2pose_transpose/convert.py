@@ -15,7 +15,9 @@ Mapping: ResNet -> Detectron2 names (`stem.conv1`, `res2`, `res3`, ...); HRNet -
 which are the official HRNet's, under `backbone.body.`; `reduce`, `deconv_layers`, `final_layer`
 -> `head.` + the same names; `global_encoder.layers.{i}` -> `head.encoder.layers.{i}` (identical
 sub-names); `pos_embedding` (L, 1, d) -> `head.pos_embedding.weight` (L, d), with
-MODEL.TRANSPOSE.POS_EMBEDDING "fixed" (resized bilinearly for other crop sizes).
+MODEL.TRANSPOSE.POS_EMBEDDING "fixed" when it is the authors' sine table (a frozen buffer), else
+"learnable" (a checkpoint trained with a learned embedding; it stays trainable); both are resized
+bilinearly for other crop sizes.
 
 Inference as the authors': ImageNet mean / std on RGB (the shipped configs' normalisation), heatmap
 targets of sigma 2 with unbiased centres ("msra" codec), DARK decoding, flip test without a shift
@@ -25,8 +27,12 @@ import math
 import re
 from typing import List, Tuple
 
+import torch
+
 from d2pose.checkpoint.convert import (StateDict, _BN, _apply, _copy, _copy_all, _fill_num_batches_tracked,
                                        _resnet_entries, register_converter)
+
+from .encoder import TokenPositionEmbedding
 
 __all__ = ["convert_transpose_official"]
 
@@ -45,8 +51,8 @@ def _grid(tokens: int, stride: int) -> Tuple[int, int]:
     w = int(round(math.sqrt(tokens * 3 / 4)))
     h = tokens // max(w, 1)
     if h * w != tokens or h * 3 != w * 4:
-        raise ValueError(f"pos_embedding has {tokens} positions, not the token grid of a 4:3 crop: the crop size cannot "
-                         "be inferred (set INPUT.TOPDOWN.INPUT_SIZE and convert with a 4:3 checkpoint)")
+        raise ValueError(f"TransPose checkpoint: pos_embedding has {tokens} positions, not the token grid of a 4:3 crop "
+                         "(the authors' 256x192 models): its crop size cannot be inferred")
     return h, w
 
 
@@ -108,7 +114,11 @@ def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[s
             raise ValueError(f"TransPose checkpoint: pos_embedding has shape {tuple(pe.shape)}, expected (L, 1, {d})")
         h, w = _grid(int(pe.shape[0]), stride)
         entries.append(("head.pos_embedding.weight", ("pos_embedding",), lambda t: t[:, 0, :]))
-        overrides += ["MODEL.TRANSPOSE.POS_EMBEDDING", "fixed", "INPUT.TOPDOWN.INPUT_SIZE", f"({w * stride}, {h * stride})"]
+        # the authors' sine table (a frozen constant) or a learned one (Table 4's "Learnable"):
+        # the same shape, told apart by the values
+        sine = TokenPositionEmbedding.sine(h, w, d, "cpu", torch.float32)[0]
+        mode = "fixed" if torch.allclose(pe[:, 0].float(), sine, atol=1e-4) else "learnable"
+        overrides += ["MODEL.TRANSPOSE.POS_EMBEDDING", mode, "INPUT.TOPDOWN.INPUT_SIZE", f"({w * stride}, {h * stride})"]
     else:  # trained without position embedding (Table 4's first row)
         overrides += ["MODEL.TRANSPOSE.POS_EMBEDDING", "none"]
     out = _apply(sd, entries, f"TransPose-{kind} checkpoint")

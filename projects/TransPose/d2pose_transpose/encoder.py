@@ -66,9 +66,10 @@ class TokenPositionEmbedding(nn.Module):
         return token_position_encoding(h, w, d_model, device=device, dtype=dtype, offset=0.0)
 
     def table_size(self) -> int:
-        """Entries of the (L, d) table of the configured grid ("none": 0): what the authors' models
-        hold as a frozen parameter for "sine" and count in Table 1's #Params."""
-        return 0 if self.mode == "none" else self.grid_size[0] * self.grid_size[1] * self.d_model
+        """Entries of the (L, d) sine table of the configured grid that the authors' models hold as a
+        frozen parameter (and Table 1's #Params count) but d2pose does not count as a parameter:
+        L x d for "sine" and "fixed" (a buffer), 0 for "none" and "learnable" (already a parameter)."""
+        return self.grid_size[0] * self.grid_size[1] * self.d_model if self.mode in ("sine", "fixed") else 0
 
     def forward(self, h: int, w: int, device=None, dtype=torch.float32) -> Optional[torch.Tensor]:
         if self.mode == "none":

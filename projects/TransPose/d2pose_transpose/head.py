@@ -14,7 +14,9 @@ authors' code) and averaged.
 
 Attention maps: `head.attention_layers` (MODEL.TRANSPOSE.ATTENTION_LAYERS; negative indices count
 from the last layer) lists the encoder layers whose head-averaged attention (R, L, L) the head
-returns, stacked as outputs["attentions"] (R, n, L, L) in float32, training and inference alike.
+returns, stacked as outputs["attentions"] (R, n, L, L) in float32, in training and inference alike
+(in training with MODEL.TRANSPOSE.DROPOUT > 0 they are taken after attention dropout, so rows sum
+to 1 only in eval).
 Row i of a map is token i's dependency weights over all tokens, column j how much token j affects
 each token; tokens are the (h, w) = (H / s, W / s) grid of the crop in row-major order
 (`head.token_grid(crop_h, crop_w)`). `d2pose_transpose.dependency` turns them into the paper's
@@ -143,8 +145,8 @@ class TransPoseHead(nn.Module):
         self._attention_layers = tuple(resolved)
 
     def token_grid(self, crop_h: int, crop_w: int) -> Tuple[int, int]:
-        """(h, w) token grid of a crop_h x crop_w crop."""
-        return crop_h // self.in_stride, crop_w // self.in_stride
+        """(h, w) token grid of a crop_h x crop_w crop (strided convolutions round up)."""
+        return -(-int(crop_h) // self.in_stride), -(-int(crop_w) // self.in_stride)
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         x = self.reduce(features[self.in_feature])

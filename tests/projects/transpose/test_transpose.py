@@ -190,6 +190,19 @@ def test_head_trains_decodes_and_flips():
     assert set(losses) == {"loss_heatmap"} and torch.isfinite(losses["loss_heatmap"])
 
 
+def test_flops_count_the_encoder_without_position_embedding():
+    """With no embedding q = k = v, where nn.MultiheadAttention takes its fused inference op; the
+    count must still include the encoder (it is the sine model's minus the embedding's nothing)."""
+    sine = topdown_complexity(_model("synthetic_transpose_r.yaml"))[1]
+    none = topdown_complexity(_model("synthetic_transpose_r.yaml", "MODEL.TRANSPOSE.POS_EMBEDDING", "none"))[1]
+    assert none == pytest.approx(sine, rel=1e-6)
+
+
+def test_hrnet_s_refuses_crops_its_branches_cannot_fuse():
+    with pytest.raises(ValueError, match="divisible by 16"):
+        _model("transpose_h_s_256x192_coco.yaml", "INPUT.TOPDOWN.INPUT_SIZE", "(56, 72)")
+
+
 def test_head_refuses_inconsistent_strides_and_codecs():
     with pytest.raises(ValueError, match="UPSAMPLE 'none'"):
         _model("synthetic_transpose_r.yaml", "MODEL.TRANSPOSE.UPSAMPLE", "none")
@@ -264,6 +277,10 @@ def test_converter_reads_the_layout_and_names_every_bad_key():
     assert ov["MODEL.TRANSPOSE.NHEAD"] == "8" and ov["MODEL.TRANSPOSE.POS_EMBEDDING"] == "fixed"
     assert ov["INPUT.TOPDOWN.INPUT_SIZE"] == "(192, 256)" and ov["TEST.KEYPOINT_FLIP_SHIFT"] == "none"
     assert set(converted) == set(own) - {"pixel_mean", "pixel_std"}
+    # a learned table (not the sine one) converts to a trainable "learnable" embedding
+    learned = dict(official, pos_embedding=official["pos_embedding"] + 0.01 * torch.randn_like(official["pos_embedding"]))
+    ov = dict(zip(*[iter(convert_transpose_official(learned)[1])] * 2))
+    assert ov["MODEL.TRANSPOSE.POS_EMBEDDING"] == "learnable"
     bad = dict(official, extra_head=torch.zeros(2))
     del bad["global_encoder.layers.1.norm2.bias"], bad["final_layer.bias"]
     with pytest.raises(ValueError, match=r"3 key problem.*unexpected key 'extra_head'.*missing key "
