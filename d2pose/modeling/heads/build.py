@@ -13,7 +13,8 @@ TOPDOWN_HEAD_REGISTRY = Registry("TOPDOWN_HEAD")
 TOPDOWN_HEAD_REGISTRY.__doc__ = __doc__
 
 
-__all__ = ["TOPDOWN_HEAD_REGISTRY", "build_topdown_head", "num_keypoints_from_cfg"]
+__all__ = ["TOPDOWN_HEAD_REGISTRY", "build_topdown_head", "num_keypoints_from_cfg", "topdown_in_feature",
+           "stacked_targets"]
 
 
 def build_topdown_head(cfg, input_shape):
@@ -30,3 +31,25 @@ def num_keypoints_from_cfg(cfg) -> int:
         if meta.get("keypoint_names") is not None:
             return len(meta.keypoint_names)
     raise ValueError(f"none of the datasets {names} has keypoint_names in its metadata (DATASETS.TRAIN/TEST)")
+
+
+def topdown_in_feature(cfg, input_shape, index: int = -1, role: str = "") -> str:
+    """The backbone feature MODEL.TOPDOWN.IN_FEATURES[index] names; ValueError naming the key (and
+    the feature's `role` in the head, e.g. "the heatmap feature of RLEIntegralHead") when the
+    backbone does not output it."""
+    feature = cfg.MODEL.TOPDOWN.IN_FEATURES[index]
+    if feature not in input_shape:
+        what = f" ({role})" if role else ""
+        raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES[{index}] {feature!r}{what} is not a backbone output "
+                         f"({sorted(input_shape)})")
+    return feature
+
+
+def stacked_targets(batched_inputs, device):
+    """The codec targets and keypoint weights of a training batch, stacked on `device`:
+    (R, ...) from each input's "target" and (R, K) from its "target_weight"."""
+    import torch
+
+    target = torch.stack([x["target"] for x in batched_inputs]).to(device)
+    weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
+    return target, weight

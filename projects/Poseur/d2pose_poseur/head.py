@@ -30,7 +30,7 @@ from torch import nn
 
 from d2pose.checkpoint.upgrade import LegacyKeysMixin
 from d2pose.data.codecs import RegressionCoords, build_codec, check_codec, sigma_to_score
-from d2pose.modeling.heads.build import TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg
+from d2pose.modeling.heads.build import TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg, stacked_targets
 from d2pose.modeling.integral import codec_grid, soft_argmax
 from d2pose.modeling.losses import check_heatmap_kl_args
 from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
@@ -169,8 +169,8 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
 
     def losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         device = outputs["coords"].device
-        target = torch.stack([x["target"] for x in batched_inputs]).to(device).float()
-        weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device).float()
+        target, weight = stacked_targets(batched_inputs, device)
+        target, weight = target.float(), weight.float()
         return self.refiner.losses(outputs, target, weight, self.heatmap_loss_weight, self.heatmap_loss_sigma)
 
     def predict(self, outputs: Dict[str, torch.Tensor]):

@@ -15,7 +15,8 @@ from detectron2.config import configurable
 from torch import nn
 
 from d2pose.data.codecs import RegressionCoords, build_codec, check_codec
-from d2pose.modeling.heads.build import TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg
+from d2pose.modeling.heads.build import (TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg, stacked_targets,
+                                         topdown_in_feature)
 from d2pose.modeling.integral import codec_grid, soft_argmax
 from d2pose.modeling.losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss
 from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
@@ -58,9 +59,7 @@ class RLERegressionHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape):
         r = cfg.MODEL.RLE
-        feature = cfg.MODEL.TOPDOWN.IN_FEATURES[-1]
-        if feature not in input_shape:
-            raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES[-1] {feature!r} is not a backbone output ({sorted(input_shape)})")
+        feature = topdown_in_feature(cfg, input_shape)
         return dict(
             in_channels=input_shape[feature].channels, in_feature=feature, num_keypoints=num_keypoints_from_cfg(cfg),
             codec=build_codec(cfg), loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM), loss_weight=r.LOSS_WEIGHT,
@@ -74,8 +73,7 @@ class RLERegressionHead(nn.Module):
 
     def losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         device = outputs["coords"].device
-        target = torch.stack([x["target"] for x in batched_inputs]).to(device)
-        weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
+        target, weight = stacked_targets(batched_inputs, device)
         return self._losses(outputs, target, weight)
 
     def _losses(self, outputs: Dict[str, torch.Tensor], target: torch.Tensor,
@@ -137,10 +135,7 @@ class RLEIntegralHead(RLERegressionHead):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        feature = cfg.MODEL.TOPDOWN.IN_FEATURES[0]
-        if feature not in input_shape:
-            raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES[0] {feature!r} (the heatmap feature of RLEIntegralHead) is "
-                             f"not a backbone output ({sorted(input_shape)})")
+        feature = topdown_in_feature(cfg, input_shape, 0, "the heatmap feature of RLEIntegralHead")
         ret.update(heatmap_channels=input_shape[feature].channels, heatmap_feature=feature,
                    heatmap_stride=input_shape[feature].stride,
                    heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT,

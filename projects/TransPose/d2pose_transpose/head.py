@@ -33,7 +33,8 @@ from detectron2.config import configurable
 from torch import nn
 
 from d2pose.data.codecs import build_codec, check_codec
-from d2pose.modeling.heads.build import TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg
+from d2pose.modeling.heads.build import (TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg, stacked_targets,
+                                         topdown_in_feature)
 from d2pose.modeling.losses import heatmap_mse_loss
 
 from .encoder import TokenPositionEmbedding, TransformerEncoder
@@ -117,9 +118,7 @@ class TransPoseHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape):
         t = cfg.MODEL.TRANSPOSE
-        feature = cfg.MODEL.TOPDOWN.IN_FEATURES[-1]
-        if feature not in input_shape:
-            raise ValueError(f"MODEL.TOPDOWN.IN_FEATURES[-1] {feature!r} is not a backbone output ({sorted(input_shape)})")
+        feature = topdown_in_feature(cfg, input_shape)
         return dict(
             in_channels=input_shape[feature].channels, in_feature=feature, in_stride=input_shape[feature].stride,
             num_keypoints=num_keypoints_from_cfg(cfg), codec=build_codec(cfg), d_model=t.D_MODEL, nhead=t.NHEAD,
@@ -165,8 +164,7 @@ class TransPoseHead(nn.Module):
 
     def losses(self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         device = outputs["heatmaps"].device
-        target = torch.stack([x["target"] for x in batched_inputs]).to(device)
-        weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
+        target, weight = stacked_targets(batched_inputs, device)
         return {"loss_heatmap": heatmap_mse_loss(outputs["heatmaps"], target, weight)}
 
     def predict(self, outputs: Dict[str, torch.Tensor]):
