@@ -68,6 +68,19 @@ def _add_models(cfg: CN) -> None:
     # top-down head (TOPDOWN_HEAD_REGISTRY) and the backbone features it reads
     cfg.MODEL.TOPDOWN.HEAD = "RLERegressionHead"
     cfg.MODEL.TOPDOWN.IN_FEATURES = ["res5"]
+    # the person detector of whole-image inference (d2pose.modeling.person_detector): any Detectron2
+    # detection config (a file or a model-zoo name, "" = none: crops from the boxes given with each
+    # input, else the whole image) and its weights (a file, URL or model-zoo name); the detector's
+    # class id of a person, the score threshold, an extra NMS over the person boxes (1.0 = only the
+    # detector's own) and the most people per image. Dataset evaluation crops TEST.PERSON_DETECTIONS
+    # when set, else the detector's boxes when a detector is set, else the ground-truth boxes
+    det = cfg.MODEL.TOPDOWN.DETECTOR = CN()
+    det.CONFIG_FILE = ""
+    det.WEIGHTS = ""
+    det.CLASS_INDEX = 0
+    det.SCORE_THRESH = 0.05
+    det.NMS_THRESH = 1.0
+    det.MAX_PEOPLE = 100
 
     # the RLE loss and its flow (d2pose.modeling.losses.RLELoss), shared by every regression head
     cfg.MODEL.RLE = CN()

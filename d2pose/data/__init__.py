@@ -14,6 +14,7 @@ crop pixel index u * stride, UDP at u * (W - 1) / (w - 1)); bottom-up grids put 
 """
 from . import datasets
 from .datasets import load_keypoint_json, register_all_keypoint_datasets, register_keypoint_dataset
+from .image_io import prepare_image, read_image
 from .metadata import BUILTIN_KEYPOINT_METADATA, KeypointMetadata, get_keypoint_metadata
 
 register_all_keypoint_datasets()

@@ -87,7 +87,8 @@ class TopDownDatasetMapper:
     Training output: {"image": (3, H, W) uint8 crop, "keypoints": (K, 3) crop coordinates + visibility,
     "target", "target_weight" (from the codec), "crop_matrix" (2, 3), "image_id"}.
     Test output: {"image": (R, 3, H, W) uint8 crops, "crop_matrices_inv" (R, 2, 3) crop -> image,
-    "boxes" (R, 4), "box_scores" (R,), "image_id", "height", "width"}.
+    "boxes" (R, 4), "box_scores" (R,), "image_id", "height", "width"}; with a person detector
+    (`whole_images`) the whole image {"image": (3, H, W) uint8, "image_id", "height", "width"}.
     """
 
     @configurable
@@ -108,6 +109,7 @@ class TopDownDatasetMapper:
         half_body_min_keypoints: int = 8,
         image_format: str = "BGR",
         use_detections: bool = False,
+        whole_images: bool = False,
         cache_images: bool = False,
     ):
         """
@@ -123,6 +125,8 @@ class TopDownDatasetMapper:
             image_format: Detectron2 image format.
             use_detections: test on `person_boxes` of the record (attach_person_detections) instead
                 of ground-truth boxes.
+            whole_images: test on whole images (the model's person detector, MODEL.TOPDOWN.DETECTOR,
+                finds the people); ignored when `use_detections`.
             cache_images: keep decoded images in memory (per data-loader worker): a top-down epoch
                 reads each image once per person, so small datasets train much faster; costs
                 H x W x 3 bytes per image.
@@ -142,6 +146,7 @@ class TopDownDatasetMapper:
         self.half_body_min_keypoints = half_body_min_keypoints
         self.image_format = image_format
         self.use_detections = use_detections
+        self.whole_images = whole_images and not use_detections
         self._cache = {} if cache_images else None
 
     @classmethod
@@ -160,7 +165,8 @@ class TopDownDatasetMapper:
             padding=t.PADDING, scale_factor=t.SCALE_FACTOR, rotation_factor=t.ROTATION_FACTOR,
             rotation_prob=t.ROTATION_PROB, flip_prob=t.FLIP_PROB, half_body_prob=t.HALF_BODY_PROB,
             half_body_min_keypoints=t.HALF_BODY_MIN_KEYPOINTS, image_format=cfg.INPUT.FORMAT,
-            use_detections=bool(cfg.TEST.PERSON_DETECTIONS), cache_images=t.CACHE_IMAGES,
+            use_detections=bool(cfg.TEST.PERSON_DETECTIONS),
+            whole_images=bool(cfg.MODEL.TOPDOWN.DETECTOR.CONFIG_FILE), cache_images=t.CACHE_IMAGES,
         )
 
     def _half_body_box(self, kps: np.ndarray, rng: np.random.Generator) -> Optional[List[float]]:
@@ -229,6 +235,10 @@ class TopDownDatasetMapper:
 
     def _test(self, record: Dict) -> Dict:
         image = self._read(record)
+        if self.whole_images:  # the model's person detector finds the people
+            return dict(image=torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                        image_id=record["image_id"], height=record.get("height", image.shape[0]),
+                        width=record.get("width", image.shape[1]), file_name=record["file_name"])
         if self.use_detections:
             if "person_boxes" not in record:
                 raise KeyError(

@@ -1,11 +1,21 @@
 """The top-down meta-architecture shared by every crop-based method (RLE, Poseur, TransPose).
 
 backbone -> head (TOPDOWN_HEAD_REGISTRY) -> codec: training on person crops made by
-`TopDownDatasetMapper`; inference on the person boxes of each image (ground truth, a detections file
-or the boxes given with the input), with flip test and OKS-NMS, returning Detectron2 `Instances`
-(`pred_keypoints` (R, K, 3) in image coordinates, `scores`, `pred_boxes`, head extras) per image.
-`DefaultPredictor` works too: an input {"image": (3, H, W)} is cropped here, around its
-"person_boxes" (R, 4 XYXY) or, without them, around the whole image.
+`TopDownDatasetMapper`; inference on the person boxes of each image, with flip test and OKS-NMS,
+returning Detectron2 `Instances` (`pred_keypoints` (R, K, 3) in image coordinates, `scores`,
+`pred_boxes`, head extras such as `pred_keypoint_sigmas`) per image.
+
+Inputs at inference, in Detectron2's list-of-dicts form:
+  * whole images {"image": (3, H, W) in INPUT.FORMAT, 0-255, optional "height", "width",
+    "person_boxes" (R, 4 XYXY), "person_scores" (R,)}: what `DefaultPredictor` and the demo give.
+    The people are the given "person_boxes" when present, else the person detector's
+    (MODEL.TOPDOWN.DETECTOR), else the whole image is one person. "height" / "width" are the
+    output frame, as in Detectron2: an image that was resized before the model (DefaultPredictor's
+    INPUT.MIN_SIZE_TEST; the top-down configs set 0, no resize) is cropped as given and its results
+    are scaled back to (height, width); given "person_boxes" are in that output frame too.
+  * crops made by `TopDownDatasetMapper` {"image": (R, 3, h, w), "crop_matrices_inv", "boxes",
+    "box_scores", "height", "width"} (dataset evaluation with ground-truth or file boxes).
+The crops of every image of the call go through the network as one batch.
 
 Shape shorthand: N images, R crops, K keypoints, H x W crop.
 """
@@ -25,6 +35,7 @@ from ..build import apply_memory_format, check_pipeline
 from ...data.transforms.affine import apply_affine, box_to_center_size, crop_affine, invert_affine, warp_image
 from ...evaluation.oks_nms import oks_nms, rescore_instances
 from ..heads.build import build_topdown_head
+from ..person_detector import build_person_detector
 
 __all__ = ["TopDownPoseEstimator"]
 
@@ -37,7 +48,7 @@ class TopDownPoseEstimator(nn.Module):
     def __init__(self, *, backbone: nn.Module, head: nn.Module, pixel_mean, pixel_std, input_size,
                  flip_indices=None, flip_test: bool = True, padding: float = 1.25, rescore: str = "box_x_mean",
                  oks_nms_thresh: float = 0.0, sigmas=None, input_format: str = "BGR",
-                 inference_dtype=None, channels_last: bool = False):
+                 inference_dtype=None, channels_last: bool = False, detector: nn.Module = None):
         """
         Args:
             backbone, head: modules; the head follows TOPDOWN_HEAD_REGISTRY's contract.
@@ -54,6 +65,8 @@ class TopDownPoseEstimator(nn.Module):
                 TEST.AUTOCAST_DTYPE through d2pose.engine.precision. Decoding stays in float32.
             channels_last: 4-D weights in channels-last layout (MODEL.CHANNELS_LAST), applied here so
                 that every builder (Detectron2's DefaultPredictor too) gets it.
+            detector: a `PersonDetector` for whole images without boxes (None: the whole image is
+                one person). Frozen; not part of the state_dict.
         """
         super().__init__()
         self.backbone = backbone
@@ -70,6 +83,28 @@ class TopDownPoseEstimator(nn.Module):
         self.input_format = input_format
         self.inference_dtype = inference_dtype
         apply_memory_format(self, channels_last)
+        self.person_detector = detector  # after the layout change: the detector keeps its own
+
+    # the person detector has its own weights (MODEL.TOPDOWN.DETECTOR.WEIGHTS): pose checkpoints
+    # neither hold nor need them
+    _DETECTOR_PREFIX = "person_detector."
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "") + self._DETECTOR_PREFIX
+        for key in [k for k in state if k.startswith(prefix)]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(self._DETECTOR_PREFIX)}
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(self._DETECTOR_PREFIX)]
+        result.missing_keys[:] = missing
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}: missing keys {missing}, "
+                               f"unexpected keys {result.unexpected_keys}")
+        return result
 
     @classmethod
     def from_config(cls, cfg):
@@ -92,6 +127,7 @@ class TopDownPoseEstimator(nn.Module):
             oks_nms_thresh=cfg.TEST.OKS_NMS_THRESH,
             sigmas=meta.get("keypoint_oks_sigmas") if meta is not None else None, input_format=cfg.INPUT.FORMAT,
             inference_dtype=inference_precision(cfg).dtype, channels_last=cfg.MODEL.CHANNELS_LAST,
+            detector=build_person_detector(cfg),
         )
 
     @property
@@ -120,22 +156,64 @@ class TopDownPoseEstimator(nn.Module):
         outputs = self.head(self.backbone(images))
         return self.head.losses(outputs, batched_inputs)
 
-    def _crop_inputs(self, x: Dict) -> Dict:
-        """Crops a full image input (DefaultPredictor) around its person boxes."""
+    def _check_image(self, x: Dict, i: int) -> torch.Tensor:
+        """The input's "image": (3, H, W) whole image or (R, 3, h, w) crops; a clear error otherwise."""
+        image = x.get("image") if isinstance(x, dict) else None
+        C = len(self.pixel_mean)
+        expected = (f"TopDownPoseEstimator input {i}: 'image' must be a (3, H, W) tensor in INPUT.FORMAT "
+                    f"{self.input_format!r}, values 0-255 (Detectron2's DefaultPredictor takes an (H, W, 3) array; "
+                    f"d2pose.data.prepare_image converts grayscale, alpha and other arrays)")
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"{expected}; got {type(image).__name__}")
+        if image.dim() not in (3, 4) or image.shape[-3] != C:
+            raise ValueError(f"{expected}; got shape {tuple(image.shape)}")
+        if image.dim() == 3 and (image.shape[1] == 0 or image.shape[2] == 0):
+            raise ValueError(f"TopDownPoseEstimator input {i}: the image is empty ({image.shape[1]} x {image.shape[2]})")
+        return image
+
+    def _crop_inputs(self, x: Dict, boxes, scores) -> Dict:
+        """Crops a whole image (3, H, W) around `boxes` (R, 4 XYXY in the image's frame); the inverse
+        crop matrices map to the output frame (height, width)."""
         image = x["image"].permute(1, 2, 0).cpu().numpy()
         H, W = image.shape[:2]
-        boxes = np.asarray(x.get("person_boxes", [[0.0, 0.0, W, H]]), dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(x.get("person_scores", np.ones(len(boxes))), dtype=np.float64)
+        out_h, out_w = int(x.get("height", H)), int(x.get("width", W))
+        sx, sy = W / out_w, H / out_h  # output frame -> image frame
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         w, h = self.input_size
         crops, inv = np.zeros((len(boxes), h, w, image.shape[2]), image.dtype), np.zeros((len(boxes), 2, 3))
         for i, box in enumerate(boxes):
             center, size = box_to_center_size(box, w / h, self.padding)
             M = crop_affine(center, size, self.input_size)
             crops[i] = warp_image(image, M, self.input_size).reshape(h, w, -1)
-            inv[i] = invert_affine(M)
+            inv[i] = invert_affine(M) / np.array([[sx], [sy]])  # crop -> image -> output frame
+        out_boxes = boxes / np.array([sx, sy, sx, sy])
         return dict(x, image=torch.as_tensor(crops).permute(0, 3, 1, 2), crop_matrices_inv=torch.as_tensor(inv),
-                    boxes=torch.as_tensor(boxes), box_scores=torch.as_tensor(scores),
-                    height=x.get("height", H), width=x.get("width", W))
+                    boxes=torch.as_tensor(out_boxes), box_scores=torch.as_tensor(np.asarray(scores, np.float64)),
+                    height=out_h, width=out_w)
+
+    def _person_boxes(self, inputs: List[Dict]) -> List:
+        """(boxes (R, 4) in each whole image's own frame, scores (R,)) per whole-image input: given
+        "person_boxes" (output frame, scaled here), else the detector's, else the whole image."""
+        found = [None] * len(inputs)
+        to_detect = []
+        for i, x in enumerate(inputs):
+            H, W = x["image"].shape[-2:]
+            if "person_boxes" in x:
+                b = np.asarray(x["person_boxes"], dtype=np.float64).reshape(-1, 4)
+                s = np.asarray(x.get("person_scores", np.ones(len(b))), dtype=np.float64).reshape(-1)
+                if len(s) != len(b):
+                    raise ValueError(f"TopDownPoseEstimator input {i}: {len(b)} person_boxes but {len(s)} person_scores")
+                sx, sy = W / int(x.get("width", W)), H / int(x.get("height", H))
+                found[i] = (b * np.array([sx, sy, sx, sy]), s)
+            elif self.person_detector is not None:
+                to_detect.append(i)
+            else:
+                found[i] = (np.array([[0.0, 0.0, W, H]]), np.ones(1))
+        if to_detect:
+            detected = self.person_detector([inputs[i]["image"] for i in to_detect], self.input_format)
+            for i, (b, s) in zip(to_detect, detected):
+                found[i] = (b.double().numpy(), s.double().numpy())
+        return found
 
     def _predict_crops(self, crops: torch.Tensor):
         images = self._normalize(crops)
@@ -148,7 +226,11 @@ class TopDownPoseEstimator(nn.Module):
         return self.head.predict(outputs)
 
     def inference(self, batched_inputs: List[Dict]) -> List[Dict]:
-        inputs = [self._crop_inputs(x) if x["image"].dim() == 3 else x for x in batched_inputs]
+        images = [self._check_image(x, i) for i, x in enumerate(batched_inputs)]
+        whole = [i for i, image in enumerate(images) if image.dim() == 3]
+        inputs = list(batched_inputs)
+        for i, (boxes, scores) in zip(whole, self._person_boxes([batched_inputs[i] for i in whole])):
+            inputs[i] = self._crop_inputs(batched_inputs[i], boxes, scores)
         counts = [len(x["image"]) for x in inputs]
         crops = torch.cat([x["image"] for x in inputs]) if inputs else torch.zeros(0)
         if crops.shape[0] > 0:
