@@ -14,8 +14,8 @@ test: setup  ## the whole suite, slow tests included
 test-fast: setup  ## everything but the slow tests
 	$(PY) -m pytest $(PYTEST) -m "not slow" tests
 
-demo: setup  ## the main job: train + evaluate the synthetic Poseur model on the CPU, draw predictions
-	$(PY) tools/demo.py --output-dir output/demo-$$(date +%Y%m%d-%H%M%S)
+demo: setup  ## the main job: train + evaluate the synthetic Poseur model on the CPU, draw predictions, then run it on whole images with a synthetic person detector
+	$(PY) tools/train_demo.py --output-dir output/demo-$$(date +%Y%m%d-%H%M%S)
 
 benchmark: setup  ## operator benchmark (reference vs compiled kernels), then Poseur R-50 vs its backbone
 	$(PY) tools/benchmark_ops.py

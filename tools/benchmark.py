@@ -19,10 +19,20 @@ The precision is the config's TEST.AUTOCAST_DTYPE (d2pose.engine.precision; "" =
 bfloat16 where the CPU runs it natively), or --precision. The header names the CPU, its capability,
 the threads, the precision and the measured conv / matmul peaks in that precision.
 
+With --onnx, the crop model is also exported to a temporary ONNX file (d2pose.export.export_onnx,
+flip test in the graph) and onnxruntime (CPUExecutionProvider, --threads intra-op threads) is timed
+against eager PyTorch (the model's `_predict_crops`, its compiled deformable-attention kernels where
+built) on the same uint8 crops, both in float32 with the flip test, at each of --onnx-batches
+(default 1 and 32), interleaved round by round, fastest of --onnx-repeats rounds; a table of
+batch, PyTorch ms, onnxruntime ms and their ratio follows, headed by the CPU and its capability.
+
     python tools/benchmark.py [--config-file configs/Poseur/poseur_R_50_256x192_coco.yaml]
-        [--batch 1] [--threads 2] [--repeats 20] [--precision auto|float32|bfloat16] [opts ...]
+        [--batch 1] [--threads 2] [--repeats 20] [--precision auto|float32|bfloat16]
+        [--onnx [--onnx-batches 1 32] [--onnx-repeats 5]] [opts ...]
 """
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -33,7 +43,39 @@ from d2pose.config import get_d2pose_cfg
 from d2pose.engine.precision import autocast_context, inference_precision
 from d2pose.modeling import build_model
 from d2pose.modeling.complexity import topdown_complexity
-from d2pose.utils.machine import describe_machine, measure_peaks
+from d2pose.utils.machine import cpu_capability, cpu_model, describe_machine, measure_peaks
+
+
+def onnx_vs_torch(model, batches, threads: int, repeats: int):
+    """{batch: (PyTorch s, onnxruntime s)}: the fastest of `repeats` interleaved rounds of the model's
+    flip-tested float32 crop inference, eager vs its ONNX export run by onnxruntime on the CPU."""
+    from d2pose.export import export_onnx, onnx_session, run_onnx
+
+    w, h = model.input_size
+    crops = {b: torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8) for b in batches}
+    arrays = {b: c.numpy() for b, c in crops.items()}
+    saved = model.flip_test, model.inference_dtype
+    model.flip_test, model.inference_dtype = True, None  # float32, flip test: what the graph holds
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "model.onnx")
+            export_onnx(model, path, flip_test=True)
+            session = onnx_session(path, intra_op_num_threads=threads)
+            times = {b: ([], []) for b in batches}
+            with torch.no_grad():
+                for b in batches:  # warm-up
+                    model._predict_crops(crops[b])
+                    run_onnx(session, arrays[b])
+                runners = (lambda b: model._predict_crops(crops[b]), lambda b: run_onnx(session, arrays[b]))
+                for r in range(repeats):
+                    for b in batches:
+                        for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # alternate which runs first
+                            t0 = time.perf_counter()
+                            runners[i](b)
+                            times[b][i].append(time.perf_counter() - t0)
+    finally:
+        model.flip_test, model.inference_dtype = saved
+    return {b: (min(t), min(o)) for b, (t, o) in times.items()}
 
 
 def main(argv=None):
@@ -43,6 +85,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--precision", default=None, help="sets TEST.AUTOCAST_DTYPE (default: the config's)")
+    p.add_argument("--onnx", action="store_true", help="also time onnxruntime on the ONNX export vs eager PyTorch")
+    p.add_argument("--onnx-batches", type=int, nargs="+", default=[1, 32], help="crop batches of --onnx")
+    p.add_argument("--onnx-repeats", type=int, default=5, help="interleaved rounds of --onnx")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -63,7 +108,8 @@ def main(argv=None):
     w, h = cfg.INPUT.TOPDOWN.INPUT_SIZE
     crops = torch.randint(0, 256, (args.batch, 3, h, w), dtype=torch.uint8)
     image = torch.randint(0, 256, (3, 2 * h, 2 * w), dtype=torch.uint8)
-    full = [{"image": image, "person_boxes": np.array([[w / 2, h / 2, 1.5 * w, 1.5 * h]])}]
+    box = np.array([[w / 2, h / 2, 1.5 * w, 1.5 * h]])
+    full = [{"image": image, "person_boxes": box}]
     images = model._normalize(crops)
 
     def backbone():
@@ -81,13 +127,13 @@ def main(argv=None):
         model(full)
 
     # the two parts outside the network, timed on their own
-    cropped = model._crop_inputs(full[0])
+    cropped = model._crop_inputs(full[0], box, np.ones(1))
     model.flip_test = True
     with torch.no_grad():
         decoded = model._predict_crops(cropped["image"])
 
     def crop_and_warp():
-        model._crop_inputs(full[0])
+        model._crop_inputs(full[0], box, np.ones(1))
 
     def decode_and_pack():
         model._to_instances(cropped, *decoded, slice(0, 1), 1)
@@ -122,6 +168,18 @@ def main(argv=None):
           f"model at batch {args.batch}: {rate:.0f} GFLOP/s = {100 * rate / peaks['conv_gflops']:.0f}% of the measured "
           f"conv peak, {100 * rate / peaks['matmul_gflops']:.0f}% of the matmul peak")
     best["outside_fraction"] = share
+    if args.onnx:
+        import onnxruntime
+
+        onnx_times = onnx_vs_torch(model, args.onnx_batches, args.threads, args.onnx_repeats)
+        print(f"ONNX (onnxruntime {onnxruntime.__version__}, CPUExecutionProvider) vs eager PyTorch "
+              f"{torch.__version__}: {cpu_model()} | capability {cpu_capability()} | {args.threads} threads | "
+              f"float32, flip test, {w}x{h} uint8 crops, fastest of {args.onnx_repeats} interleaved rounds")
+        print(f"{'batch':>5s} {'torch ms':>10s} {'onnxruntime ms':>15s} {'ratio':>7s}")
+        for b, (t, o) in onnx_times.items():
+            print(f"{b:5d} {t * 1e3:10.2f} {o * 1e3:15.2f} {o / t:7.3f}")
+        print("ratio = onnxruntime / torch (< 1: onnxruntime is faster)")
+        best["onnx"] = onnx_times
     return best
 
 

@@ -4,7 +4,8 @@ Any Detectron2 detection model finds the people that a crop-based pose model (RL
 TransPose) then crops: its config is a file path or a model-zoo name such as
 ``COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml`` (resolved through ``detectron2.model_zoo``), its
 weights a file path, a ``detectron2://`` / ``https://`` URL or a model-zoo name (its trained
-checkpoint). The pose config chooses which class is a person (``CLASS_INDEX``, 0 for COCO
+checkpoint); d2pose's own detector configs resolve by name too (``Detectors/synthetic_person_faster_rcnn.yaml``).
+The pose config chooses which class is a person (``CLASS_INDEX``, 0 for COCO
 detectors), the score threshold, an extra NMS over the person boxes and the most people per image.
 
 The detector keeps its own input conventions (``INPUT.FORMAT``, ``MIN_SIZE_TEST`` /
@@ -31,9 +32,16 @@ _KEY = "MODEL.TOPDOWN.DETECTOR"
 
 
 def resolve_detector_config(name: str) -> str:
-    """A detector config: an existing file, or a Detectron2 model-zoo name (its config file)."""
+    """A detector config: an existing file, a d2pose config name (d2pose.model_zoo) or a Detectron2
+    model-zoo name (its config file)."""
     if os.path.isfile(name):
         return name
+    from .. import model_zoo as d2pose_zoo
+
+    try:  # d2pose's own configs, e.g. "Detectors/synthetic_person_faster_rcnn.yaml"
+        return d2pose_zoo.get_config_file(name)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError):
+        pass
     from detectron2 import model_zoo
 
     try:

@@ -8,7 +8,9 @@ them over time by tracking-by-detection, giving each person a stable integer id:
 
        OKS = mean_k exp(-d_k^2 / (2 s^2 (2 sigma_k)^2)),
 
-   between the detection's keypoints and the track's last keypoints, where d_k is the distance of the
+   between the detection's keypoints and the track's keypoints predicted for this frame (its last
+   ones moved by its velocity, the running mean of its box centre's motion per frame; `motion`),
+   where d_k is the distance of the
    k-th keypoints, s^2 the area of the track's last box and sigma_k the per-keypoint OKS sigma. Only
    keypoints whose score exceeds `min_keypoint_score` in both poses take part; when no keypoint does,
    the box IoU stands in for the OKS (`use_iou_fallback`), otherwise the pair gets similarity 0.
@@ -33,8 +35,9 @@ fast motion). Keypoint scores are not smoothed. Matching always uses the raw (un
 
 Usage::
 
-    from d2pose.data.metadata import ...   # or any (K,) sequence of OKS sigmas
-    tracker = PoseTracker(sigmas=COCO_SIGMAS, smoothing={"min_cutoff": 1.0, "beta": 0.01}, fps=30)
+    from d2pose.data.metadata import COCO_PERSON    # or any (K,) sequence of OKS sigmas
+
+    tracker = PoseTracker(sigmas=COCO_PERSON.sigmas, smoothing={"min_cutoff": 1.0, "beta": 0.01}, fps=30)
     for frame in video:
         kps, boxes, scores = estimate(frame)       # (R, K, 3), (R, 4) XYXY, (R,)
         ids, kps = tracker.update(kps, boxes, scores)
@@ -235,7 +238,7 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class _Track:
     """One tracked person: its id, last raw keypoints and box, missed-frame count and filter."""
 
-    __slots__ = ("id", "keypoints", "box", "missed", "filter")
+    __slots__ = ("id", "keypoints", "box", "missed", "filter", "velocity")
 
     def __init__(self, track_id: int, keypoints: np.ndarray, box: np.ndarray,
                  filt: Optional[OneEuroFilter]):
@@ -244,6 +247,21 @@ class _Track:
         self.box = box
         self.missed = 0
         self.filter = filt
+        self.velocity = np.zeros(2)  # image-plane motion per frame (pixels), of the box centre
+
+    def update(self, keypoints: np.ndarray, box: np.ndarray, momentum: float) -> None:
+        """Takes a matched detection; the velocity follows the box centre's motion per frame."""
+        frames = self.missed + 1
+        step = (0.5 * (box[:2] + box[2:]) - 0.5 * (self.box[:2] + self.box[2:])) / frames
+        self.velocity = momentum * self.velocity + (1.0 - momentum) * step
+        self.keypoints, self.box, self.missed = keypoints, box, 0
+
+    def predicted(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Keypoints and box moved by the velocity to the next frame (missed frames included)."""
+        shift = self.velocity * (self.missed + 1)
+        kps = self.keypoints.copy()
+        kps[:, :2] += shift
+        return kps, self.box + np.concatenate([shift, shift])
 
 
 _SMOOTHING_KEYS = ("min_cutoff", "beta", "d_cutoff")
@@ -263,6 +281,10 @@ class PoseTracker:
         smoothing: None (no smoothing) or a dict of `OneEuroFilter` arguments (keys among
             min_cutoff, beta, d_cutoff) for a filter per track on its keypoint coordinates.
         fps: frame rate, giving the time t = frame_index / fps of frames updated without `t`.
+        motion: compare detections with each track's pose moved by its velocity (the box centre's
+            motion per frame, averaged with `momentum`), not its last pose: fast people stay
+            close to their own prediction rather than to a neighbour's last pose.
+        momentum: weight of the previous velocity in its running average (0: last step only).
     """
 
     def __init__(
@@ -274,6 +296,8 @@ class PoseTracker:
         use_iou_fallback: bool = True,
         smoothing: Optional[dict] = None,
         fps: float = 30.0,
+        motion: bool = True,
+        momentum: float = 0.5,
     ):
         sig = np.asarray(sigmas, dtype=np.float64)
         if sig.ndim != 1 or sig.shape[0] == 0 or not np.all(np.isfinite(sig)) or np.any(sig <= 0):
@@ -300,6 +324,10 @@ class PoseTracker:
         self.min_keypoint_score = float(min_keypoint_score)
         self.use_iou_fallback = bool(use_iou_fallback)
         self.fps = float(fps)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.motion = bool(motion)
+        self.momentum = float(momentum)
         self.reset()
 
     def reset(self) -> None:
@@ -348,8 +376,13 @@ class PoseTracker:
 
     def _similarity(self, kps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """(R, T) similarity between the detections and the live tracks."""
-        t_kps = np.stack([tr.keypoints for tr in self._tracks])
-        t_boxes = np.stack([tr.box for tr in self._tracks])
+        if self.motion:
+            predicted = [tr.predicted() for tr in self._tracks]
+            t_kps = np.stack([k for k, _ in predicted])
+            t_boxes = np.stack([b for _, b in predicted])
+        else:
+            t_kps = np.stack([tr.keypoints for tr in self._tracks])
+            t_boxes = np.stack([tr.box for tr in self._tracks])
         sim, counts = _oks_and_counts(kps, t_kps, _box_areas(t_boxes), self.sigmas, self.min_keypoint_score)
         if self.use_iou_fallback and np.any(counts == 0):
             sim = np.where(counts > 0, sim, box_iou_matrix(boxes, t_boxes))
@@ -407,7 +440,7 @@ class PoseTracker:
                 self._next_id += 1
                 new_tracks.append(track)
             else:
-                track.keypoints, track.box, track.missed = kps[d], box[d], 0
+                track.update(kps[d], box[d], self.momentum)
             ids[d] = track.id
             if track.filter is not None:
                 out[d, :, :2] = track.filter(kps[d, :, :2], t)

@@ -36,7 +36,7 @@ def test_measure_step_time_runs_real_steps():
 
 
 def test_demo_sizes_its_schedule_to_the_budget(monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "demo.py"))
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "train_demo.py"))
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     slow = timing.StepTiming(seconds_per_iter=1.5, precision="float32", steps=8, setup_seconds=1.0)

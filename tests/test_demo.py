@@ -1,0 +1,154 @@
+"""The inference demo (tools/demo.py): images (real, synthetic, a corrupt one), a synthetic video
+with tracked ids, json output, refusals to overwrite."""
+import importlib.util
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml")
+DETECTOR = os.path.join(ROOT, "configs/Detectors/synthetic_person_faster_rcnn.yaml")
+
+
+def _demo():
+    spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(ROOT, "tools", "demo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_images_json_and_corrupt_file(tmp_path, shared_data):
+    demo = _demo()
+    real = sorted(os.path.join(shared_data, "coco/images", f) for f in os.listdir(os.path.join(shared_data, "coco/images")))[:2]
+    synthetic = tmp_path / "in" / "synthetic.png"
+    synthetic.parent.mkdir()
+    image = np.full((120, 90, 4), 80, np.uint8)  # with an alpha channel
+    cv2.circle(image, (45, 40), 12, (200, 180, 160, 255), -1)
+    cv2.imwrite(str(synthetic), image)
+    gray = tmp_path / "in" / "gray.jpg"
+    cv2.imwrite(str(gray), np.full((50, 40), 128, np.uint8))
+    broken = tmp_path / "in" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "out"
+    args = ["--config-file", CONFIG, "--input", *real, str(tmp_path / "in" / "*"), "--output", str(out),
+            "--json", str(tmp_path / "preds.json"), "--confidence-threshold", "0", "--opts",
+            "MODEL.TOPDOWN.DETECTOR.CONFIG_FILE", DETECTOR, "MODEL.TOPDOWN.DETECTOR.SCORE_THRESH", "0.0",
+            "MODEL.TOPDOWN.DETECTOR.MAX_PEOPLE", "3", "TEST.AUTOCAST_DTYPE", "float32"]
+    summary = demo.main(args)
+    assert [os.path.basename(p) for p, _ in summary["failures"]] == ["broken.jpg"]
+    assert "cannot be read" in summary["failures"][0][1]
+    names = sorted(os.listdir(out))
+    assert len(names) == 4 and "synthetic.jpg" in names and "gray.jpg" in names
+    drawn = cv2.imread(str(out / "synthetic.jpg"))
+    assert drawn.shape == (120, 90, 3)
+    preds = json.load(open(tmp_path / "preds.json"))
+    assert preds and all(len(p["keypoints"]) == 51 and len(p["bbox"]) == 4 and "file_name" in p for p in preds)
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        demo.main(args)  # the json is not replaced silently
+    # the process exit status says some input failed
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools/demo.py"), "--config-file", CONFIG, "--input",
+                        str(broken), "--output", str(tmp_path / "o2")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "broken.jpg" in r.stderr + r.stdout
+
+
+def _figure(frame, center, scale):
+    """A stick figure: 17 COCO keypoints around `center` (x, y)."""
+    offsets = np.array([[0, -40], [-4, -44], [4, -44], [-8, -42], [8, -42], [-14, -25], [14, -25], [-20, -8],
+                        [20, -8], [-22, 8], [22, 8], [-9, 12], [9, 12], [-10, 38], [10, 38], [-11, 62], [11, 62]],
+                       np.float64)
+    return np.asarray(center, np.float64) + offsets * scale
+
+
+def _video(path, people, frames=40, size=(320, 240)):
+    W, H = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (W, H))
+    truth = []
+    for t in range(frames):
+        image = np.full((H, W, 3), 60, np.uint8)
+        poses = []
+        for start, velocity, color in people:
+            kps = _figure(None, np.asarray(start) + t * np.asarray(velocity), 1.0)
+            for a, b in ((5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 13), (13, 15), (12, 14), (14, 16)):
+                cv2.line(image, tuple(int(v) for v in kps[a]), tuple(int(v) for v in kps[b]), color, 3)
+            cv2.circle(image, tuple(int(v) for v in kps[0]), 8, color, -1)
+            poses.append(kps)
+        writer.write(image)
+        truth.append(poses)
+    writer.release()
+    return truth
+
+
+def test_video_tracks_without_identity_switch(tmp_path, monkeypatch):
+    """A synthetic video of three people, two of them crossing (7 px apart vertically when they pass,
+    their boxes overlapping by 80%): the demo's tracker keeps each one's id
+    (the predictor is replaced by one returning the true poses, shuffled and noisy, so that the test
+    judges the tracking, not an untrained model)."""
+    demo = _demo()
+    people = [((40, 75), (6, 0.5), (0, 0, 255)), ((280, 92), (-6, 0.0), (0, 255, 0)), ((150, 170), (0.5, -0.5), (255, 0, 0))]
+    truth = _video(tmp_path / "walk.mp4", people)
+    from detectron2.engine import DefaultPredictor
+    from detectron2.structures import Boxes, Instances
+
+    rng = np.random.default_rng(0)
+    state, orders = {"frame": 0}, []
+
+    def fake_call(self, image):
+        poses = truth[state["frame"]]
+        state["frame"] += 1
+        order = rng.permutation(len(poses))
+        kps = np.stack([poses[i] for i in order]) + rng.normal(0, 1.0, (len(poses), 17, 2))
+        inst = Instances(image.shape[:2])
+        inst.pred_keypoints = torch.as_tensor(np.concatenate([kps, np.ones((len(poses), 17, 1))], -1), dtype=torch.float32)
+        lo, hi = kps.min(1), kps.max(1)
+        inst.pred_boxes = Boxes(torch.as_tensor(np.concatenate([lo, hi], -1), dtype=torch.float32))
+        inst.scores = torch.ones(len(poses))
+        orders.append(order)
+        return {"instances": inst}
+
+    monkeypatch.setattr(DefaultPredictor, "__call__", fake_call)
+    summary = demo.main(["--config-file", CONFIG, "--video-input", str(tmp_path / "walk.mp4"), "--output",
+                         str(tmp_path / "out"), "--json", str(tmp_path / "video.json"), "--smooth"])
+    assert not summary["failures"] and os.path.exists(tmp_path / "out" / "walk.mp4")
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "walk.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+    preds = json.load(open(tmp_path / "video.json"))
+    assert len(preds) == 3 * 40 and {p["frame"] for p in preds} == set(range(40))
+    # the json lists each frame's people in the predictor's order, which the fake predictor recorded
+    ids_of = {}
+    for p, person in zip(preds, np.concatenate(orders)):
+        ids_of.setdefault(int(person), set()).add(p["track_id"])
+    assert all(len(ids) == 1 for ids in ids_of.values()), ids_of
+    assert len(set().union(*ids_of.values())) == 3
+
+
+def test_video_with_model_and_missing_file(tmp_path):
+    demo = _demo()
+    people = [((100, 80), (2, 0), (0, 0, 255))]
+    _video(tmp_path / "short.mp4", people, frames=4)
+    summary = demo.main(["--config-file", CONFIG, "--video-input", str(tmp_path / "short.mp4"), "--output",
+                         str(tmp_path / "out"), "--json", str(tmp_path / "v.json"), "--confidence-threshold", "0",
+                         "--opts", "TEST.AUTOCAST_DTYPE", "float32"])
+    preds = json.load(open(tmp_path / "v.json"))
+    assert not summary["failures"] and len(preds) == 4 and {p["track_id"] for p in preds} == {0}
+    summary = demo.main(["--config-file", CONFIG, "--video-input", str(tmp_path / "none.mp4"), "--output",
+                         str(tmp_path / "out")])
+    assert summary["failures"] and "no such file" in summary["failures"][0][1]
+
+
+def test_keypoint_rcnn_config_through_demo(tmp_path, shared_data):
+    """Keypoint R-CNN heads find people themselves: same demo, same outputs."""
+    demo = _demo()
+    image = sorted(os.path.join(shared_data, "coco/images", f) for f in os.listdir(os.path.join(shared_data, "coco/images")))[0]
+    summary = demo.main(["--config-file", os.path.join(ROOT, "configs/RLE/synthetic_rle_rcnn.yaml"), "--input", image,
+                         "--output", str(tmp_path / "out"), "--json", str(tmp_path / "r.json"),
+                         "--confidence-threshold", "0", "--opts", "SOLVER.AUTOCAST_DTYPE", "float32"])
+    assert not summary["failures"] and len(summary["written"]) == 1
+    preds = json.load(open(tmp_path / "r.json"))
+    assert all(len(p["keypoints"]) == 51 and len(p["bbox"]) == 4 for p in preds)
