@@ -156,10 +156,10 @@ def person_detector(args) -> str:
     probe = get_d2pose_cfg()
     probe.merge_from_file(config)
     timing = measure_step_time(probe, steps=4, warmup=2)
-    iters = fit_schedule(timing.seconds_per_iter, args.detector_budget * 60.0, 1300, min_iters=20)
+    iters = fit_schedule(timing.seconds_per_iter, args.detector_budget * 60.0, 1100, min_iters=20)
     print(f"[demo] training the synthetic person detector for {iters} iterations ({timing.seconds_per_iter:.2f} s/it "
           f"in {timing.precision} on this CPU, {cpu_capability()}; {args.detector_budget:g} min budget; the full "
-          f"recipe is 1300 iterations) into {args.detector_cache}", flush=True)
+          f"recipe is 1100 iterations) into {args.detector_cache}", flush=True)
     opts = ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},{int(iters * 0.95)})",
             "SOLVER.WARMUP_ITERS", str(min(100, iters // 4)), "SOLVER.CHECKPOINT_PERIOD", str(iters),
             "OUTPUT_DIR", args.detector_cache]

@@ -289,6 +289,11 @@ def test_detector_configs_are_scored_on_boxes_too(datasets, tmp_path):
     cfg = get_d2pose_cfg()
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     name = datasets["coco"]
+    # a person detector (no keypoint head; PoseRCNN too): boxes only
+    for arch in ("GeneralizedRCNN", "PoseRCNN"):
+        cfg.MODEL.META_ARCHITECTURE = arch
+        assert [type(e) for e in build_evaluator(cfg, name, str(tmp_path))._evaluators] == [COCOEvaluator]
+    cfg.MODEL.KEYPOINT_ON = True
     ev = build_evaluator(cfg, name, str(tmp_path))
     assert [type(e) for e in ev._evaluators] == [KeypointEvaluator, COCOEvaluator]
     pairs = []
