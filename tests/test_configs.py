@@ -107,6 +107,12 @@ def test_config_trains_one_step_and_infers_at_a_tiny_size(path):
     with torch.no_grad():
         found, empty = model([with_people, without])
     inst = found["instances"]
+    if cfg.MODEL.META_ARCHITECTURE != "TopDownPoseEstimator" and not cfg.MODEL.KEYPOINT_ON:
+        # a person detector (configs/Detectors): boxes and scores, no keypoints
+        assert inst.pred_boxes.tensor.shape[1:] == (4,) and torch.isfinite(inst.pred_boxes.tensor).all()
+        assert (inst.pred_classes == 0).all() and not inst.has("pred_keypoints")
+        assert len(empty["instances"].pred_boxes) <= cfg.TEST.DETECTIONS_PER_IMAGE
+        return
     assert inst.pred_keypoints.shape[1:] == (K, 3) and torch.isfinite(inst.pred_keypoints).all()
     if cfg.MODEL.META_ARCHITECTURE == "TopDownPoseEstimator":
         assert len(inst) == 1 and len(empty["instances"]) == 0
