@@ -27,3 +27,25 @@ def parity_data():
     if not os.path.isdir(PARITY_DATA):
         pytest.skip(f"parity fixtures not found at {PARITY_DATA}")
     return PARITY_DATA
+
+
+def load_tool(name: str):
+    """A script of tools/ (tools/<name>.py) imported as a module, for tests that call its main()."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(root, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny tensors (with the CPU busy, two threads make every
+    small op wait at an OpenMP barrier, ~100x the ops' own compute); restored afterwards. Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

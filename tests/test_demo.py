@@ -1,6 +1,5 @@
 """The inference demo (tools/demo.py): images (real, synthetic, a corrupt one), a synthetic video
 with tracked ids, json output, refusals to overwrite."""
-import importlib.util
 import json
 import os
 
@@ -9,16 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import load_tool
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml")
 DETECTOR = os.path.join(ROOT, "configs/Detectors/synthetic_person_faster_rcnn.yaml")
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(ROOT, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("demo")
 
 
 def test_images_json_and_corrupt_file(tmp_path, shared_data):

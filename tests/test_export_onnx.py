@@ -1,7 +1,6 @@
 """ONNX export of the crop-based pose models (d2pose.export, tools/export_onnx.py): onnxruntime
 against the PyTorch model on uint8 crops of another batch size than the export's (the dynamic
 axis), flip test inside the graph, and the models that are refused."""
-import importlib.util
 import logging
 import os
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import load_tool
 from d2pose.config import get_d2pose_cfg
 from d2pose.export import (BATCH_AXIS, INPUT_NAME, CropPoseModel, check_exportable_config, export_onnx,
                            max_relative_errors, reference_deformable_attention, run_onnx)
@@ -30,12 +30,7 @@ EXTRAS = {"rle": ["pred_keypoint_sigmas"], "poseur": ["pred_keypoint_sigmas"], "
 TOL = 1e-4  # max |onnxruntime - PyTorch| / the output's largest magnitude
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(config, opts=()):
@@ -144,10 +139,7 @@ def test_keypoint_rcnn_is_refused(tmp_path):
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("export_onnx_tool", os.path.join(ROOT, "tools", "export_onnx.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("export_onnx")
 
 
 def test_tool_exports_checks_and_refuses_to_overwrite(tmp_path, capsys):

@@ -1,17 +1,15 @@
 """Tests of the command-line tools."""
-import importlib.util
 import os
 
 import pytest
+
+from tests.conftest import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(name)
 
 
 def test_visualize_data(shared_data, tmp_path):

@@ -23,7 +23,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 
 from .codecs import build_codec
-from .transforms.affine import apply_affine, box_to_center_size, crop_affine, invert_affine, warp_image
+from .transforms.affine import apply_affine, box_to_center_size, crop_affine, crop_boxes, warp_image
 
 __all__ = ["person_instances", "attach_person_detections", "TopDownDatasetMapper"]
 
@@ -250,14 +250,8 @@ class TopDownDatasetMapper:
             anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
             boxes = np.array([_box_xyxy(a) for a in anns], dtype=np.float64).reshape(-1, 4)
             scores = np.ones(len(boxes))
-        W, H = self.input_size
-        crops = np.zeros((len(boxes), 3, H, W), dtype=np.uint8)
-        inv = np.zeros((len(boxes), 2, 3), dtype=np.float64)
-        for i, box in enumerate(boxes):
-            center, size = box_to_center_size(box, self.aspect_ratio, self.padding)
-            M = crop_affine(center, size, self.input_size)
-            crops[i] = warp_image(image, M, self.input_size).transpose(2, 0, 1)
-            inv[i] = invert_affine(M)
+        crops, inv = crop_boxes(image, boxes, self.input_size, self.padding)
+        crops = np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
         return dict(
             image=torch.as_tensor(crops),
             crop_matrices_inv=torch.as_tensor(inv),

@@ -19,6 +19,7 @@ __all__ = [
     "invert_affine",
     "apply_affine",
     "warp_image",
+    "crop_boxes",
     "flip_points",
 ]
 
@@ -92,6 +93,24 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, output_size: Sequence[int]
         image, m_idx, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=border_value,
     )
+
+
+def crop_boxes(image: np.ndarray, boxes: np.ndarray, output_size: Sequence[int],
+               padding: float = 1.25) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-down test crops: each box (R, 4 XYXY) enlarged by `padding` to the crop's aspect ratio and
+    warped out of the H x W x C `image` at `output_size` (W, H). Returns crops (R, h, w, C) of the
+    image's dtype and the inverse matrices (R, 2, 3) crop -> image."""
+    w, h = int(output_size[0]), int(output_size[1])
+    image = np.ascontiguousarray(image)  # one copy, not one per box inside OpenCV
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    crops = np.zeros((len(boxes), h, w, image.shape[2]), image.dtype)
+    inv = np.zeros((len(boxes), 2, 3), dtype=np.float64)
+    for i, box in enumerate(boxes):
+        center, size = box_to_center_size(box, w / h, padding)
+        M = crop_affine(center, size, (w, h))
+        crops[i] = warp_image(image, M, (w, h)).reshape(h, w, -1)
+        inv[i] = invert_affine(M)
+    return crops, inv
 
 
 def flip_points(points: np.ndarray, flip_indices: Sequence[int], width: float) -> np.ndarray:

@@ -32,7 +32,7 @@ from torch import nn
 
 from ...engine.precision import autocast_context, inference_precision
 from ..build import apply_memory_format, check_pipeline
-from ...data.transforms.affine import apply_affine, box_to_center_size, crop_affine, invert_affine, warp_image
+from ...data.transforms.affine import apply_affine, crop_boxes
 from ...evaluation.oks_nms import oks_nms, rescore_instances
 from ..heads.build import build_topdown_head
 from ..person_detector import build_person_detector
@@ -83,7 +83,7 @@ class TopDownPoseEstimator(nn.Module):
         self.input_format = input_format
         self.inference_dtype = inference_dtype
         apply_memory_format(self, channels_last)
-        self.person_detector = detector  # after the layout change: the detector keeps its own
+        self.person_detector = detector  # assigned after apply_memory_format: the detector keeps its own layout
 
     # the person detector has its own weights (MODEL.TOPDOWN.DETECTOR.WEIGHTS): pose checkpoints
     # neither hold nor need them
@@ -179,13 +179,8 @@ class TopDownPoseEstimator(nn.Module):
         out_h, out_w = int(x.get("height", H)), int(x.get("width", W))
         sx, sy = W / out_w, H / out_h  # output frame -> image frame
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        w, h = self.input_size
-        crops, inv = np.zeros((len(boxes), h, w, image.shape[2]), image.dtype), np.zeros((len(boxes), 2, 3))
-        for i, box in enumerate(boxes):
-            center, size = box_to_center_size(box, w / h, self.padding)
-            M = crop_affine(center, size, self.input_size)
-            crops[i] = warp_image(image, M, self.input_size).reshape(h, w, -1)
-            inv[i] = invert_affine(M) / np.array([[sx], [sy]])  # crop -> image -> output frame
+        crops, inv = crop_boxes(image, boxes, self.input_size, self.padding)
+        inv = inv / np.array([[sx], [sy]])  # crop -> image -> output frame
         out_boxes = boxes / np.array([sx, sy, sx, sy])
         return dict(x, image=torch.as_tensor(crops).permute(0, 3, 1, 2), crop_matrices_inv=torch.as_tensor(inv),
                     boxes=torch.as_tensor(out_boxes), box_scores=torch.as_tensor(np.asarray(scores, np.float64)),

@@ -10,12 +10,7 @@ from d2pose.config import get_d2pose_cfg
 from d2pose_poseur import KeypointEncoder, PoseurDecoder, PoseurKeypointHead, PoseurROIHeads
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg():
