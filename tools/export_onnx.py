@@ -51,6 +51,8 @@ def setup_cfg(args):
     cfg = get_d2pose_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    # crops only: no person detector to build or load
+    cfg.MODEL.TOPDOWN.DETECTOR.CONFIG_FILE, cfg.MODEL.TOPDOWN.DETECTOR.WEIGHTS = "", ""
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg

@@ -162,7 +162,7 @@ def person_detector(args) -> str:
           f"recipe is 1100 iterations) into {args.detector_cache}", flush=True)
     opts = ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},{int(iters * 0.95)})",
             "SOLVER.WARMUP_ITERS", str(min(100, iters // 4)), "SOLVER.CHECKPOINT_PERIOD", str(iters),
-            "OUTPUT_DIR", args.detector_cache]
+            "OUTPUT_DIR", args.detector_cache, "DATASETS.TEST", "('synthetic_pose_val_mini',)"]
     d2_args = default_argument_parser().parse_args(["--config-file", config] + opts)
     det_cfg = train_net.setup(d2_args)
     trainer = train_net.Trainer(det_cfg)

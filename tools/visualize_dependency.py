@@ -173,6 +173,8 @@ def main(argv=None):
     cfg = get_d2pose_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts))
+    # crops only: no person detector to build or load
+    cfg.MODEL.TOPDOWN.DETECTOR.CONFIG_FILE, cfg.MODEL.TOPDOWN.DETECTOR.WEIGHTS = "", ""
     cfg.MODEL.DEVICE = "cpu" if not torch.cuda.is_available() else cfg.MODEL.DEVICE
     model = build_model(cfg).eval()
     if not isinstance(getattr(model, "head", None), TransPoseHead):

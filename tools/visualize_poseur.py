@@ -116,6 +116,8 @@ def main(argv=None):
     cfg = get_d2pose_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    # crops only: no person detector to build or load
+    cfg.MODEL.TOPDOWN.DETECTOR.CONFIG_FILE, cfg.MODEL.TOPDOWN.DETECTOR.WEIGHTS = "", ""
     cfg.MODEL.DEVICE = "cpu"
     cfg.DATASETS.TEST = (args.dataset,)
     cfg.TEST.PERSON_DETECTIONS = ""

@@ -18,6 +18,7 @@ import logging
 import os
 from typing import List, Tuple
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
@@ -104,6 +105,10 @@ class PersonDetector(nn.Module):
         inputs = []
         for image in images:
             array = image.permute(1, 2, 0).cpu().numpy()
+            if array.dtype != np.uint8:
+                # DefaultPredictor gives float32: Detectron2 resizes uint8 through PIL (antialiased,
+                # as in the detector's training and evaluation) but float without antialiasing
+                array = np.clip(array, 0, 255).round().astype(np.uint8)
             if image_format != self.input_format:
                 array = array[:, :, ::-1]
             H, W = array.shape[:2]

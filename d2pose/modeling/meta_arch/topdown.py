@@ -19,6 +19,7 @@ The crops of every image of the call go through the network as one batch.
 
 Shape shorthand: N images, R crops, K keypoints, H x W crop.
 """
+from collections import OrderedDict
 from typing import Dict, List
 
 import numpy as np
@@ -38,6 +39,13 @@ from ..heads.build import build_topdown_head
 from ..person_detector import build_person_detector
 
 __all__ = ["TopDownPoseEstimator"]
+
+
+def _numpy(values) -> np.ndarray:
+    """float64 numpy array of a list, array or tensor on any device."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
 
 
 @META_ARCH_REGISTRY.register()
@@ -97,7 +105,10 @@ class TopDownPoseEstimator(nn.Module):
         return state
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(self._DETECTOR_PREFIX)}
+        metadata = getattr(state_dict, "_metadata", None)  # module versions (checkpoint upgrades read them)
+        state_dict = OrderedDict((k, v) for k, v in state_dict.items() if not k.startswith(self._DETECTOR_PREFIX))
+        if metadata is not None:
+            state_dict._metadata = metadata
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if not k.startswith(self._DETECTOR_PREFIX)]
         result.missing_keys[:] = missing
@@ -194,8 +205,8 @@ class TopDownPoseEstimator(nn.Module):
         for i, x in enumerate(inputs):
             H, W = x["image"].shape[-2:]
             if "person_boxes" in x:
-                b = np.asarray(x["person_boxes"], dtype=np.float64).reshape(-1, 4)
-                s = np.asarray(x.get("person_scores", np.ones(len(b))), dtype=np.float64).reshape(-1)
+                b = _numpy(x["person_boxes"]).reshape(-1, 4)
+                s = _numpy(x.get("person_scores", np.ones(len(b)))).reshape(-1)
                 if len(s) != len(b):
                     raise ValueError(f"TopDownPoseEstimator input {i}: {len(b)} person_boxes but {len(s)} person_scores")
                 sx, sy = W / int(x.get("width", W)), H / int(x.get("height", H))
