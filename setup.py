@@ -97,7 +97,7 @@ def get_extensions():
 #: the method packages: projects/<Method>/<package>/, installed as top-level packages beside d2pose
 #: (imported by d2pose.projects, the core's one registration point)
 PROJECTS = {"d2pose_rle": "projects/RLE/d2pose_rle", "d2pose_poseur": "projects/Poseur/d2pose_poseur",
-            "d2pose_transpose": "projects/TransPose/d2pose_transpose"}
+            "d2pose_transpose": "projects/TransPose/d2pose_transpose", "d2pose_logocap": "projects/LOGOCAP/d2pose_logocap"}
 
 
 def _packages():

@@ -5,13 +5,15 @@ it; nothing else in d2pose imports a method package.
 
 A new method adds its package here (and to setup.py's `PROJECTS`).
 """
+import d2pose_logocap
 import d2pose_poseur
 import d2pose_rle
 import d2pose_transpose
 
 __all__ = ["METHOD_PACKAGES", "add_project_configs"]
 
-METHOD_PACKAGES = {"RLE": d2pose_rle, "Poseur": d2pose_poseur, "TransPose": d2pose_transpose}
+METHOD_PACKAGES = {"RLE": d2pose_rle, "Poseur": d2pose_poseur, "TransPose": d2pose_transpose,
+                   "LOGOCAP": d2pose_logocap}
 
 
 def add_project_configs(cfg) -> None:
@@ -19,3 +21,4 @@ def add_project_configs(cfg) -> None:
     d2pose_rle.add_rle_config(cfg)
     d2pose_poseur.add_poseur_config(cfg)
     d2pose_transpose.add_transpose_config(cfg)
+    d2pose_logocap.add_logocap_config(cfg)

@@ -1,0 +1,333 @@
+"""LOGO-CAP (Xue et al., CVPR 2022): bottom-up pose estimation by local-global contextual adaptation.
+
+    backbone (HRNet, branches fused at stride 4)
+      -> heatmap head: K keypoint heatmaps + 1 centre heatmap
+      -> offset head: centre-to-keypoint offsets (2K)
+      -> embedding head: D-dim keypoint embeddings
+    initial poses: centre NMS on the upsampled centre map, + offsets  (d2pose.modeling.bottomup)
+    local: keypoint expansion maps (S x S meshes, spacing sigma_k / min sigma) -> embeddings sampled
+           on them -> KAM network -> keypoint attraction maps (P, K, S, S), clamped to [0, 1]
+    global: each keypoint's (2R + 1)^2 window of its (upsampled) heatmap x a Gaussian prior,
+           convolved with its own KAM / S^2 (a dynamic kernel, applied at 1 px spacing)
+    final keypoint: top-2 responses blended; keypoint score x centre value; pose score = mean;
+    pose NMS; at most MAX_PEOPLE people.
+
+The offset head predicts (cell - keypoint) / stride, the parametrisation of the authors' code, so
+their checkpoints load unchanged; the model turns it into d2pose's offset fields (keypoint - cell
+centre, input pixels; d2pose.modeling.bottomup) right after the head. The local and global sampling
+steps use the authors' pixel-index coordinates (`sample_bilinear`); results are continuous
+coordinates (+0.5), as everywhere in d2pose.
+
+Training (paper Sec. 3.2, the authors' code): heatmap MSE + offset smooth-L1 on the dense targets of
+`BottomUpDatasetMapper`; the decoder runs on the detached predicted centres and offsets, each
+candidate is matched to the ground-truth person with the best mesh OKS, kept when its best pose in
+the mesh reaches MATCH_OKS, and trains the KAM (MSE against the per-cell OKS) and the adapted
+heatmaps (MSE against a Gaussian at the ground truth), both weighted per keypoint by how much the
+mesh improves on its centre cell.
+"""
+import logging
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from torch import nn
+
+from d2pose.engine.precision import inference_precision
+from d2pose.modeling.bottomup import (decode_center_offsets, flip_fuse_bottomup, keypoint_expansion,
+                                      sample_bilinear)
+from d2pose.modeling.build import check_pipeline
+from d2pose.modeling.meta_arch.bottomup import BottomUpPoseEstimator
+
+from .kam import KAMNet
+
+__all__ = ["LOGOCAP", "dynamic_window_conv", "mesh_oks"]
+
+logger = logging.getLogger(__name__)
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> List[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+def dynamic_window_conv(windows: torch.Tensor, kams: torch.Tensor) -> torch.Tensor:
+    """Each (P, K) window (P, K, L, L) convolved (true convolution, zero padding, same size) with its
+    own kernel kams (P, K, S, S) / S^2 -> (P, K, L, L): one grouped convolution."""
+    P, K, L, _ = windows.shape
+    S = kams.shape[-1]
+    kernel = torch.flip(kams / float(S * S), [2, 3]).reshape(P * K, 1, S, S)
+    out = F.conv2d(windows.reshape(1, P * K, L, L), kernel.to(windows.dtype), padding=S // 2, groups=P * K)
+    return out.reshape(P, K, L, L)
+
+
+def mesh_oks(meshes: torch.Tensor, gt: torch.Tensor, areas: torch.Tensor, sigmas: torch.Tensor):
+    """Per-cell OKS of candidate meshes against ground truth.
+
+    meshes (C, S, S, K, 2), gt (G, K, 3) (x, y, visibility), areas (G,), sigmas (K,) (already scaled)
+    -> parts (C, S, S, G, K) keypoint similarities (0 where unlabelled), person (C, S, S, G) mean
+    over labelled keypoints, best (C, G) mean over labelled keypoints of each keypoint's best cell.
+    """
+    vis = (gt[..., 2] > 0).to(meshes.dtype)  # (G, K)
+    d2 = ((meshes[:, :, :, None] - gt[None, None, None, :, :, :2]) ** 2).sum(-1)  # (C, S, S, G, K)
+    var = sigmas ** 2
+    err = d2 / (2 * var * areas[:, None]).clamp_min(1e-6)
+    parts = torch.exp(-err) * vis
+    n = vis.sum(-1).clamp_min(1)
+    person = parts.sum(-1) / n
+    best = parts.amax(dim=(1, 2)).mul(vis).sum(-1) / n
+    return parts, person, best
+
+
+@META_ARCH_REGISTRY.register()
+class LOGOCAP(BottomUpPoseEstimator):
+    """LOGO-CAP; see the module docstring. Heads and KAM network sized by MODEL.LOGOCAP."""
+
+    @configurable
+    def __init__(self, *, backbone: nn.Module, in_feature: str = "s4", stride: int = 4, heatmap_channels: int = 32,
+                 offset_channels: int = 256, embedding_dim: int = 64, kam_channels=(512, 256, 128),
+                 kam_attentive=(False, True, False), kam_num_affine: int = 20, topk_centers: int = 30,
+                 nms_kernel: int = 3, center_thresh: float = 0.01, kem_size: int = 11, window_radius: int = 48,
+                 prior_sigma: float = 16.0, top1_weight: float = 0.75, adaptation: str = "full",
+                 loss_weights: Dict[str, float] = None, heatmap_bg_weight: float = 0.1,
+                 kam_oks_sigma_scale: float = 2.0, output_heatmap_sigma: float = 4.0, match_oks: float = 0.5,
+                 **kwargs):
+        super().__init__(backbone=backbone, **kwargs)
+        if adaptation not in ("full", "partial", "none"):
+            raise ValueError(f"MODEL.LOGOCAP.ADAPTATION must be 'full', 'partial' or 'none', got {adaptation!r}")
+        if kem_size % 2 != 1:
+            raise ValueError(f"MODEL.LOGOCAP.KEM_SIZE must be odd, got {kem_size}")
+        K = self.num_keypoints
+        c_in = backbone.output_shape()[in_feature].channels
+        self.in_feature = in_feature
+        self.stride = int(stride)
+        self.heatmap_head = nn.Sequential(*_conv_bn_relu(c_in, heatmap_channels), nn.Conv2d(heatmap_channels, K + 1, 1))
+        self.offset_head = nn.Sequential(*_conv_bn_relu(c_in, offset_channels), nn.Conv2d(offset_channels, 2 * K, 1))
+        self.embedding_head = nn.Sequential(*_conv_bn_relu(c_in, embedding_dim))
+        self.kam_net = KAMNet(K, embedding_dim, kam_channels, kam_attentive, kam_num_affine)
+        self.topk_centers = int(topk_centers)
+        self.nms_kernel = int(nms_kernel)
+        self.center_thresh = float(center_thresh)
+        self.kem_size = int(kem_size)
+        self.window_radius = int(window_radius)
+        self.prior_sigma = float(prior_sigma)
+        self.top1_weight = float(top1_weight)
+        self.adaptation = adaptation
+        self.loss_weights = {**dict(heatmap=1.0, offset=0.01, kam=0.01, output_heatmap=1.0), **(loss_weights or {})}
+        self.heatmap_bg_weight = float(heatmap_bg_weight)
+        self.kam_oks_sigma_scale = float(kam_oks_sigma_scale)
+        self.output_heatmap_sigma = float(output_heatmap_sigma)
+        self.match_oks = float(match_oks)
+        self.register_buffer("sigma_values", torch.tensor(self.sigmas, dtype=torch.float32), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        check_pipeline(cfg, "LOGOCAP", "bottomup", "trains on whole images")
+        names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+        if not names:
+            raise ValueError("LOGOCAP needs a dataset (DATASETS.TRAIN or DATASETS.TEST) whose metadata holds "
+                             "keypoint_oks_sigmas and keypoint_flip_indices")
+        meta = MetadataCatalog.get(names[0])
+        sigmas = meta.get("keypoint_oks_sigmas")
+        if not sigmas:
+            raise ValueError(f"LOGOCAP: dataset {names[0]!r} has no keypoint_oks_sigmas in its metadata (the keypoint "
+                             f"expansion maps are scaled by them)")
+        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        c = cfg.MODEL.LOGOCAP
+        if c.IN_FEATURE not in backbone.output_shape():
+            raise ValueError(f"MODEL.LOGOCAP.IN_FEATURE {c.IN_FEATURE!r} is not an output of backbone "
+                             f"{cfg.MODEL.BACKBONE.NAME!r} ({sorted(backbone.output_shape())})")
+        stride = backbone.output_shape()[c.IN_FEATURE].stride
+        if stride != cfg.INPUT.BOTTOMUP.STRIDE:
+            raise ValueError(f"INPUT.BOTTOMUP.STRIDE {cfg.INPUT.BOTTOMUP.STRIDE} differs from the stride {stride} of "
+                             f"MODEL.LOGOCAP.IN_FEATURE {c.IN_FEATURE!r}")
+        div = max(64, int(getattr(backbone, "size_divisibility", 0) or 0))
+        return dict(
+            backbone=backbone, pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
+            flip_indices=meta.get("keypoint_flip_indices"), sigmas=sigmas, flip_test=cfg.TEST.KEYPOINT_FLIP,
+            input_format=cfg.INPUT.FORMAT, size_divisibility=div, max_people=c.MAX_PEOPLE,
+            pose_nms_thresh=c.POSE_NMS_THRESH, pose_nms_joints=c.POSE_NMS_JOINTS,
+            inference_dtype=inference_precision(cfg).dtype, in_feature=c.IN_FEATURE, stride=stride,
+            heatmap_channels=c.HEATMAP_CHANNELS, offset_channels=c.OFFSET_CHANNELS, embedding_dim=c.EMBEDDING_DIM,
+            kam_channels=list(c.KAM_CHANNELS), kam_attentive=[bool(a) for a in c.KAM_ATTENTIVE_NORM],
+            kam_num_affine=c.KAM_NUM_AFFINE, topk_centers=c.TOPK_CENTERS, nms_kernel=c.NMS_KERNEL,
+            center_thresh=c.CENTER_THRESH, kem_size=c.KEM_SIZE, window_radius=c.WINDOW_RADIUS,
+            prior_sigma=c.PRIOR_SIGMA, top1_weight=c.TOP1_WEIGHT, adaptation=c.ADAPTATION,
+            loss_weights=dict(heatmap=c.HEATMAP_LOSS_WEIGHT, offset=c.OFFSET_LOSS_WEIGHT, kam=c.KAM_LOSS_WEIGHT,
+                              output_heatmap=c.OUTPUT_HEATMAP_LOSS_WEIGHT),
+            heatmap_bg_weight=c.HEATMAP_BG_WEIGHT, kam_oks_sigma_scale=c.KAM_OKS_SIGMA_SCALE,
+            output_heatmap_sigma=c.OUTPUT_HEATMAP_SIGMA, match_oks=c.MATCH_OKS,
+        )
+
+    # -- network -----------------------------------------------------------------------------
+    def network(self, images: torch.Tensor, embeddings: bool = True) -> Dict[str, torch.Tensor]:
+        """Dense outputs: "features" (N, C, h, w), "heatmaps" (N, K + 1, h, w), "raw_offsets" (the
+        head's (cell - keypoint) / stride), "offsets" (keypoint - cell centre, input pixels),
+        "embedding" (N, D, h, w)."""
+        feats = self.backbone(images)[self.in_feature]
+        raw = self.offset_head(feats)
+        out = dict(features=feats, heatmaps=self.heatmap_head(feats), raw_offsets=raw, offsets=-self.stride * raw)
+        if embeddings:
+            out["embedding"] = self.embedding_head(feats)
+        return out
+
+    def window_grid(self, device, dtype=torch.float32):
+        r = self.window_radius
+        steps = torch.arange(-r, r + 1, device=device, dtype=dtype)
+        yy, xx = torch.meshgrid(steps, steps, indexing="ij")
+        prior = torch.exp(-(xx ** 2 + yy ** 2) / (2 * self.prior_sigma ** 2))
+        return xx, yy, prior * (prior >= 1e-4)
+
+    def sample_embeddings(self, embedding: torch.Tensor, meshes_index: torch.Tensor) -> torch.Tensor:
+        """(D, h, w) embedding at (P, S, S, K, 2) pixel-index meshes -> (P, K x D, S, S) KAM input."""
+        P, S, _, K, _ = meshes_index.shape
+        code = sample_bilinear(embedding, meshes_index[..., 0] / self.stride, meshes_index[..., 1] / self.stride)
+        return code.permute(0, 3, 4, 1, 2).reshape(P, -1, S, S)  # (P, S, S, K, D) -> (P, K, D, S, S)
+
+    def global_windows(self, heatmaps_hr: torch.Tensor, centers_index: torch.Tensor):
+        """(K, H, W) upsampled keypoint heatmaps, (P, K, 2) pixel-index keypoints -> windows
+        (P, K, L, L) x the Gaussian prior, and the window offsets xx, yy (L, L)."""
+        xx, yy, prior = self.window_grid(heatmaps_hr.device, heatmaps_hr.dtype)
+        px = (centers_index[..., 0, None, None] + xx).transpose(0, 1)  # (K, P, L, L)
+        py = (centers_index[..., 1, None, None] + yy).transpose(0, 1)
+        win = sample_bilinear(heatmaps_hr, px, py, channel_per_point=True).transpose(0, 1)
+        return win * prior, xx, yy
+
+    def adapt(self, meshes_index: torch.Tensor, embedding: torch.Tensor, heatmaps_hr: torch.Tensor) -> torch.Tensor:
+        """Local-global contextual adaptation of (P, S, S, K, 2) pixel-index meshes -> (P, K, 3)
+        pixel-index keypoints and scores (MODEL.LOGOCAP.ADAPTATION)."""
+        r = self.kem_size // 2
+        centers = meshes_index[:, r, r]  # (P, K, 2): the initial poses
+        if self.adaptation == "none":
+            v = sample_bilinear(heatmaps_hr, centers[..., 0].t()[..., None, None], centers[..., 1].t()[..., None, None],
+                                channel_per_point=True)  # (K, P, 1, 1)
+            return torch.cat([centers, v[..., 0, 0].t()[..., None]], -1)
+        kams = self.kam_net(self.sample_embeddings(embedding, meshes_index)).clamp(0, 1)  # (P, K, S, S)
+        P, K, S, _ = kams.shape
+        if self.adaptation == "partial":
+            flat = kams.reshape(P, K, -1)
+            value, idx = flat.max(-1)
+            cells = meshes_index.reshape(P, S * S, K, 2).permute(0, 2, 1, 3)  # (P, K, S S, 2)
+            xy = torch.gather(cells, 2, idx[..., None, None].expand(P, K, 1, 2))[:, :, 0]
+            return torch.cat([xy, value[..., None]], -1)
+        windows, xx, yy = self.global_windows(heatmaps_hr, centers)
+        out = dynamic_window_conv(windows, kams).reshape(P, K, -1)
+        value, idx = out.topk(2, dim=-1)
+        L = xx.shape[-1]
+        ty = torch.div(idx, L, rounding_mode="trunc").to(centers.dtype)
+        tx = (idx % L).to(centers.dtype)
+        a, b = self.top1_weight, 1.0 - self.top1_weight
+        bx = a * tx[..., :1] + b * tx[..., 1:]
+        by = a * ty[..., :1] + b * ty[..., 1:]
+        bv = a * value[..., :1] + b * value[..., 1:]
+        xy = centers + torch.cat([bx, by], -1) - self.window_radius
+        return torch.cat([xy, bv], -1)
+
+    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """images (1 or 2 (image, mirror), 3, H, W) -> poses (P, K, 3) continuous input coordinates,
+        scores (P,) and the intermediate results (see the keys)."""
+        out = self.network(images.float() if images.dtype != torch.float32 else images)
+        heatmaps, offsets = out["heatmaps"].float(), out["offsets"].float()
+        if images.shape[0] == 2 and self.flip_test:
+            heatmaps, offsets = flip_fuse_bottomup(heatmaps, offsets, self.flip_indices)
+        heatmaps_hr = F.interpolate(heatmaps[:1], size=images.shape[-2:], mode="bilinear", align_corners=False)
+        centers, initial = decode_center_offsets(heatmaps_hr[:, -1:], offsets[:1], self.stride, self.topk_centers,
+                                                 self.nms_kernel)
+        centers, initial = centers[0], initial[0]
+        keep = centers[:, 2] >= self.center_thresh
+        keep[0] = True
+        centers, initial = centers[keep], initial[keep]
+        meshes = keypoint_expansion(initial, self.sigmas, self.kem_size)  # (P, S, S, K, 2) continuous
+        embedding = out["embedding"][0].float() if self.adaptation != "none" else None
+        final = self.adapt(meshes - 0.5, embedding, heatmaps_hr[0, :-1])
+        final = torch.cat([final[..., :2] + 0.5, final[..., 2:] * centers[:, 2, None, None]], -1)
+        scores = final[..., 2].mean(-1)
+        valid = scores > 0
+        return dict(poses=final[valid], scores=scores[valid], initial_poses=initial[valid], meshes=meshes[valid],
+                    centers=centers, heatmaps=heatmaps_hr, offsets=offsets, raw=out)
+
+    # -- training ----------------------------------------------------------------------------
+    def _heatmap_loss(self, pred: torch.Tensor, batched_inputs: List[Dict]) -> torch.Tensor:
+        target = torch.stack([x["heatmaps"] for x in batched_inputs]).to(pred.device)
+        mask = torch.stack([x["heatmap_weights"] for x in batched_inputs]).to(pred.device)
+        # foreground: within 3 sigma of any keypoint or centre (exp(-4.5)); background weighs less
+        fg = (target > 0.011).any(1, keepdim=True).to(pred.dtype)
+        weight = mask * (fg + (1 - fg) * self.heatmap_bg_weight)
+        return ((pred.float() - target) ** 2 * weight).mean()
+
+    def _offset_loss(self, raw: torch.Tensor, batched_inputs: List[Dict]) -> torch.Tensor:
+        target = torch.stack([x["offsets"] for x in batched_inputs]).to(raw.device)
+        weight = torch.stack([x["offset_weights"] for x in batched_inputs]).to(raw.device)
+        # the head's units: (cell - keypoint) / stride; 1 / sqrt(area) with the area in output cells
+        t = -target / self.stride
+        w = weight * self.stride
+        diff = (raw.float() - t).abs()
+        beta = 1.0 / 9
+        l = torch.where(diff < beta, 0.5 * diff ** 2 / beta, diff - 0.5 * beta)
+        return (l * w).sum() / max(int((w > 0).sum()), 1)
+
+    def _decoder_targets(self, meshes: torch.Tensor, gt: torch.Tensor, areas: torch.Tensor):
+        """Matches candidates (C, S, S, K, 2) continuous to ground truth: kept mask (C,), per-cell OKS
+        (C, K, S, S), KAM weights (C, K), the matched ground truth (C, K, 3) and how many candidates
+        reach MATCH_OKS (the first candidate is kept, with weight 0, when none does)."""
+        sig = self.sigma_values.to(meshes.device) * self.kam_oks_sigma_scale
+        parts, person, best = mesh_oks(meshes, gt, areas, sig)
+        assign = best.argmax(-1)  # (C,)
+        idx = torch.arange(meshes.shape[0], device=meshes.device)
+        parts = parts[idx, :, :, assign]  # (C, S, S, K)
+        person = person[idx, :, :, assign]  # (C, S, S)
+        keep = person.amax(dim=(1, 2)) >= self.match_oks
+        n_matched = int(keep.sum())
+        if not keep.any():
+            keep[0] = True
+        r = self.kem_size // 2
+        weight = parts.amax(dim=(1, 2)) - parts[:, r, r]  # (C, K): how much the mesh beats its centre
+        weight = weight * (person.amax(dim=(1, 2)) >= self.match_oks)[:, None].to(weight.dtype)
+        return keep, parts.permute(0, 3, 1, 2), weight, gt[assign], n_matched
+
+    def losses(self, images: torch.Tensor, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        out = self.network(images)
+        heatmaps, raw = out["heatmaps"], out["raw_offsets"]
+        w = self.loss_weights
+        losses = {"loss_heatmap": w["heatmap"] * self._heatmap_loss(heatmaps, batched_inputs),
+                  "loss_offset": w["offset"] * self._offset_loss(raw, batched_inputs)}
+        heatmaps_hr = F.interpolate(heatmaps.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            _, initial = decode_center_offsets(heatmaps_hr[:, -1:].detach(), out["offsets"].detach().float(),
+                                               self.stride, self.topk_centers, self.nms_kernel)
+            meshes = keypoint_expansion(initial, self.sigmas, self.kem_size)  # (N, C, S, S, K, 2)
+        codes, windows, kam_t, kam_w, hm_t, matched_counts = [], [], [], [], [], []
+        r = self.kem_size // 2
+        for b, x in enumerate(batched_inputs):
+            gt = x.get("keypoints")
+            if gt is None or len(gt) == 0 or not (gt[..., 2] > 0).any():
+                continue
+            gt = gt.to(images.device).float()
+            areas = x["areas"].to(images.device).float()
+            keep, parts, weight, matched, n_matched = self._decoder_targets(meshes[b], gt, areas)
+            matched_counts.append(n_matched)
+            m = meshes[b][keep]
+            m_index = m - 0.5
+            codes.append(self.sample_embeddings(out["embedding"][b].float(), m_index))
+            win, xx, yy = self.global_windows(heatmaps_hr[b, :-1], m_index[:, r, r])
+            windows.append(win)
+            kam_t.append(parts[keep])
+            kam_w.append(weight[keep])
+            g = matched[keep][..., :2] - 0.5  # pixel index
+            px = m_index[:, r, r, :, 0, None, None] + xx - g[..., 0, None, None]
+            py = m_index[:, r, r, :, 1, None, None] + yy - g[..., 1, None, None]
+            hm_t.append(torch.exp(-(px ** 2 + py ** 2) / (2 * self.output_heatmap_sigma ** 2)))
+        if not codes:  # no labelled person in the batch: the decoder terms are zero, graph kept
+            zero = out["embedding"].sum() * 0.0 + sum(p.sum() * 0.0 for p in self.kam_net.parameters())
+            losses.update(loss_kam=zero, loss_output_heatmap=zero)
+            return losses
+        kams = self.kam_net(torch.cat(codes))
+        kam_t, kam_w = torch.cat(kam_t), torch.cat(kam_w)
+        n = max(float(sum(matched_counts)), 1.0)  # candidates that reach MATCH_OKS
+        loss_kam = (((kams.float() - kam_t) ** 2) * kam_w[:, :, None, None]).mean(dim=(1, 2, 3)).sum() / n
+        adapted = dynamic_window_conv(torch.cat(windows), kams.float())
+        loss_hm = ((adapted - torch.cat(hm_t)) ** 2 * kam_w[:, :, None, None]).mean()
+        losses.update(loss_kam=w["kam"] * loss_kam, loss_output_heatmap=w["output_heatmap"] * loss_hm)
+        return losses
