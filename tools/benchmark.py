@@ -26,6 +26,9 @@ built) on the same uint8 crops, both in float32 with the flip test, at each of -
 (default 1 and 32), interleaved round by round, fastest of --onnx-repeats rounds; a table of
 batch, PyTorch ms, onnxruntime ms and their ratio follows, headed by the CPU and its capability.
 
+LOGO-CAP configs (MODEL.META_ARCHITECTURE "LOGOCAP") get the bottom-up timing instead: one whole
+image at --short-side, the backbone vs everything after it (see `bottomup_benchmark`).
+
     python tools/benchmark.py [--config-file configs/Poseur/poseur_R_50_256x192_coco.yaml]
         [--batch 1] [--threads 2] [--repeats 20] [--precision auto|float32|bfloat16]
         [--onnx [--onnx-batches 1 32] [--onnx-repeats 5]] [opts ...]
@@ -78,6 +81,68 @@ def onnx_vs_torch(model, batches, threads: int, repeats: int):
     return {b: (min(t), min(o)) for b, (t, o) in times.items()}
 
 
+def bottomup_benchmark(cfg, args, precision):
+    """LOGO-CAP on one whole image at short side --short-side (default: INPUT.BOTTOMUP.TEST_SHORT_SIDE),
+    4:3, flip test: the backbone alone (image + mirror), the network (backbone + heads), and the whole
+    inference (normalise, pad, network, flip fusion, centre NMS, KEMs, KAM network, global windows,
+    dynamic convolution, pose NMS, Instances); prints the split between the backbone and everything
+    after it. Without --trained-centres every one of the MODEL.LOGOCAP.TOPK_CENTERS centres is kept
+    (CENTER_THRESH off): the most work the decoder can get."""
+    import torch.nn.functional as F
+
+    if not args.trained_centres:
+        cfg.MODEL.LOGOCAP.CENTER_THRESH = -1e9
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    short = args.short_side or cfg.INPUT.BOTTOMUP.TEST_SHORT_SIDE
+    H, W = short, int(round(short * 4 / 3))
+    image = torch.randint(0, 256, (3, H, W), dtype=torch.uint8)
+    net_in = model.normalize(model.pad(image))[None]
+    net_in = torch.cat([net_in, net_in.flip(-1)])
+
+    def backbone():
+        with autocast_context(precision.dtype, "cpu"):
+            model.backbone(net_in)
+
+    def network():
+        with autocast_context(precision.dtype, "cpu"):
+            model.network(net_in)
+
+    def end_to_end():
+        model([{"image": image, "height": H, "width": W}])
+
+    variants = {"backbone (image + mirror)": backbone, "network (backbone + heads)": network,
+                "end to end": end_to_end}
+    times = {k: [] for k in variants}
+    with torch.no_grad():
+        for fn in variants.values():
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        people = len(model.predict(net_in)["poses"])
+    best = {name: min(t) for name, t in times.items()}
+    total = best["end to end"]
+    print(f"{args.config_file}: {W}x{H} image (padded {net_in.shape[-1]}x{net_in.shape[-2]}), flip test, "
+          f"{people} candidate poses, {args.threads} threads, precision {precision.name}, fastest of "
+          f"{args.repeats} interleaved rounds; {cpu_model()} | capability {cpu_capability()}")
+    print(f"{'variant':32s} {'ms':>9s} {'of total':>9s}")
+    for name, t in best.items():
+        print(f"{name:32s} {t * 1e3:9.2f} {100 * t / total:8.1f}%")
+    after = total - best["backbone (image + mirror)"]
+    print(f"after the backbone (heads, decoding, local-global adaptation, NMS): {after * 1e3:.2f} ms = "
+          f"{100 * after / total:.1f}% of the total (goal <= 35%)")
+    best["after_backbone_fraction"] = after / total
+    best["people"] = people
+    return best
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", default="configs/Poseur/poseur_R_50_256x192_coco.yaml")
@@ -88,6 +153,9 @@ def main(argv=None):
     p.add_argument("--onnx", action="store_true", help="also time onnxruntime on the ONNX export vs eager PyTorch")
     p.add_argument("--onnx-batches", type=int, nargs="+", default=[1, 32], help="crop batches of --onnx")
     p.add_argument("--onnx-repeats", type=int, default=5, help="interleaved rounds of --onnx")
+    p.add_argument("--short-side", type=int, default=0, help="LOGO-CAP: the image's short side (default: the config's)")
+    p.add_argument("--trained-centres", action="store_true",
+                   help="LOGO-CAP: keep MODEL.LOGOCAP.CENTER_THRESH (default: keep every top-k centre)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -103,8 +171,10 @@ def main(argv=None):
     dtype = precision.dtype or torch.float32
     peaks = measure_peaks(dtype, args.threads)
     print(describe_machine(dtype, args.threads, peaks))
+    if cfg.MODEL.META_ARCHITECTURE == "LOGOCAP":
+        return bottomup_benchmark(cfg, args, precision)
     if cfg.MODEL.META_ARCHITECTURE != "TopDownPoseEstimator":
-        raise SystemExit(f"{args.config_file}: MODEL.META_ARCHITECTURE must be TopDownPoseEstimator")
+        raise SystemExit(f"{args.config_file}: MODEL.META_ARCHITECTURE must be TopDownPoseEstimator or LOGOCAP")
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     w, h = cfg.INPUT.TOPDOWN.INPUT_SIZE

@@ -264,8 +264,8 @@ def run_video(args, predictor, drawer, metadata):
 
 
 def predictor_num_keypoints(predictor) -> int:
-    head = getattr(predictor.model, "head", None)
-    return int(getattr(head, "num_keypoints", 17))
+    head = getattr(predictor.model, "head", None)  # top-down heads; bottom-up models hold it themselves
+    return int(getattr(head, "num_keypoints", getattr(predictor.model, "num_keypoints", 17)))
 
 
 def main(argv=None):

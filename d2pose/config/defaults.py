@@ -63,6 +63,11 @@ def _add_models(cfg: CN) -> None:
     b.INPUT_SIZE = 512
     b.STRIDE = 4
     b.TEST_SHORT_SIDE = 512
+    # training augmentation (DEKR / LOGO-CAP): rotation +- degrees, scale range, translation +- px, flip
+    b.MAX_ROTATION = 30.0
+    b.SCALE_RANGE = (0.75, 1.5)
+    b.MAX_TRANSLATION = 40.0
+    b.FLIP_PROB = 0.5
 
     cfg.MODEL.TOPDOWN = CN()
     # top-down head (TOPDOWN_HEAD_REGISTRY) and the backbone features it reads

@@ -142,8 +142,8 @@ class BottomUpDatasetMapper:
 
     Training: {"image": (3, S, S) uint8 augmented input, "heatmaps" (K + 1, S/4, S/4) with the
     centre map last, "heatmap_weights" (K + 1, S/4, S/4) (0 under crowd / unlabelled-people masks,
-    1 elsewhere), "offsets", "offset_weights" (2K, S/4, S/4), "keypoints" (P, K, 3) input coordinates,
-    "image_id"}. Testing: {"image": (3, H', W') uint8 resized (short side, aspect kept, padded to 64),
+    1 elsewhere), "offsets", "offset_weights" (2K, S/4, S/4), "keypoints" (P, K, 3) input coordinates
+    (visibility 0 outside the input), "areas" (P,) person areas in input pixels, "image_id"}. Testing: {"image": (3, H', W') uint8 resized (short side, aspect kept, padded to 64),
     "resize_matrix" (2, 3) image -> input, "image_id", "height", "width"}.
     """
 
@@ -215,6 +215,10 @@ class BottomUpDatasetMapper:
         kps_in[..., :2] = apply_affine(kps[..., :2], matrix)
         if flip:
             kps_in = kps_in[:, self.flip_indices]
+        S = self.input_size
+        inside = (kps_in[..., 0] >= 0) & (kps_in[..., 0] < S) & (kps_in[..., 1] >= 0) & (kps_in[..., 1] < S)
+        kps_in[..., 2] = np.where(inside, kps_in[..., 2], 0)  # keypoints pushed out of the input: unlabelled
+        areas_in = areas * abs(np.linalg.det(matrix[:, :2]))
         return dict(
             image=torch.as_tensor(np.ascontiguousarray(warped.transpose(2, 0, 1))),
             heatmaps=torch.as_tensor(t["heatmaps"]),
@@ -222,5 +226,6 @@ class BottomUpDatasetMapper:
             offsets=torch.as_tensor(t["offsets"]),
             offset_weights=torch.as_tensor(t["offset_weights"]),
             keypoints=torch.as_tensor(kps_in, dtype=torch.float32),
+            areas=torch.as_tensor(areas_in, dtype=torch.float32),
             image_id=record["image_id"],
         )

@@ -24,7 +24,8 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["center_nms", "decode_center_offsets", "keypoint_expansion", "sample_bilinear", "flip_fuse_bottomup",
+__all__ = ["center_nms", "decode_center_offsets", "keypoint_expansion", "sample_bilinear", "sample_bilinear_per_channel",
+           "flip_fuse_bottomup",
            "pose_nms", "flip_offsets"]
 
 
@@ -119,6 +120,20 @@ def sample_bilinear(maps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, chan
 
     return (at(y0l, x0l) * (wy0 * wx0)[..., None] + at(y0l, x1l) * (wy0 * wx1)[..., None]
             + at(y1l, x0l) * (wy1 * wx0)[..., None] + at(y1l, x1l) * (wy1 * wx1)[..., None])
+
+
+def sample_bilinear_per_channel(maps: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """`sample_bilinear(maps, px, py, channel_per_point=True)` through `grid_sample` (border padding):
+    the same values except on the band [W - 1, W) / [H - 1, H) past the last pixel centre, where this
+    repeats the last column / row; its backward is far cheaper (no full-size gradient per corner).
+    maps (C, H, W), px / py (C, ...) -> (C, ...)."""
+    C, H, W = maps.shape
+    shape = px.shape
+    gx = px.reshape(C, 1, -1) * (2.0 / max(W - 1, 1)) - 1.0
+    gy = py.reshape(C, 1, -1) * (2.0 / max(H - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], -1).to(maps.dtype)
+    out = F.grid_sample(maps[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(shape)
 
 
 def flip_offsets(offsets: torch.Tensor, flip_indices: Sequence[int]) -> torch.Tensor:

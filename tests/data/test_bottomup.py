@@ -72,6 +72,11 @@ def test_mapper_on_coco_mini(shared_data):
     out = train(crowd)
     assert out["image"].shape == (3, 256, 256) and out["heatmaps"].shape == (18, 64, 64)
     assert out["offsets"].shape == (34, 64, 64) and out["heatmap_weights"].shape == (18, 64, 64)
+    # people in input coordinates with their areas; keypoints pushed out of the input are unlabelled
+    assert out["areas"].shape == out["keypoints"].shape[:1] and (out["areas"] > 0).all()
+    kp = out["keypoints"]
+    outside = (kp[..., 0] < 0) | (kp[..., 0] >= 256) | (kp[..., 1] < 0) | (kp[..., 1] >= 256)
+    assert (kp[..., 2][outside] == 0).all()
     # with zero augmentation the crowd region is masked (weights 0 somewhere)
     still = BottomUpDatasetMapper(True, flip_indices=flip, input_size=256, max_rotation=0, scale_range=(1, 1),
                                   max_translation=0, flip_prob=0)

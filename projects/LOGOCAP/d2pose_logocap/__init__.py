@@ -8,5 +8,7 @@ from . import convert  # noqa: F401  (registers the "logocap" converter)
 from .config import add_logocap_config
 from .kam import AttentiveBatchNorm2d, KAMNet
 from .meta_arch import LOGOCAP, dynamic_window_conv, mesh_oks
+from .upper_bound import upper_bound_poses
 
-__all__ = ["add_logocap_config", "AttentiveBatchNorm2d", "KAMNet", "LOGOCAP", "dynamic_window_conv", "mesh_oks"]
+__all__ = ["add_logocap_config", "AttentiveBatchNorm2d", "KAMNet", "LOGOCAP", "dynamic_window_conv", "mesh_oks",
+           "upper_bound_poses"]

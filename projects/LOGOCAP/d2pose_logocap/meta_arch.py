@@ -38,7 +38,7 @@ from torch import nn
 
 from d2pose.engine.precision import inference_precision
 from d2pose.modeling.bottomup import (decode_center_offsets, flip_fuse_bottomup, keypoint_expansion,
-                                      sample_bilinear)
+                                      sample_bilinear, sample_bilinear_per_channel)
 from d2pose.modeling.build import check_pipeline
 from d2pose.modeling.meta_arch.bottomup import BottomUpPoseEstimator
 
@@ -192,7 +192,10 @@ class LOGOCAP(BottomUpPoseEstimator):
         xx, yy, prior = self.window_grid(heatmaps_hr.device, heatmaps_hr.dtype)
         px = (centers_index[..., 0, None, None] + xx).transpose(0, 1)  # (K, P, L, L)
         py = (centers_index[..., 1, None, None] + yy).transpose(0, 1)
-        win = sample_bilinear(heatmaps_hr, px, py, channel_per_point=True).transpose(0, 1)
+        if self.training:  # grid_sample's cheap backward; equal values but on the last-pixel band
+            win = sample_bilinear_per_channel(heatmaps_hr, px, py).transpose(0, 1)
+        else:  # the authors' sampling exactly
+            win = sample_bilinear(heatmaps_hr, px, py, channel_per_point=True).transpose(0, 1)
         return win * prior, xx, yy
 
     def adapt(self, meshes_index: torch.Tensor, embedding: torch.Tensor, heatmaps_hr: torch.Tensor) -> torch.Tensor:
