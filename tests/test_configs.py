@@ -46,7 +46,28 @@ def _tiny(cfg):
     cfg.MODEL.TIMM.CHECKPOINT = ""
     if cfg.MODEL.META_ARCHITECTURE == "TopDownPoseEstimator":
         cfg.INPUT.TOPDOWN.INPUT_SIZE = (64, 96)
+    if cfg.INPUT.PIPELINE == "bottomup":
+        cfg.INPUT.BOTTOMUP.INPUT_SIZE = 128
     return cfg
+
+
+def _bottomup_sample(K, g, size=128, people=2):
+    """A training image with the bottom-up targets of `people` random people."""
+    import numpy as np
+
+    from d2pose.data.bottomup import bottomup_targets
+
+    kps = np.zeros((people, K, 3))
+    for p in range(people):
+        kps[p, :, :2] = (torch.rand(K, 2, generator=g) * 40 + 20 + 50 * p).numpy()
+        kps[p, :, 2] = 2
+    areas = np.full(people, 2000.0)
+    t = bottomup_targets(kps, areas, (size // 4, size // 4), stride=4)
+    return dict(image=torch.randint(0, 255, (3, size, size), dtype=torch.uint8, generator=g),
+                heatmaps=torch.as_tensor(t["heatmaps"]), heatmap_weights=torch.ones(K + 1, size // 4, size // 4),
+                offsets=torch.as_tensor(t["offsets"]), offset_weights=torch.as_tensor(t["offset_weights"]),
+                keypoints=torch.as_tensor(kps, dtype=torch.float32), areas=torch.as_tensor(areas, dtype=torch.float32),
+                image_id=0)
 
 
 def _topdown_sample(cfg, K, W, H, g):
@@ -90,6 +111,11 @@ def test_config_trains_one_step_and_infers_at_a_tiny_size(path):
         with_people = dict(image=torch.randint(0, 255, (3, 120, 90), dtype=torch.uint8, generator=g),
                            person_boxes=torch.tensor([[10.0, 10.0, 80.0, 110.0]]))
         without = dict(image=torch.zeros(3, 120, 90, dtype=torch.uint8), person_boxes=torch.zeros(0, 4))
+    elif cfg.INPUT.PIPELINE == "bottomup":
+        K = model.num_keypoints
+        batch = [_bottomup_sample(K, g), _bottomup_sample(K, g, people=1)]
+        with_people = dict(image=batch[0]["image"], height=128, width=128)
+        without = dict(image=torch.zeros(3, 128, 160, dtype=torch.uint8), height=128, width=160)
     else:
         K = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
         batch = [_rcnn_sample(K, g), _rcnn_sample(K, g, people=1)]
@@ -107,7 +133,7 @@ def test_config_trains_one_step_and_infers_at_a_tiny_size(path):
     with torch.no_grad():
         found, empty = model([with_people, without])
     inst = found["instances"]
-    if cfg.MODEL.META_ARCHITECTURE != "TopDownPoseEstimator" and not cfg.MODEL.KEYPOINT_ON:
+    if cfg.MODEL.META_ARCHITECTURE in ("GeneralizedRCNN", "PoseRCNN") and not cfg.MODEL.KEYPOINT_ON:
         # a person detector (configs/Detectors): boxes and scores, no keypoints
         assert inst.pred_boxes.tensor.shape[1:] == (4,) and torch.isfinite(inst.pred_boxes.tensor).all()
         assert (inst.pred_classes == 0).all() and not inst.has("pred_keypoints")

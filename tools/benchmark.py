@@ -110,7 +110,8 @@ def bottomup_benchmark(cfg, args, precision):
 
     def network():
         with autocast_context(precision.dtype, "cpu"):
-            model.network(net_in)
+            out = model.network(net_in, embeddings=False)
+            model.embedding_head(out["features"][:1])
 
     def end_to_end():
         model([{"image": image, "height": H, "width": W}])

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["center_nms", "decode_center_offsets", "keypoint_expansion", "sample_bilinear", "sample_bilinear_per_channel",
+           "sample_bilinear_windows",
            "flip_fuse_bottomup",
            "pose_nms", "flip_offsets"]
 
@@ -120,6 +121,28 @@ def sample_bilinear(maps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, chan
 
     return (at(y0l, x0l) * (wy0 * wx0)[..., None] + at(y0l, x1l) * (wy0 * wx1)[..., None]
             + at(y1l, x0l) * (wy1 * wx0)[..., None] + at(y1l, x1l) * (wy1 * wx1)[..., None])
+
+
+def sample_bilinear_windows(maps: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """`sample_bilinear(maps, px, py, channel_per_point=True)` on square windows, computed separably:
+    the points are (cx + offsets[j], cy + offsets[i]) for pixel-index centres cx, cy (C, ...) and
+    integer offsets (L,), so every corner index and weight is a function of the row or the column
+    alone. Same values (the same products) at a fraction of the index work. -> (C, ..., L, L)."""
+    C, H, W = maps.shape
+    px = cx[..., None] + offsets  # (C, ..., L) columns
+    py = cy[..., None] + offsets  # rows
+    x0 = px.floor().clamp(0, W - 1)
+    y0 = py.floor().clamp(0, H - 1)
+    x1 = (x0 + 1).clamp(0, W - 1)
+    y1 = (y0 + 1).clamp(0, H - 1)
+    wx0, wx1 = (x1 - px).clamp(0, 1)[..., None, :], (px - x0).clamp(0, 1)[..., None, :]
+    wy0, wy1 = (y1 - py).clamp(0, 1)[..., :, None], (py - y0).clamp(0, 1)[..., :, None]
+    c = torch.arange(C, device=maps.device).reshape(-1, *([1] * (px.dim() - 1)))
+    rows0, rows1 = (c * H + y0.long())[..., :, None] * W, (c * H + y1.long())[..., :, None] * W
+    cols0, cols1 = x0.long()[..., None, :], x1.long()[..., None, :]
+    flat = maps.reshape(-1)
+    return (flat[rows0 + cols0] * wy0 * wx0 + flat[rows0 + cols1] * wy0 * wx1
+            + flat[rows1 + cols0] * wy1 * wx0 + flat[rows1 + cols1] * wy1 * wx1)
 
 
 def sample_bilinear_per_channel(maps: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,6 @@ def test_key_count():
     test) and its 11 MODEL.TRANSPOSE keys; the top-down person detector adds 6
     (MODEL.TOPDOWN.DETECTOR.*)."""
     keys = d2pose_keys()
-    assert len(keys) == 85, (len(keys), keys)
+    assert len(keys) == 115, (len(keys), keys)
     assert sum(k.startswith("MODEL.TOPDOWN.DETECTOR.") for k in keys) == 6
     assert sum(k.startswith("MODEL.TRANSPOSE.") for k in keys) == 11

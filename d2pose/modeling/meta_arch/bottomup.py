@@ -145,4 +145,5 @@ class BottomUpPoseEstimator(nn.Module):
         else:
             boxes = torch.zeros(0, 4)
         inst.pred_boxes = Boxes(boxes)
+        inst.pred_classes = torch.zeros(len(kps), dtype=torch.long)  # person
         return inst

@@ -38,7 +38,8 @@ from torch import nn
 
 from d2pose.engine.precision import inference_precision
 from d2pose.modeling.bottomup import (decode_center_offsets, flip_fuse_bottomup, keypoint_expansion,
-                                      sample_bilinear, sample_bilinear_per_channel)
+                                      sample_bilinear, sample_bilinear_per_channel,
+                                      sample_bilinear_windows)
 from d2pose.modeling.build import check_pipeline
 from d2pose.modeling.meta_arch.bottomup import BottomUpPoseEstimator
 
@@ -190,12 +191,14 @@ class LOGOCAP(BottomUpPoseEstimator):
         """(K, H, W) upsampled keypoint heatmaps, (P, K, 2) pixel-index keypoints -> windows
         (P, K, L, L) x the Gaussian prior, and the window offsets xx, yy (L, L)."""
         xx, yy, prior = self.window_grid(heatmaps_hr.device, heatmaps_hr.dtype)
-        px = (centers_index[..., 0, None, None] + xx).transpose(0, 1)  # (K, P, L, L)
-        py = (centers_index[..., 1, None, None] + yy).transpose(0, 1)
         if self.training:  # grid_sample's cheap backward; equal values but on the last-pixel band
+            px = (centers_index[..., 0, None, None] + xx).transpose(0, 1)  # (K, P, L, L)
+            py = (centers_index[..., 1, None, None] + yy).transpose(0, 1)
             win = sample_bilinear_per_channel(heatmaps_hr, px, py).transpose(0, 1)
-        else:  # the authors' sampling exactly
-            win = sample_bilinear(heatmaps_hr, px, py, channel_per_point=True).transpose(0, 1)
+        else:  # the authors' sampling exactly (separable: the window offsets are integers)
+            steps = xx[0]
+            win = sample_bilinear_windows(heatmaps_hr, centers_index[..., 0].t(), centers_index[..., 1].t(), steps)
+            win = win.transpose(0, 1)
         return win * prior, xx, yy
 
     def adapt(self, meshes_index: torch.Tensor, embedding: torch.Tensor, heatmaps_hr: torch.Tensor) -> torch.Tensor:
@@ -231,7 +234,10 @@ class LOGOCAP(BottomUpPoseEstimator):
     def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """images (1 or 2 (image, mirror), 3, H, W) -> poses (P, K, 3) continuous input coordinates,
         scores (P,) and the intermediate results (see the keys)."""
-        out = self.network(images.float() if images.dtype != torch.float32 else images)
+        # embeddings of the first (non-flipped) image only: the mirror's are never used
+        out = self.network(images.float() if images.dtype != torch.float32 else images, embeddings=False)
+        if self.adaptation != "none":
+            out["embedding"] = self.embedding_head(out["features"][:1])
         heatmaps, offsets = out["heatmaps"].float(), out["offsets"].float()
         if images.shape[0] == 2 and self.flip_test:
             heatmaps, offsets = flip_fuse_bottomup(heatmaps, offsets, self.flip_indices)
