@@ -50,6 +50,9 @@ def round_trip(records, K):
         centers, poses = decode_center_offsets(cm, torch.as_tensor(t["offsets"])[None], STRIDE, topk=len(anns) + 8)
         keep = centers[0, :, 2] > 0.9  # a person's own peak is >= exp(-0.5 / 32)
         centers, poses = centers[0][keep].double(), poses[0][keep].double()
+        # a centre on a plateau of the map (two equal neighbouring maxima) decodes the same pose twice
+        unique = [i for i in range(len(poses)) if not any(torch.allclose(poses[i], poses[j], atol=1e-3) for j in range(i))]
+        centers, poses = centers[unique], poses[unique]
         decoded_cells = {(int(c[0]) // STRIDE, int(c[1]) // STRIDE) for c in centers}
         # which person each decoded pose is: exact equality on the labelled keypoints
         for p, a in enumerate(anns):
