@@ -299,3 +299,26 @@ def test_any_keypoint_set_from_the_metadata(shared_data):
     model.train()
     losses = model(batch)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_upper_bound_moves_keypoints_to_the_best_mesh_point():
+    from d2pose_logocap import upper_bound_poses
+
+    sigmas = get_keypoint_metadata("coco_person").sigmas
+    g = torch.Generator().manual_seed(6)
+    gt = np.zeros((2, 17, 3))
+    gt[0, :, :2] = (torch.rand(17, 2, generator=g) * 60 + 20).numpy()
+    gt[1, :, :2] = gt[0, :, :2] + 200
+    gt[:, :, 2] = 2
+    gt[0, 4, 2] = 0  # unlabelled: stays where it was
+    initial = np.concatenate([gt[0, :, :2] + 2.0, np.ones((17, 1))], -1)[None]  # 2 px off, score 1
+    bound = upper_bound_poses(initial, gt, np.array([2500.0, 2500.0]), sigmas, mesh_step=1.0)
+    lab = gt[0, :, 2] > 0
+    before = np.abs(initial[0, lab, :2] - gt[0, lab, :2]).max()
+    after = np.abs(bound[0, lab, :2] - gt[0, lab, :2])
+    # each keypoint ends at most half a mesh step (sigma_k / min sigma px) from the truth, never farther
+    step = (np.asarray(sigmas) / min(sigmas))[lab, None]
+    assert (after <= np.minimum(before, step / 2) + 1e-9).all() and after.sum() < 0.5 * 2.0 * after.size
+    np.testing.assert_array_equal(bound[0, 4], initial[0, 4])
+    np.testing.assert_array_equal(bound[..., 2], initial[..., 2])
+    assert upper_bound_poses(initial, gt[:0], np.zeros(0), sigmas).shape == initial.shape
