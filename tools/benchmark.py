@@ -81,6 +81,21 @@ def onnx_vs_torch(model, batches, threads: int, repeats: int):
     return {b: (min(t), min(o)) for b, (t, o) in times.items()}
 
 
+def fastest_interleaved(variants, repeats: int):
+    """{name: fastest of `repeats` rounds} of no-grad callables, one warm-up call each, timed round
+    by round (every variant once per round) so that the machine's load affects them alike."""
+    times = {k: [] for k in variants}
+    with torch.no_grad():
+        for fn in variants.values():  # warm-up
+            fn()
+        for _ in range(repeats):
+            for name, fn in variants.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {name: min(t) for name, t in times.items()}
+
+
 def bottomup_benchmark(cfg, args, precision):
     """LOGO-CAP on one whole image at short side --short-side (default: INPUT.BOTTOMUP.TEST_SHORT_SIDE),
     4:3, flip test: the backbone alone (image + mirror), the network (backbone + heads), and the whole
@@ -118,17 +133,9 @@ def bottomup_benchmark(cfg, args, precision):
 
     variants = {"backbone (image + mirror)": backbone, "network (backbone + heads)": network,
                 "end to end": end_to_end}
-    times = {k: [] for k in variants}
+    best = fastest_interleaved(variants, args.repeats)
     with torch.no_grad():
-        for fn in variants.values():
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
         people = len(model.predict(net_in)["poses"])
-    best = {name: min(t) for name, t in times.items()}
     total = best["end to end"]
     print(f"{args.config_file}: {W}x{H} image (padded {net_in.shape[-1]}x{net_in.shape[-2]}), flip test, "
           f"{people} candidate poses, {args.threads} threads, precision {precision.name}, fastest of "
@@ -214,16 +221,7 @@ def main(argv=None):
     variants = {"backbone": backbone, "model": crop_model(False), "model + flip": crop_model(True),
                 "end to end (1 person, flip)": end_to_end, "  crop + warp": crop_and_warp,
                 "  image coords + Instances": decode_and_pack}
-    times = {k: [] for k in variants}
-    with torch.no_grad():
-        for fn in variants.values():  # warm-up
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    best = {name: min(t) for name, t in times.items()}
+    best = fastest_interleaved(variants, args.repeats)
     base = best["backbone"]
     params, gflops = topdown_complexity(model)
     print(f"{args.config_file}: batch {args.batch}, {w}x{h} crops, {args.threads} threads, precision "

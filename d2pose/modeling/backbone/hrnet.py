@@ -15,11 +15,27 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-__all__ = ["HRNetConcat", "build_hrnet_concat_backbone"]
+__all__ = ["HRNetConcat", "build_hrnet_concat_backbone", "load_hrnet_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
 _HEAD_MODULES = ("incre_modules", "downsamp_modules", "final_layer", "global_pool", "head_drop", "classifier")
+
+
+def load_hrnet_checkpoint(body: nn.Module, checkpoint: str, name: str, what: str, unused: str) -> None:
+    """Loads the entries of a timm HRNet checkpoint that `body` (a possibly truncated timm HRNet) has;
+    every parameter of `body` must be there (ValueError naming the file and one missing key), the
+    file's other entries (`unused`: the parts `body` dropped) are logged."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    own = body.state_dict()
+    shared = {k: v for k, v in state.items() if k in own}
+    if not shared:
+        raise ValueError(f"MODEL.TIMM.CHECKPOINT {checkpoint}: no parameter matches timm model {name!r}")
+    missing, _ = body.load_state_dict(shared, strict=False)
+    if missing:
+        raise ValueError(f"MODEL.TIMM.CHECKPOINT {checkpoint}: lacks {len(missing)} parameters of {what}, "
+                         f"e.g. {missing[0]!r}")
+    logger.info("MODEL.TIMM.CHECKPOINT %s: %d tensors of %s unused", checkpoint, len(set(state) - set(shared)), unused)
 
 
 class HRNetConcat(Backbone):
@@ -45,17 +61,7 @@ class HRNetConcat(Backbone):
         self._out_feature_channels = {"s4": self.channels}
 
     def _load(self, checkpoint: str, name: str) -> None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        own = self.body.state_dict()
-        shared = {k: v for k, v in state.items() if k in own}
-        if not shared:
-            raise ValueError(f"MODEL.TIMM.CHECKPOINT {checkpoint}: no parameter matches timm model {name!r}")
-        missing, _ = self.body.load_state_dict(shared, strict=False)
-        if missing:
-            raise ValueError(f"MODEL.TIMM.CHECKPOINT {checkpoint}: lacks {len(missing)} parameters of {name!r}, "
-                             f"e.g. {missing[0]!r}")
-        logger.info("MODEL.TIMM.CHECKPOINT %s: %d tensors of the classification head unused", checkpoint,
-                    len(set(state) - set(shared)))
+        load_hrnet_checkpoint(self.body, checkpoint, name, name, "the classification head")
 
     @property
     def size_divisibility(self) -> int:

@@ -25,6 +25,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 from torch import nn
 
+from d2pose.modeling.backbone.hrnet import load_hrnet_checkpoint
+
 __all__ = ["build_resnet_s_backbone", "HRNetStem", "build_hrnet_s_backbone"]
 
 logger = logging.getLogger(__name__)
@@ -86,17 +88,7 @@ class HRNetStem(Backbone):
         self._out_feature_channels = {"s4": self.width}
 
     def _load(self, checkpoint: str, name: str) -> None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        own = self.body.state_dict()
-        shared = {k: v for k, v in state.items() if k in own}
-        if not shared:
-            raise ValueError(f"MODEL.TIMM.CHECKPOINT {checkpoint}: no parameter matches timm model {name!r}")
-        missing, unused = self.body.load_state_dict(shared, strict=False)
-        if missing:
-            raise ValueError(f"MODEL.TIMM.CHECKPOINT {checkpoint}: lacks {len(missing)} parameters of HRNet-S "
-                             f"{name!r}, e.g. {missing[0]!r}")
-        logger.info("MODEL.TIMM.CHECKPOINT %s: %d tensors of stage 4 / the classifier unused by HRNet-S", checkpoint,
-                    len(set(state) - set(shared)))
+        load_hrnet_checkpoint(self.body, checkpoint, name, f"HRNet-S {name!r}", "stage 4 / the classifier")
 
     @property
     def size_divisibility(self) -> int:
