@@ -150,3 +150,34 @@ def test_keypoint_rcnn_config_through_demo(tmp_path, shared_data):
     assert not summary["failures"] and len(summary["written"]) == 1
     preds = json.load(open(tmp_path / "r.json"))
     assert all(len(p["keypoints"]) == 51 and len(p["bbox"]) == 4 for p in preds)
+
+
+@pytest.mark.slow
+def test_bottomup_logocap_config_through_demo(tmp_path, shared_data):
+    """A bottom-up config needs no detector: the demo draws and writes every person LOGO-CAP finds
+    on whole images (a real COCO image and a synthetic one, untrained weights)."""
+    demo = _demo()
+    image = sorted(os.path.join(shared_data, "coco/images", f) for f in os.listdir(os.path.join(shared_data, "coco/images")))[0]
+    synthetic = tmp_path / "figure.png"
+    canvas = np.full((150, 210, 3), 70, np.uint8)
+    kps = _figure(None, (100, 50), 1.0)
+    for a, b in ((5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 13), (13, 15), (12, 14), (14, 16)):
+        cv2.line(canvas, tuple(int(v) for v in kps[a]), tuple(int(v) for v in kps[b]), (0, 200, 255), 3)
+    cv2.imwrite(str(synthetic), canvas)
+    summary = demo.main(["--config-file", os.path.join(ROOT, "configs/LOGOCAP/synthetic_logocap.yaml"), "--input", image,
+                         str(synthetic), "--output", str(tmp_path / "out"), "--json", str(tmp_path / "b.json"),
+                         "--confidence-threshold", "0", "--opts", "SOLVER.AUTOCAST_DTYPE", "float32",
+                         "MODEL.LOGOCAP.CENTER_THRESH", "0.0"])
+    assert not summary["failures"] and len(summary["written"]) == 2
+    assert cv2.imread(str(tmp_path / "out" / "figure.jpg")).shape == (150, 210, 3)
+    preds = json.load(open(tmp_path / "b.json"))
+    by_file = {}
+    for p in preds:
+        assert len(p["keypoints"]) == 51 and len(p["bbox"]) == 4
+        by_file.setdefault(os.path.basename(p["file_name"]), []).append(p)
+    # at least the best centre gives one person per image; never more than MAX_PEOPLE (20)
+    assert set(by_file) == {os.path.basename(image), "figure.png"}
+    assert all(1 <= len(v) <= 20 for v in by_file.values())
+    h, w = cv2.imread(image).shape[:2]
+    xy = np.array([p["keypoints"] for p in by_file[os.path.basename(image)]]).reshape(-1, 17, 3)[..., :2]
+    assert (xy[..., 0] > -w).all() and (xy[..., 0] < 2 * w).all() and (xy[..., 1] < 2 * h).all()

@@ -126,7 +126,7 @@ def bottomup_benchmark(cfg, args, precision):
     def network():
         with autocast_context(precision.dtype, "cpu"):
             out = model.network(net_in, embeddings=False)
-            model.embedding_head(out["features"][:1])
+            model.embeddings_eval(out["features"][:1])
 
     def end_to_end():
         model([{"image": image, "height": H, "width": W}])

@@ -3,7 +3,8 @@
 Follows the DEKR / LOGO-CAP protocol (Geng et al. CVPR 2021; Xue et al. CVPR 2022): one affine per
 image (rotation +-30 deg, scale 0.75-1.5, translation +-40 px, horizontal flip) to a square input;
 targets are keypoint heatmaps, a person-centre heatmap (centre = mean of the visible keypoints;
-people smaller than 32^2 px get none), offset fields from the pixels around each centre to the
+people whose annotated area in the original image is below 32^2 px get none, as in the authors'
+code, whatever the input scale), offset fields from the pixels around each centre to the
 person's keypoints, and their weights (1 / sqrt(area)). Testing resizes the short side and keeps
 the aspect ratio, padding the long side to a multiple of 64.
 
@@ -56,17 +57,20 @@ def _gaussian(grid_x: np.ndarray, grid_y: np.ndarray, mu: np.ndarray, sigma: flo
 
 def bottomup_targets(keypoints: np.ndarray, areas: np.ndarray, output_size: Tuple[int, int], stride: int = 4,
                      sigma: float = 2.0, center_sigma: float = 4.0, offset_radius: int = 4,
-                     min_area: float = 32**2) -> Dict[str, np.ndarray]:
+                     min_area: float = 32**2, rule_areas: np.ndarray = None) -> Dict[str, np.ndarray]:
     """Dense targets of the people of one (augmented) input.
 
     Args:
         keypoints: (P, K, 3) input coordinates and visibility (0 = unlabelled).
-        areas: (P,) person areas in input pixels (for offset weights and the small-person rule).
+        areas: (P,) person areas in input pixels (offset weights; the small-person rule too unless
+            `rule_areas` is given).
         output_size: (w, h) of the output grid.
         stride: input pixels per output cell.
         sigma, center_sigma: Gaussian sigmas in output cells.
         offset_radius: cells around each centre that regress offsets.
         min_area: people smaller than this get no centre (and no offsets).
+        rule_areas: (P,) the areas the small-person rule reads (`BottomUpTargets` passes the
+            annotations' areas in the original image, as DEKR and LOGO-CAP do).
 
     Returns:
         heatmaps (K + 1, h, w) (the last map is the centres), offsets (2K, h, w) in input pixels
@@ -81,6 +85,7 @@ def bottomup_targets(keypoints: np.ndarray, areas: np.ndarray, output_size: Tupl
     offset_w = np.zeros((2 * K, h, w), np.float32)
     best_dist = np.full((h, w), np.inf)  # a cell regresses the nearest centre
     centers = np.full((P, 2), np.nan)
+    rule_areas = areas if rule_areas is None else np.asarray(rule_areas, dtype=np.float64)
     for p in range(P):
         kp = keypoints[p]
         labelled = kp[:, 2] > 0
@@ -88,7 +93,7 @@ def bottomup_targets(keypoints: np.ndarray, areas: np.ndarray, output_size: Tupl
         inside = labelled & (cells[:, 0] >= -0.5) & (cells[:, 0] < w - 0.5) & (cells[:, 1] >= -0.5) & (cells[:, 1] < h - 0.5)
         for k in np.nonzero(inside)[0]:
             heatmaps[k] = np.maximum(heatmaps[k], _gaussian(gx, gy, cells[k], sigma))
-        if not labelled.any() or areas[p] < min_area:
+        if not labelled.any() or rule_areas[p] < min_area:
             continue
         center = kp[labelled, :2].mean(0)
         c_cell = center / stride - 0.5
@@ -133,8 +138,8 @@ class BottomUpTargets:
         inside = (kps[..., 0] >= 0) & (kps[..., 0] < self.input_size) & (kps[..., 1] >= 0) & (kps[..., 1] < self.input_size)
         kps[..., 2] = np.where(inside, kps[..., 2], 0)
         scale2 = abs(np.linalg.det(matrix[:, :2]))
-        return bottomup_targets(kps, np.asarray(areas, dtype=np.float64) * scale2, (out_wh, out_wh), self.stride,
-                                **self.target_kw)
+        areas = np.asarray(areas, dtype=np.float64)
+        return bottomup_targets(kps, areas * scale2, (out_wh, out_wh), self.stride, rule_areas=areas, **self.target_kw)
 
 
 class BottomUpDatasetMapper:

@@ -114,20 +114,69 @@ def sample_bilinear(maps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, chan
         c = torch.arange(C, device=maps.device).reshape(-1, *([1] * (px.dim() - 1))).expand_as(x0l)
         return (maps[c, y0l, x0l] * wy0 * wx0 + maps[c, y0l, x1l] * wy0 * wx1
                 + maps[c, y1l, x0l] * wy1 * wx0 + maps[c, y1l, x1l] * wy1 * wx1)
-    flat = maps.reshape(C, -1)
-
-    def at(yl, xl):
-        return flat[:, (yl * W + xl).reshape(-1)].t().reshape(*px.shape, C)
-
-    return (at(y0l, x0l) * (wy0 * wx0)[..., None] + at(y0l, x1l) * (wy0 * wx1)[..., None]
-            + at(y1l, x0l) * (wy1 * wx0)[..., None] + at(y1l, x1l) * (wy1 * wx1)[..., None])
+    # channels last: every corner is one contiguous row of C values
+    rows = maps.reshape(C, -1).t().contiguous()  # (H W, C)
+    index = torch.stack([y0l * W + x0l, y0l * W + x1l, y1l * W + x0l, y1l * W + x1l], -1).reshape(-1)
+    weights = torch.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], -1).reshape(-1, 4, 1).to(maps.dtype)
+    return (rows[index].reshape(-1, 4, C) * weights).sum(1).reshape(*px.shape, C)
 
 
 def sample_bilinear_windows(maps: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """`sample_bilinear(maps, px, py, channel_per_point=True)` on square windows, computed separably:
-    the points are (cx + offsets[j], cy + offsets[i]) for pixel-index centres cx, cy (C, ...) and
-    integer offsets (L,), so every corner index and weight is a function of the row or the column
-    alone. Same values (the same products) at a fraction of the index work. -> (C, ..., L, L)."""
+    """`sample_bilinear(maps, px, py, channel_per_point=True)` on square windows: the points are
+    (cx + offsets[j], cy + offsets[i]) for pixel-index centres cx, cy (C, ...) and integer offsets
+    (L,) -> (C, ..., L, L).
+
+    With consecutive offsets (-r..r) every point of a window shares the fractional part of its
+    centre, so a window is a 2x2 blend (constant weights) of one (L + 1)^2 block of the map with
+    its indices clamped to the map: left of / above the map and from W / H on that repeats the
+    edge, as the authors' sampling. Their one exception, the fade to 0 at exactly W - 1 (H - 1), is
+    the clamped value times the fractional part on that one column (row). Blocks inside the map are
+    slices; the blend is one depthwise 2x2 convolution. Equal to the per-point sampling up to float
+    rounding (`_sample_bilinear_windows_points`)."""
+    C, H, W = maps.shape
+    L = int(offsets.numel())
+    steps = offsets.detach().cpu().round().long()
+    consecutive = L >= 1 and bool((steps - steps[0] == torch.arange(L)).all()) and bool((offsets == steps.to(offsets)).all())
+    if not consecutive or H < 2 or W < 2:
+        return _sample_bilinear_windows_points(maps, cx, cy, offsets)
+    shape = cx.shape
+    cx = cx.reshape(C, -1).to(maps.dtype)
+    cy = cy.reshape(C, -1).to(maps.dtype)
+    P = cx.shape[1]
+    fx0, fy0 = cx.floor(), cy.floor()
+    wx, wy = (cx - fx0).reshape(-1), (cy - fy0).reshape(-1)  # (C P) fractional parts
+    # first column / row of each window's block; beyond [-(L + 1), W] a window is constant either way
+    nx = (fx0.long() + int(steps[0])).clamp(-(L + 1), W).reshape(-1)
+    ny = (fy0.long() + int(steps[0])).clamp(-(L + 1), H).reshape(-1)
+    ar = torch.arange(L + 1, device=maps.device)
+    blocks = []
+    for i, (x, y) in enumerate(zip(nx.tolist(), ny.tolist())):
+        m = maps[i // P]
+        if 0 <= x and x + L < W and 0 <= y and y + L < H:
+            blocks.append(m[y:y + L + 1, x:x + L + 1])
+            continue
+        ylo, yhi = min(max(y, 0), H - 1), min(max(y + L, 0), H - 1)
+        xlo, xhi = min(max(x, 0), W - 1), min(max(x + L, 0), W - 1)
+        sub = m[ylo:yhi + 1, xlo:xhi + 1]
+        rows = (y + ar).clamp(0, H - 1) - ylo
+        cols = (x + ar).clamp(0, W - 1) - xlo
+        blocks.append(sub.index_select(0, rows).index_select(1, cols))
+    blocks = torch.stack(blocks)  # (C P, L + 1, L + 1)
+    kernel = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], -1).reshape(-1, 1, 2, 2)
+    out = F.conv2d(blocks[None], kernel.to(blocks.dtype), groups=C * P)[0]  # (C P, L, L)
+    # the fade at exactly W - 1 / H - 1: that column / row of a window is the clamped value x frac
+    jx, iy = (W - 1) - nx, (H - 1) - ny
+    ar = ar[:L]
+    for j, f, dim in ((jx, wx, 2), (iy, wy, 1)):
+        hit = ((j >= 0) & (j < L)).nonzero()[:, 0]
+        if hit.numel():
+            scale = torch.where(ar[None] == j[hit, None], f[hit, None], torch.ones((), dtype=f.dtype))
+            out[hit] = out[hit] * (scale[:, None, :] if dim == 2 else scale[:, :, None])
+    return out.reshape(*shape, L, L)
+
+
+def _sample_bilinear_windows_points(maps: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """`sample_bilinear_windows` through the per-point corner indices and weights (any offsets)."""
     C, H, W = maps.shape
     px = cx[..., None] + offsets  # (C, ..., L) columns
     py = cy[..., None] + offsets  # rows

@@ -48,6 +48,18 @@ def test_random_affine_and_flip_targets():
     np.testing.assert_allclose(targets["centers"][0], mapped.mean(0), atol=1e-6)
 
 
+def test_small_person_rule_reads_the_image_area():
+    """A person of 40x40 px in the image (area 1600 >= 32^2) keeps its centre when the input
+    halves it (400 input px^2); one of 30x30 px (900) has none at any scale."""
+    rng = np.random.default_rng(2)
+    people = np.stack([_person(rng, 100, 100, size=40), _person(rng, 250, 250, size=40)])
+    M = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    t = BottomUpTargets(256, 4)(people, np.array([1600.0, 900.0]), M, False)
+    assert np.isfinite(t["centers"][0]).all() and np.isnan(t["centers"][1]).all()
+    # the offset weights still use the input-frame area: 1 / sqrt(400)
+    np.testing.assert_allclose(t["offset_weights"].max(), 1.0 / 20.0, rtol=1e-6)
+
+
 def test_inference_resize():
     S, (w, h) = inference_resize_affine((640, 427), 512, 64)
     assert h == 512 and w % 64 == 0 and w >= 640 * 512 / 427

@@ -168,11 +168,49 @@ class LOGOCAP(BottomUpPoseEstimator):
         head's (cell - keypoint) / stride), "offsets" (keypoint - cell centre, input pixels),
         "embedding" (N, D, h, w)."""
         feats = self.backbone(images)[self.in_feature]
+        if not self.training:
+            heatmaps, raw = self._dense_heads_eval(feats)
+            out = dict(features=feats, heatmaps=heatmaps, raw_offsets=raw, offsets=-self.stride * raw)
+            if embeddings:
+                out["embedding"] = self.embeddings_eval(feats)
+            return out
         raw = self.offset_head(feats)
         out = dict(features=feats, heatmaps=self.heatmap_head(feats), raw_offsets=raw, offsets=-self.stride * raw)
         if embeddings:
             out["embedding"] = self.embedding_head(feats)
         return out
+
+    @staticmethod
+    def _folded(head: nn.Sequential):
+        """A head's 1x1 conv (no bias) + eval BatchNorm as one affine map: weight (C', C), bias (C',)."""
+        conv, bn = head[0], head[1]
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return conv.weight.flatten(1) * scale[:, None], bn.bias - bn.running_mean * scale
+
+    def _dense_heads_eval(self, feats: torch.Tensor):
+        """Eval heatmap and offset heads as matrix products on the (N, C, h x w) features: both heads'
+        first 1x1 convolutions (BN folded in) in one product, so the large stride-4 feature map is
+        read once and never re-laid out (equal to the modules up to float rounding)."""
+        N, C, h, w = feats.shape
+        x = feats.reshape(N, C, h * w)
+        (wh, bh), (wo, bo) = self._folded(self.heatmap_head), self._folded(self.offset_head)
+        weight, bias = torch.cat([wh, wo]).to(x.dtype), torch.cat([bh, bo]).to(x.dtype)
+        hidden = torch.relu(torch.baddbmm(bias[None, :, None], weight.expand(N, -1, -1), x))
+        c = wh.shape[0]
+        outs = []
+        for head, part in ((self.heatmap_head, hidden[:, :c]), (self.offset_head, hidden[:, c:])):
+            last = head[3]
+            wl = last.weight.flatten(1).to(x.dtype).expand(N, -1, -1)
+            outs.append(torch.baddbmm(last.bias.to(x.dtype)[None, :, None], wl, part).reshape(N, -1, h, w))
+        return outs[0], outs[1]
+
+    def embeddings_eval(self, feats: torch.Tensor) -> torch.Tensor:
+        """Eval embedding head (1x1 conv + BN + ReLU) as one matrix product, (N, C, h, w) -> (N, D, h, w)."""
+        N, C, h, w = feats.shape
+        weight, bias = self._folded(self.embedding_head)
+        x = feats.reshape(N, C, h * w)
+        out = torch.baddbmm(bias.to(x.dtype)[None, :, None], weight.to(x.dtype).expand(N, -1, -1), x)
+        return torch.relu(out).reshape(N, -1, h, w)
 
     def window_grid(self, device, dtype=torch.float32):
         r = self.window_radius
@@ -237,7 +275,7 @@ class LOGOCAP(BottomUpPoseEstimator):
         # embeddings of the first (non-flipped) image only: the mirror's are never used
         out = self.network(images.float() if images.dtype != torch.float32 else images, embeddings=False)
         if self.adaptation != "none":
-            out["embedding"] = self.embedding_head(out["features"][:1])
+            out["embedding"] = self.embeddings_eval(out["features"][:1])
         heatmaps, offsets = out["heatmaps"].float(), out["offsets"].float()
         if images.shape[0] == 2 and self.flip_test:
             heatmaps, offsets = flip_fuse_bottomup(heatmaps, offsets, self.flip_indices)

@@ -186,6 +186,40 @@ def test_grid_sample_variant_matches_inside():
                                sample_bilinear(maps, px, py, channel_per_point=True))
 
 
+def test_window_sampling_blocks_match_per_point_sampling():
+    """The block + 2x2 blend window sampler against the per-point sampler (the authors' edge rules):
+    windows inside the map, across every border, wholly outside, and centred exactly on W - 1 / H - 1
+    (where the authors' sampling fades to 0)."""
+    from d2pose.modeling.bottomup import _sample_bilinear_windows_points, sample_bilinear_windows
+
+    g = torch.Generator().manual_seed(11)
+    C, H, W, r = 3, 9, 11, 3
+    maps = torch.rand(C, H, W, generator=g, dtype=torch.float64)
+    offsets = torch.arange(-r, r + 1, dtype=torch.float64)
+    cx = torch.rand(C, 6, generator=g, dtype=torch.float64) * (W + 10) - 5
+    cy = torch.rand(C, 6, generator=g, dtype=torch.float64) * (H + 10) - 5
+    # exact edge cases: on the last column / row, on integer centres, far outside
+    cx[0, :4] = torch.tensor([W - 1.0, 2.0, W - 1 + 0.25, -30.0], dtype=torch.float64)
+    cy[0, :4] = torch.tensor([3.5, H - 1.0, H - 1.0, 40.0], dtype=torch.float64)
+    ours = sample_bilinear_windows(maps, cx, cy, offsets)
+    ref = _sample_bilinear_windows_points(maps, cx, cy, offsets)
+    assert ours.shape == ref.shape == (C, 6, 2 * r + 1, 2 * r + 1)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    # and the per-point sampler itself is the general `sample_bilinear` on the same points
+    px = (cx[..., None] + offsets)[..., None, :].expand(C, 6, 2 * r + 1, 2 * r + 1)
+    py = (cy[..., None] + offsets)[..., :, None].expand(C, 6, 2 * r + 1, 2 * r + 1)
+    torch.testing.assert_close(ref, sample_bilinear(maps, px, py, channel_per_point=True), rtol=1e-12, atol=1e-12)
+    # non-consecutive offsets take the per-point path
+    odd = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(sample_bilinear_windows(maps, cx, cy, odd), _sample_bilinear_windows_points(maps, cx, cy, odd))
+    # gradients flow to the maps the same way
+    m1, m2 = maps.clone().requires_grad_(), maps.clone().requires_grad_()
+    w = torch.rand(ours.shape, generator=g, dtype=torch.float64)
+    (sample_bilinear_windows(m1, cx, cy, offsets) * w).sum().backward()
+    (_sample_bilinear_windows_points(m2, cx, cy, offsets) * w).sum().backward()
+    torch.testing.assert_close(m1.grad, m2.grad, rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------------ the meta-architecture
 def _small_cfg(**over):
     from d2pose.config import get_d2pose_cfg
