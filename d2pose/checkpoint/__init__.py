@@ -2,7 +2,10 @@
 converters of the authors' checkpoints register from their method packages), and the upgrade of
 checkpoints written before a module was restructured."""
 from .convert import CONVERTERS, load_official_checkpoint, read_checkpoint, register_converter
+from .safe_load import (RestrictedUnpickler, UnsafeCheckpointError, install_safe_checkpoint_loading,
+                        load_pickle_safely, torch_load_safely)
 from .upgrade import LegacyKeysMixin, rename_legacy_keys
 
 __all__ = ["CONVERTERS", "LegacyKeysMixin", "load_official_checkpoint", "read_checkpoint", "register_converter",
-           "rename_legacy_keys"]
+           "rename_legacy_keys", "RestrictedUnpickler", "UnsafeCheckpointError", "install_safe_checkpoint_loading",
+           "load_pickle_safely", "torch_load_safely"]

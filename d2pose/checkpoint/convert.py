@@ -32,8 +32,6 @@ Shape shorthand: K keypoints, C channels, M heads, L decoder layers, P points.
 import json
 import logging
 import os
-import pickle
-import re
 from collections import OrderedDict
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -211,14 +209,9 @@ def read_checkpoint(path: str) -> StateDict:
         from safetensors.torch import load_file
 
         return OrderedDict(load_file(path, device="cpu"))
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = found.group(1) if found else str(e).splitlines()[0]
-        raise ValueError(f"{path} holds objects other than tensors, plain containers and numpy values ({what}); "
-                         "d2pose only reads checkpoints with torch.load(weights_only=True)") from e
+    from .safe_load import torch_load_safely
+
+    obj = torch_load_safely(path)  # refuses pickled code, naming the file and the global
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):

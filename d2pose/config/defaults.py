@@ -8,7 +8,7 @@ projects/, called through `d2pose.projects`).
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_d2pose_config", "get_d2pose_cfg"]
+__all__ = ["add_d2pose_config", "d2pose_keys", "get_d2pose_cfg", "install_config_hint"]
 
 
 def _add_layers(cfg: CN) -> None:
@@ -175,3 +175,68 @@ def add_d2pose_config(cfg: CN) -> CN:
 def get_d2pose_cfg() -> CN:
     """Detectron2's default config with every d2pose key added."""
     return add_d2pose_config(get_cfg())
+
+
+_D2POSE_KEYS = None
+
+
+def _flat_keys(node, prefix=""):
+    out = set()
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        out.add(full)
+        if isinstance(v, CN):
+            out |= _flat_keys(v, full + ".")
+    return out
+
+
+def d2pose_keys() -> set:
+    """Every config key (full dotted name, nodes included) that d2pose adds to Detectron2's defaults."""
+    global _D2POSE_KEYS
+    if _D2POSE_KEYS is None:
+        _D2POSE_KEYS = frozenset(_flat_keys(get_d2pose_cfg()) - _flat_keys(get_cfg()))
+    return _D2POSE_KEYS
+
+
+def _with_hint(cfg: CN, error: Exception) -> Exception:
+    import re
+
+    found = re.search(r"Non-existent (?:config )?key: (\S+)", str(error))
+    if not found or "MS_DEFORM_ATTN" in cfg.get("MODEL", {}):
+        return error
+    key = found.group(1).strip("'\"")
+    if key not in d2pose_keys():
+        return error
+    return type(error)(f"Non-existent config key: {key}. It is a d2pose key: call d2pose.config.add_d2pose_config(cfg) "
+                       "(or start from d2pose.config.get_d2pose_cfg()) before merging a d2pose config")
+
+
+def install_config_hint() -> None:
+    """Makes Detectron2's CfgNode name the cause when a d2pose config is merged into a config that
+    lacks d2pose's keys (yacs alone says only "Non-existent config key"). Idempotent; the error type
+    and every other message stay as they were."""
+    if getattr(CN, "_d2pose_hint", False):
+        return
+    merge_other, merge_list = CN.merge_from_other_cfg, CN.merge_from_list
+
+    def merge_from_other_cfg(self, cfg_other):
+        try:
+            return merge_other(self, cfg_other)
+        except KeyError as e:
+            hinted = _with_hint(self, e)
+            if hinted is e:
+                raise
+            raise hinted from e
+
+    def merge_from_list(self, cfg_list):
+        try:
+            return merge_list(self, cfg_list)
+        except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys in lists
+            hinted = _with_hint(self, e)
+            if hinted is e:
+                raise
+            raise hinted from e
+
+    merge_from_other_cfg.__doc__, merge_from_list.__doc__ = merge_other.__doc__, merge_list.__doc__
+    CN.merge_from_other_cfg, CN.merge_from_list = merge_from_other_cfg, merge_from_list
+    CN._d2pose_hint = True

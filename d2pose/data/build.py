@@ -11,6 +11,7 @@ from detectron2.data import (
 )
 
 from .bottomup import BottomUpDatasetMapper
+from .robust import SkipUnreadableImages, drop_missing_images
 from .topdown import TopDownDatasetMapper, attach_person_detections, person_instances
 
 __all__ = ["build_pose_train_loader", "build_pose_test_loader"]
@@ -30,27 +31,34 @@ def _bottomup_mapper(cfg, is_train):
 def build_pose_train_loader(cfg):
     pipeline = cfg.INPUT.PIPELINE
     if pipeline == "detectron2":
-        return build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, True))
+        return build_detection_train_loader(cfg, mapper=SkipUnreadableImages(DatasetMapper(cfg, True)))
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
     if pipeline == "topdown":
         people = person_instances(dicts, min_keypoints=cfg.INPUT.TOPDOWN.MIN_KEYPOINTS)
-        return build_detection_train_loader(cfg, dataset=people, mapper=TopDownDatasetMapper(cfg, is_train=True))
+        return build_detection_train_loader(cfg, dataset=people, mapper=SkipUnreadableImages(TopDownDatasetMapper(cfg, is_train=True)))
     if pipeline == "bottomup":
-        return build_detection_train_loader(cfg, dataset=dicts, mapper=_bottomup_mapper(cfg, True))
+        return build_detection_train_loader(cfg, dataset=dicts, mapper=SkipUnreadableImages(_bottomup_mapper(cfg, True)))
     raise ValueError(f"INPUT.PIPELINE must be 'detectron2', 'topdown' or 'bottomup', got {pipeline!r}")
 
 
 def build_pose_test_loader(cfg, dataset_name: str):
     pipeline = cfg.INPUT.PIPELINE
     if pipeline == "detectron2":
-        return build_detection_test_loader(cfg, dataset_name)
-    dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+        proposals = None
+        if cfg.MODEL.LOAD_PROPOSALS:  # as Detectron2's build_detection_test_loader(cfg, name)
+            proposals = [cfg.DATASETS.PROPOSAL_FILES_TEST[list(cfg.DATASETS.TEST).index(dataset_name)]]
+        dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False, proposal_files=proposals)
+        dicts = drop_missing_images(dicts, dataset_name)
+        return build_detection_test_loader(dicts, mapper=SkipUnreadableImages(DatasetMapper(cfg, False), skip=False),
+                                           num_workers=cfg.DATALOADER.NUM_WORKERS)
+    dicts = drop_missing_images(get_detection_dataset_dicts([dataset_name], filter_empty=False), dataset_name)
     if pipeline == "topdown":
         if cfg.TEST.PERSON_DETECTIONS:
             dicts = attach_person_detections(dicts, cfg.TEST.PERSON_DETECTIONS, cfg.TEST.PERSON_DETECTION_SCORE_THRESH)
-        return build_detection_test_loader(dicts, mapper=TopDownDatasetMapper(cfg, is_train=False),
+        return build_detection_test_loader(dicts, mapper=SkipUnreadableImages(TopDownDatasetMapper(cfg, is_train=False),
+                                                                              skip=False),
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
     if pipeline == "bottomup":
-        return build_detection_test_loader(dicts, mapper=_bottomup_mapper(cfg, False),
+        return build_detection_test_loader(dicts, mapper=SkipUnreadableImages(_bottomup_mapper(cfg, False), skip=False),
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
     raise ValueError(f"INPUT.PIPELINE must be 'detectron2', 'topdown' or 'bottomup', got {pipeline!r}")

@@ -182,6 +182,10 @@ def get_keypoint_metadata(spec: Union[str, Mapping, KeypointMetadata]) -> Keypoi
         unknown = set(spec) - {"name", "keypoint_names", "flip_map", "sigmas", "skeleton", "upper_body"}
         if unknown:
             raise ValueError(f"keypoint metadata dict has unknown fields {sorted(unknown)}")
+        for field_name in ("keypoint_names", "flip_map", "sigmas", "upper_body"):
+            if isinstance(spec.get(field_name), str):
+                raise ValueError(f"keypoint metadata field {field_name!r} is the string {spec[field_name]!r}; give a "
+                                 f"list (e.g. [{spec[field_name]!r}]), a string would be read one letter per entry")
         return KeypointMetadata(
             name=spec.get("name", "custom"),
             keypoint_names=tuple(spec["keypoint_names"]),

@@ -4,6 +4,9 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
 from .keypoint_evaluator import KEYPOINT_EVALUATOR_TYPES, KeypointEvaluator
 
+# every evaluator_type build_evaluator knows (checked when a dataset is registered)
+EVALUATOR_TYPES = frozenset(KEYPOINT_EVALUATOR_TYPES) | {"coco"}
+
 __all__ = ["build_evaluator"]
 
 

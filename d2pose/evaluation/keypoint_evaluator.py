@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import tempfile
 from collections import OrderedDict, defaultdict
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -149,8 +150,9 @@ def _crowd_stats_without_split(coco_eval) -> List[float]:
     return out + [-1.0, -1.0, -1.0]
 
 
-def _run_cocoeval(gt_json: str, results: List[Dict], evaluator_type: str, sigmas: np.ndarray, use_area: bool):
-    """Runs COCOeval and returns (stats, printed summary)."""
+def _run_cocoeval(gt_json: str, results: List[Dict], evaluator_type: str, sigmas: np.ndarray, use_area: bool,
+                  image_ids: Optional[Sequence[int]] = None):
+    """Runs COCOeval (on `image_ids` only when given) and returns (stats, printed summary)."""
     crowd = evaluator_type == "crowdpose"
     if crowd or not use_area:  # xtcocotools: keypoints_crowd, and OKS with box areas when use_area=False
         from xtcocotools.coco import COCO
@@ -167,6 +169,8 @@ def _run_cocoeval(gt_json: str, results: List[Dict], evaluator_type: str, sigmas
         else:
             coco_eval = COCOeval(coco_gt, coco_dt, "keypoints")
             coco_eval.params.kpt_oks_sigmas = sigmas
+        if image_ids is not None:
+            coco_eval.params.imgIds = sorted(set(image_ids))
         coco_eval.evaluate()
         coco_eval.accumulate()
         if crowd and not all("crowdIndex" in im for im in coco_gt.dataset["images"]):
@@ -184,6 +188,7 @@ def evaluate_results_json(
     evaluator_type: str = "coco_keypoints",
     sigmas: Optional[Sequence[float]] = None,
     use_area: Optional[bool] = None,
+    image_ids: Optional[Sequence[int]] = None,
 ) -> "OrderedDict[str, float]":
     """OKS AP of COCO-format keypoint results against a COCO-format ground-truth json.
 
@@ -199,6 +204,7 @@ def evaluate_results_json(
         sigmas: K OKS sigmas (default: those of the evaluator type's built-in keypoint set).
         use_area: scale OKS by the annotated area (default True, False for "crowdpose", whose
             annotations have no area).
+        image_ids: score these images only (default: every image of the ground truth).
 
     Returns:
         `COCO_KEYPOINT_METRICS` or `CROWDPOSE_METRICS` on a 0-100 scale (NaN when undefined or when
@@ -217,7 +223,8 @@ def evaluate_results_json(
         logger.warning("No keypoint predictions to evaluate against %s", gt_json)
         return _nan_metrics(names)
     _check_keypoint_count(results, len(sigmas))
-    stats, printed = _run_cocoeval(PathManager.get_local_path(gt_json), results, evaluator_type, sigmas, use_area)
+    stats, printed = _run_cocoeval(PathManager.get_local_path(gt_json), results, evaluator_type, sigmas, use_area,
+                                   image_ids)
     logger.info("COCOeval (%s) output:\n%s", evaluator_type, printed.rstrip())
     return _percent(stats, names)
 
@@ -418,14 +425,44 @@ class KeypointEvaluator(DatasetEvaluator):
             DatasetCatalog.get(self._dataset_name)
         if not os.path.exists(path):
             raise FileNotFoundError(f"KeypointEvaluator: ground truth {path} of {self._dataset_name!r} does not exist")
-        return path
+        return self._with_optional_fields(path)
 
-    def _score(self, results: List[Dict]) -> "OrderedDict[str, float]":
+    def _with_optional_fields(self, path: str) -> str:
+        """`path`, or a copy of it with the optional fields COCOeval reads filled in as the loader
+        fills them (area from the box, iscrowd 0, num_keypoints), when an annotation lacks them."""
+        with open(path) as f:
+            data = json.load(f)
+        anns = data.get("annotations", [])
+        if all("area" in a and "iscrowd" in a and ("keypoints" not in a or "num_keypoints" in a) for a in anns):
+            return path
+        for a in anns:
+            if "area" not in a and "bbox" in a:
+                a["area"] = float(max(a["bbox"][2], 0.0) * max(a["bbox"][3], 0.0))
+            a.setdefault("iscrowd", 0)
+            if "keypoints" in a and "num_keypoints" not in a:
+                a["num_keypoints"] = int(sum(1 for v in a["keypoints"][2::3] if v > 0))
+        folder = self._output_dir or tempfile.mkdtemp(prefix="d2pose_gt_")
+        PathManager.mkdirs(folder)
+        filled = os.path.join(folder, "ground_truth_filled.json")
+        with open(filled, "w") as f:
+            json.dump(data, f)
+        logger.info("%s lacks optional fields (area / iscrowd / num_keypoints); evaluating against %s, a copy "
+                    "with them filled as the loader fills them (area from the box, iscrowd 0)", path, filled)
+        return filled
+
+    def _score(self, results: List[Dict], image_ids: Sequence[int]) -> "OrderedDict[str, float]":
         if self._evaluator_type == "mpii":
             return evaluate_pckh(DatasetCatalog.get(self._dataset_name), results, self._pckh_auc_steps)
-        return evaluate_results_json(
-            self._ground_truth_json(), results, self._evaluator_type, self._sigmas, self._use_area
-        )
+        gt_json = self._ground_truth_json()
+        with open(gt_json) as f:
+            all_ids = {im["id"] for im in json.load(f).get("images", [])}
+        unseen = all_ids - set(image_ids)
+        if unseen:  # e.g. images whose files are missing (dropped with a warning by the test loader)
+            logger.warning("[KeypointEvaluator] %s: %d of %d ground-truth images were not evaluated (no input); "
+                           "they are left out of the score: image ids %s", self._dataset_name, len(unseen),
+                           len(all_ids), sorted(unseen)[:20])
+        return evaluate_results_json(gt_json, results, self._evaluator_type, self._sigmas, self._use_area,
+                                     image_ids=sorted(set(image_ids) & all_ids) if unseen else None)
 
     def _save(self, filename: str, content) -> None:
         if not self._output_dir:
@@ -445,7 +482,7 @@ class KeypointEvaluator(DatasetEvaluator):
             return OrderedDict()
         results = list(itertools.chain(*[p["keypoints"] for p in predictions]))
         self._save("keypoints_results.json", results)
-        metrics = self._score(results)
+        metrics = self._score(results, [p["image_id"] for p in predictions])
         logger.info(
             "Evaluation results for keypoints (%s, %s):\n%s",
             self._dataset_name, self._evaluator_type, create_small_table(metrics),

@@ -76,7 +76,10 @@ class RLELoss(nn.Module):
         w = weight if weight.dim() == 3 else weight[..., None].expand_as(pred)
         # masked entries contribute exactly nothing, not even a NaN (0 * inf): an ROI's keypoints
         # outside its box, or unlabelled ones, can have huge residuals over tiny sigmas
+        # outside the mask the target may hold anything (NaN / inf from a bad annotation included):
+        # both sides are replaced there, so the residual is exactly 0
         valid = w > 0
+        target = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
         pred = torch.where(valid, pred, target.detach())
         if self.kind == "l1":
             return ((pred - target).abs() * w).sum() / R

@@ -141,6 +141,14 @@ def test_rle_loss_ignores_masked_entries_even_when_they_are_extreme():
         assert torch.isfinite(pred2.grad).all() and (pred2.grad[:, 2] == 0).all()
         if kind != "l1":  # L1 does not use sigma
             assert torch.isfinite(sigma2.grad).all() and (sigma2.grad[:, 2] == 0).all()
+        # NaN / inf targets under the mask (a bad annotation): the same loss, finite gradients
+        target3, pred3 = target.clone(), pred.clone().requires_grad_()
+        target3[0, 2] = float("nan")
+        target3[1, 2, 0] = float("inf")
+        out = loss(pred3, sigma, target3, weight)
+        torch.testing.assert_close(out, ref)
+        out.backward()
+        assert torch.isfinite(pred3.grad).all() and (pred3.grad[:, 2] == 0).all()
 
 
 def test_heatmap_kl_loss_hand_computed_and_minimised_at_the_gaussian():

@@ -30,16 +30,64 @@ def check_exists(path: str, dataset_name: str, layout: str = "") -> None:
         )
 
 
-def _check_keypoints(dicts: List[Dict], meta: KeypointMetadata, json_file: str) -> None:
+def _ids(anns: List[str], limit: int = 10) -> str:
+    return ", ".join(anns[:limit]) + (f", ... ({len(anns)} in all)" if len(anns) > limit else "")
+
+
+def _check_keypoints(dicts: List[Dict], meta: KeypointMetadata, json_file: str, name: str = "") -> None:
+    """Validates the keypoints of every annotation; fixes and warns (once per dataset) where the COCO
+    API's reading is clear, raises (naming the file and the annotation ids) where it is not.
+
+    * a keypoint count other than the metadata's: error.
+    * a non-finite (NaN / inf) x, y or v: error. pycocotools would count such a person as matched in
+      evaluation and the losses would carry the NaN; there is no value to put in its place.
+    * a visibility flag outside {0, 1, 2}: warning; read as pycocotools reads it (v > 0 labelled):
+      negative flags become 0 (unlabelled), flags above 2 become 2 (visible).
+    * a labelled keypoint far outside its image (more than half the image size beyond an edge):
+      warning; kept as annotated (evaluation scores it as it is; augmentations mark keypoints that
+      fall outside the network input unlabelled).
+    """
+    import math
+
     K = meta.num_keypoints
+    where = f"{json_file} (dataset {name!r})" if name else json_file
+    non_finite, odd_flags, far = [], [], []
     for record in dicts:
+        W, H = record.get("width"), record.get("height")
         for ann in record.get("annotations", []):
             kps = ann.get("keypoints")
-            if kps is not None and len(kps) != 3 * K:
+            if kps is None:
+                continue
+            label = f"{ann.get('id', '?')} (image {record.get('image_id')})"
+            if len(kps) != 3 * K:
                 raise ValueError(
                     f"{json_file}: annotation {ann.get('id', '?')} of image {record.get('image_id')} has "
                     f"{len(kps) // 3} keypoints, but the dataset's metadata {meta.name!r} has {K}"
                 )
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in kps):
+                non_finite.append(label)
+                continue
+            flags = kps[2::3]
+            if any(v not in (0, 1, 2) for v in flags):
+                odd_flags.append(label)
+                kps = list(kps)
+                kps[2::3] = [0 if v <= 0 else (2 if v > 2 else v) for v in flags]
+                ann["keypoints"] = kps
+            if W and H:
+                for k in range(K):
+                    x, y, v = kps[3 * k: 3 * k + 3]
+                    if v > 0 and (x < -0.5 * W or x > 1.5 * W or y < -0.5 * H or y > 1.5 * H):
+                        far.append(label)
+                        break
+    if non_finite:
+        raise ValueError(f"{where}: {len(non_finite)} annotations have non-finite (NaN / inf) keypoint values: "
+                         f"annotation ids {_ids(non_finite)}. Fix or remove them in the json.")
+    if odd_flags:
+        logger.warning("%s: %d annotations have visibility flags outside {0, 1, 2} (read as pycocotools does: "
+                       "v <= 0 unlabelled, v > 2 visible): annotation ids %s", where, len(odd_flags), _ids(odd_flags))
+    if far:
+        logger.warning("%s: %d annotations have labelled keypoints far outside their image (kept as annotated): "
+                       "annotation ids %s", where, len(far), _ids(far))
 
 
 def load_keypoint_json(
@@ -65,9 +113,63 @@ def load_keypoint_json(
     check_exists(json_file, name, layout)
     check_exists(image_root, name, layout)
     meta = get_keypoint_metadata(metadata)
-    dicts = load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["num_keypoints", "area", "id"])
-    _check_keypoints(dicts, meta, json_file)
+    try:
+        dicts = load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["num_keypoints", "area", "id"])
+    except (KeyError, AssertionError, TypeError) as e:
+        problem = find_missing_fields(json_file)
+        if problem:
+            raise ValueError(problem) from e
+        raise
+    fill_optional_fields(dicts)
+    _check_keypoints(dicts, meta, json_file, name)
     return dicts
+
+
+REQUIRED_IMAGE_FIELDS = ("id", "file_name")
+REQUIRED_ANNOTATION_FIELDS = ("id", "image_id", "category_id")
+
+
+def find_missing_fields(json_file: str) -> str:
+    """A message naming the file, the record and the field when a required COCO field is missing
+    ("" when none is): images need id and file_name, annotations id, image_id, category_id, and bbox
+    when they have keypoints."""
+    import json
+
+    with open(json_file) as f:
+        data = json.load(f)
+    for key in ("images", "annotations"):
+        if key not in data:
+            return f"{json_file}: the top-level field {key!r} is missing"
+    for i, im in enumerate(data["images"]):
+        for field in REQUIRED_IMAGE_FIELDS:
+            if field not in im:
+                return f"{json_file}: image {im.get('id', f'#{i}')} has no {field!r} field"
+    for i, ann in enumerate(data["annotations"]):
+        fields = REQUIRED_ANNOTATION_FIELDS + (("bbox",) if ann.get("keypoints") is not None else ())
+        for field in fields:
+            if field not in ann:
+                return f"{json_file}: annotation {ann.get('id', f'#{i} (no id)')} has no {field!r} field"
+    return ""
+
+
+def fill_optional_fields(dicts: List[Dict]) -> None:
+    """Fills the optional COCO fields the way the COCO API does when they are absent: area from the
+    box (w x h, as `COCO.loadRes`), iscrowd 0, num_keypoints from the visibility flags."""
+    for record in dicts:
+        for ann in record.get("annotations", []):
+            if ann.get("area") is None and "bbox" in ann:
+                x0, y0, x1, y1 = _box_xyxy(ann)
+                ann["area"] = float(max(x1 - x0, 0.0) * max(y1 - y0, 0.0))
+            ann.setdefault("iscrowd", 0)
+            kps = ann.get("keypoints")
+            if kps is not None and ann.get("num_keypoints") is None:
+                ann["num_keypoints"] = int(sum(1 for v in kps[2::3] if v > 0))
+
+
+def _box_xyxy(ann: Dict):
+    from detectron2.structures import BoxMode
+
+    return BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
 
 
 def register_keypoint_dataset(
@@ -98,6 +200,12 @@ def register_keypoint_dataset(
         extra_metadata: more MetadataCatalog fields (e.g. person_detections).
     """
     meta = get_keypoint_metadata(metadata)
+    from ...evaluation.build import EVALUATOR_TYPES
+
+    if evaluator_type not in EVALUATOR_TYPES:
+        raise ValueError(f"dataset {name!r}: evaluator_type {evaluator_type!r} is not one of {sorted(EVALUATOR_TYPES)}")
+    # relative paths are resolved now: loading may happen after the working directory changed
+    json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if check_files:
         check_exists(json_file, name, layout)
         check_exists(image_root, name, layout)

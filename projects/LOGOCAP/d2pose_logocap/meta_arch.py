@@ -233,7 +233,7 @@ class LOGOCAP(BottomUpPoseEstimator):
             px = (centers_index[..., 0, None, None] + xx).transpose(0, 1)  # (K, P, L, L)
             py = (centers_index[..., 1, None, None] + yy).transpose(0, 1)
             win = sample_bilinear_per_channel(heatmaps_hr, px, py).transpose(0, 1)
-        else:  # the authors' sampling exactly (separable: the window offsets are integers)
+        else:  # the authors' sampling exactly (integer window offsets: one block + 2x2 blend per window)
             steps = xx[0]
             win = sample_bilinear_windows(heatmaps_hr, centers_index[..., 0].t(), centers_index[..., 1].t(), steps)
             win = win.transpose(0, 1)
