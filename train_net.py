@@ -25,6 +25,7 @@ import sys
 import time
 from collections import OrderedDict
 
+import detectron2.engine.defaults as d2_defaults
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
@@ -42,11 +43,28 @@ from d2pose.data.build import build_pose_test_loader, build_pose_train_loader
 from d2pose.solver import build_optimizer
 
 
+def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+    """Detectron2's create_ddp_model, for CPU models too: DDP takes no device_ids there (Gloo
+    multi-process training on CPUs, e.g. `--num-gpus 2` on a machine without GPUs)."""
+    if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    kwargs.setdefault("find_unused_parameters", _DDP_OPTIONS["find_unused_parameters"])
+    return _d2_create_ddp_model(model, fp16_compression=fp16_compression, **kwargs)
+
+
+_DDP_OPTIONS = {"find_unused_parameters": True}  # set from MODEL.DDP_FIND_UNUSED_PARAMETERS by Trainer
+
+
+_d2_create_ddp_model = d2_defaults.create_ddp_model
+d2_defaults.create_ddp_model = create_ddp_model  # what DefaultTrainer.__init__ calls
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with d2pose's data pipelines, optimizers and evaluators."""
 
     def __init__(self, cfg):
         training_precision(cfg)  # contradicting precision keys fail here, before anything is built
+        _DDP_OPTIONS["find_unused_parameters"] = bool(cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS)
         super().__init__(cfg)
         # SOLVER.AUTOCAST_DTYPE ("auto": bfloat16 on CPUs that run it natively, else float32; on
         # CUDA SOLVER.AMP.ENABLED decides): same model, loader and optimizer, the loop that fits
@@ -54,6 +72,24 @@ class Trainer(DefaultTrainer):
         # a NaN / inf loss term stops training before the optimizer step, naming the term and iteration
         install_finite_loss_check(self._trainer, lambda: self.checkpointer.get_checkpoint_file()
                                   if self.checkpointer.has_checkpoint() else "")
+        # the data stream's seed is saved with every checkpoint; resume_or_load restores its position
+        self._sampler = getattr(self._trainer.data_loader, "d2pose_sampler", None)
+        if self._sampler is not None:
+            self.checkpointer.checkpointables["data_sampler"] = self._sampler
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if self._sampler is not None:  # continue the stream where the interrupted run was
+            self._sampler.start = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
+            if self.start_iter:
+                logging.getLogger("d2pose").info("resuming at iteration %d: the data stream continues at sample %d",
+                                                 self.start_iter, self._sampler.start)
+
+    def build_hooks(self):
+        hooks_list = super().build_hooks()
+        if self.cfg.DETERMINISTIC:
+            hooks_list.insert(0, SeedPerIteration(self.cfg.SEED))
+        return hooks_list
 
     @classmethod
     def build_model(cls, cfg):
@@ -146,6 +182,25 @@ def _stamp(args) -> str:
     if not getattr(args, "started", None):  # args from Detectron2's own parser (scripts calling setup())
         args.started = time.strftime("%Y%m%d-%H%M%S")
     return args.started
+
+
+class SeedPerIteration(hooks.HookBase):
+    """DETERMINISTIC: the model's random draws (dropout, noise) seeded by (SEED, iteration, rank), so
+    they do not depend on how many iterations this process has run (a resumed run draws the same)."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def before_step(self):
+        import random
+
+        import numpy as np
+        import torch
+
+        s = (self.seed * 1000003 + self.trainer.iter * 104729 + comm.get_rank()) % (2**31)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
 
 
 def setup(args):

@@ -512,7 +512,8 @@ def test_logocap_discrete_results_are_the_authors(logocap):
     """Centres (NMS + top-k), kept people (pose NMS) and their order equal the authors' exactly."""
     ours, expected = logocap["ours"], logocap["expected"]
     np.testing.assert_array_equal(ours["inference_centers"].numpy()[:, :2], expected["inference_centers"][:, :2])
-    np.testing.assert_allclose(ours["inference_centers"].numpy()[:, 2], expected["inference_centers"][:, 2], rtol=1e-6)
+    # centre confidences: continuous, equal to float rounding (the eval heads run as folded matrix products)
+    np.testing.assert_allclose(ours["inference_centers"].numpy()[:, 2], expected["inference_centers"][:, 2], rtol=1e-5)
     assert ours["final_poses"].shape == expected["final_poses"].shape
     # the kept people are the same rows of the pre-NMS poses, in the same order
     pre = expected["inference_poses"]

@@ -12,6 +12,7 @@ from detectron2.data import (
 
 from .bottomup import BottomUpDatasetMapper
 from .robust import SkipUnreadableImages, drop_missing_images
+from .samplers import PositionedMapDataset, ResumableTrainingSampler
 from .topdown import TopDownDatasetMapper, attach_person_detections, person_instances
 
 __all__ = ["build_pose_train_loader", "build_pose_test_loader"]
@@ -29,16 +30,44 @@ def _bottomup_mapper(cfg, is_train):
 
 
 def build_pose_train_loader(cfg):
+    """The training loader of cfg's pipeline. Its sampler (`loader.d2pose_sampler`) is a
+    :class:`ResumableTrainingSampler` (a resumed run continues the data stream where it stopped);
+    with `DETERMINISTIC: True` each sample's augmentation is seeded by its stream position."""
     pipeline = cfg.INPUT.PIPELINE
+    if pipeline not in ("detectron2", "topdown", "bottomup"):
+        raise ValueError(f"INPUT.PIPELINE must be 'detectron2', 'topdown' or 'bottomup', got {pipeline!r}")
+    deterministic = bool(cfg.get("DETERMINISTIC", False))
+    if deterministic and cfg.SEED < 0:
+        raise ValueError("DETERMINISTIC: True needs a fixed SEED (>= 0), got SEED -1 (random)")
     if pipeline == "detectron2":
-        return build_detection_train_loader(cfg, mapper=SkipUnreadableImages(DatasetMapper(cfg, True)))
-    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-    if pipeline == "topdown":
-        people = person_instances(dicts, min_keypoints=cfg.INPUT.TOPDOWN.MIN_KEYPOINTS)
-        return build_detection_train_loader(cfg, dataset=people, mapper=SkipUnreadableImages(TopDownDatasetMapper(cfg, is_train=True)))
-    if pipeline == "bottomup":
-        return build_detection_train_loader(cfg, dataset=dicts, mapper=SkipUnreadableImages(_bottomup_mapper(cfg, True)))
-    raise ValueError(f"INPUT.PIPELINE must be 'detectron2', 'topdown' or 'bottomup', got {pipeline!r}")
+        from detectron2.data.build import _train_loader_from_config
+
+        kwargs = _train_loader_from_config(cfg, mapper=DatasetMapper(cfg, True))
+        dataset, mapper = kwargs.pop("dataset"), kwargs.pop("mapper")
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":  # repeat-factor / subset samplers: Detectron2's
+            kwargs["mapper"] = SkipUnreadableImages(mapper)
+            return build_detection_train_loader(dataset=dataset, **kwargs)
+        kwargs.pop("sampler", None)
+    else:
+        kwargs = dict(total_batch_size=cfg.SOLVER.IMS_PER_BATCH, aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+                      num_workers=cfg.DATALOADER.NUM_WORKERS)
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+        if pipeline == "topdown":
+            dataset = person_instances(dataset, min_keypoints=cfg.INPUT.TOPDOWN.MIN_KEYPOINTS)
+            mapper = TopDownDatasetMapper(cfg, is_train=True)
+        else:
+            mapper = _bottomup_mapper(cfg, True)
+    sampler = ResumableTrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None, positions=deterministic)
+    mapper = SkipUnreadableImages(mapper)
+    extra = {}
+    if deterministic:  # aspect-ratio buckets would make a batch's samples depend on the buffering
+        dataset, mapper = PositionedMapDataset(dataset, mapper, cfg.SEED), None
+        extra["aspect_ratio_grouping"] = False
+    kwargs.update(extra)
+    # explicit arguments (no cfg): with cfg, Detectron2 would put its own DatasetMapper in place of None
+    loader = build_detection_train_loader(dataset=dataset, mapper=mapper, sampler=sampler, **kwargs)
+    loader.d2pose_sampler = sampler
+    return loader
 
 
 def build_pose_test_loader(cfg, dataset_name: str):

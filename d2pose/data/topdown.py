@@ -212,7 +212,8 @@ class TopDownDatasetMapper:
         return image
 
     def _train(self, record: Dict) -> Dict:
-        rng = np.random.default_rng()
+        # drawn from numpy's global state: Detectron2 seeds it per loader worker, DETERMINISTIC per sample
+        rng = np.random.default_rng(np.random.randint(0, 2**31 - 1, size=2))
         image = self._read(record)
         center, size, rot, flip = self._augment(record, rng)
         M = crop_affine(center, size, self.input_size, rotation=rot, flip=flip)
