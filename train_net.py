@@ -87,7 +87,7 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks_list = super().build_hooks()
-        if self.cfg.DETERMINISTIC:
+        if self.cfg.SOLVER.DETERMINISTIC:
             hooks_list.insert(0, SeedPerIteration(self.cfg.SEED))
         return hooks_list
 
@@ -185,7 +185,7 @@ def _stamp(args) -> str:
 
 
 class SeedPerIteration(hooks.HookBase):
-    """DETERMINISTIC: the model's random draws (dropout, noise) seeded by (SEED, iteration, rank), so
+    """SOLVER.DETERMINISTIC: the model's random draws (dropout, noise) seeded by (SEED, iteration, rank), so
     they do not depend on how many iterations this process has run (a resumed run draws the same)."""
 
     def __init__(self, seed: int):

@@ -156,7 +156,7 @@ def _add_models(cfg: CN) -> None:
     # reproducible training (needs SEED >= 0): each sample's augmentation is seeded by its position
     # in the data stream and the model's random draws by the iteration, so a run resumed after a kill
     # ends with the weights of an uninterrupted one (d2pose.data.samplers, train_net.py)
-    cfg.DETERMINISTIC = False
+    cfg.SOLVER.DETERMINISTIC = False
     # multi-process training: DDP looks for parameters a step does not use (FPN levels a head does
     # not read, heads whose losses skip a batch); False saves that search on models that use them all
     cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS = True

@@ -207,7 +207,7 @@ class BottomUpDatasetMapper:
             return dict(image=torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))),
                         resize_matrix=torch.as_tensor(matrix), image_id=record["image_id"], height=H, width=W,
                         file_name=record["file_name"])
-        # drawn from numpy's global state: Detectron2 seeds it per loader worker, DETERMINISTIC per sample
+        # drawn from numpy's global state: Detectron2 seeds it per loader worker, SOLVER.DETERMINISTIC per sample
         rng = np.random.default_rng(np.random.randint(0, 2**31 - 1, size=2))
         matrix, flip = random_bottomup_affine((W, H), self.input_size, rng, **self.aug)
         people = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0) and a.get("keypoints") is not None]

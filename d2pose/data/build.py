@@ -32,13 +32,13 @@ def _bottomup_mapper(cfg, is_train):
 def build_pose_train_loader(cfg):
     """The training loader of cfg's pipeline. Its sampler (`loader.d2pose_sampler`) is a
     :class:`ResumableTrainingSampler` (a resumed run continues the data stream where it stopped);
-    with `DETERMINISTIC: True` each sample's augmentation is seeded by its stream position."""
+    with `SOLVER.DETERMINISTIC: True` each sample's augmentation is seeded by its stream position."""
     pipeline = cfg.INPUT.PIPELINE
     if pipeline not in ("detectron2", "topdown", "bottomup"):
         raise ValueError(f"INPUT.PIPELINE must be 'detectron2', 'topdown' or 'bottomup', got {pipeline!r}")
-    deterministic = bool(cfg.get("DETERMINISTIC", False))
+    deterministic = bool(cfg.SOLVER.get("DETERMINISTIC", False))
     if deterministic and cfg.SEED < 0:
-        raise ValueError("DETERMINISTIC: True needs a fixed SEED (>= 0), got SEED -1 (random)")
+        raise ValueError("SOLVER.DETERMINISTIC: True needs a fixed SEED (>= 0), got SEED -1 (random)")
     if pipeline == "detectron2":
         from detectron2.data.build import _train_loader_from_config
 

@@ -7,7 +7,7 @@ iteration i continues with the batches the interrupted run would have drawn
 (`start = i x SOLVER.IMS_PER_BATCH`; `train_net.Trainer.resume_or_load` sets it). With
 `positions=True` it yields (global position, index) pairs for :class:`PositionedMapDataset`.
 
-With `DETERMINISTIC: True`, :class:`PositionedMapDataset` seeds Python's, numpy's and torch's random
+With `SOLVER.DETERMINISTIC: True`, :class:`PositionedMapDataset` seeds Python's, numpy's and torch's random
 number generators from (SEED, the sample's global position) before mapping each sample, so a
 sample's augmentation depends on neither the loader worker that maps it nor on whether the run was
 resumed.

@@ -212,7 +212,7 @@ class TopDownDatasetMapper:
         return image
 
     def _train(self, record: Dict) -> Dict:
-        # drawn from numpy's global state: Detectron2 seeds it per loader worker, DETERMINISTIC per sample
+        # drawn from numpy's global state: Detectron2 seeds it per loader worker, SOLVER.DETERMINISTIC per sample
         rng = np.random.default_rng(np.random.randint(0, 2**31 - 1, size=2))
         image = self._read(record)
         center, size, rot, flip = self._augment(record, rng)

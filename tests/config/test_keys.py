@@ -62,8 +62,9 @@ def test_every_d2pose_key_is_read_by_code():
 def test_key_count():
     """67 keys at 0.2.0; TransPose adds TEST.KEYPOINT_FLIP_SHIFT (core: every heatmap head's flip
     test) and its 11 MODEL.TRANSPOSE keys; the top-down person detector adds 6
-    (MODEL.TOPDOWN.DETECTOR.*)."""
+    (MODEL.TOPDOWN.DETECTOR.*); reproducible and multi-process training add SOLVER.DETERMINISTIC and
+    MODEL.DDP_FIND_UNUSED_PARAMETERS (2026-12-03)."""
     keys = d2pose_keys()
-    assert len(keys) == 115, (len(keys), keys)
+    assert len(keys) == 117, (len(keys), keys)
     assert sum(k.startswith("MODEL.TOPDOWN.DETECTOR.") for k in keys) == 6
     assert sum(k.startswith("MODEL.TRANSPOSE.") for k in keys) == 11

@@ -24,8 +24,18 @@ COMMON = ["MODEL.RESNETS.NORM", "GN", "SOLVER.MAX_ITER", str(ITERS), "SOLVER.IMS
           "INPUT.TOPDOWN.SCALE_FACTOR", "0.0"]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(num_procs, out):
-    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--num-gpus", str(num_procs), "--config-file",
+    # a port of its own: Detectron2's default one is fixed per user, so two runs at once would collide
+    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--num-gpus", str(num_procs),
+           "--dist-url", f"tcp://127.0.0.1:{_free_port()}", "--config-file",
            os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"), *COMMON, "OUTPUT_DIR", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)

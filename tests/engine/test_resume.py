@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ITERS, PERIOD = 30, 10
 OPTS = ["SOLVER.MAX_ITER", str(ITERS), "SOLVER.CHECKPOINT_PERIOD", str(PERIOD), "SOLVER.IMS_PER_BATCH", "4",
         "SOLVER.STEPS", "(15, 25)", "SOLVER.WARMUP_ITERS", "5", "SOLVER.AUTOCAST_DTYPE", "float32", "SEED", "3",
-        "DETERMINISTIC", "True", "DATASETS.TRAIN", "('synthetic_pose_val_mini',)", "DATASETS.TEST", "()",
+        "SOLVER.DETERMINISTIC", "True", "DATASETS.TRAIN", "('synthetic_pose_val_mini',)", "DATASETS.TEST", "()",
         "DATALOADER.NUM_WORKERS", "1", "INPUT.TOPDOWN.CACHE_IMAGES", "False"]
 
 
