@@ -1,5 +1,6 @@
 """Tests of the command-line tools."""
 import os
+import time
 
 import pytest
 
@@ -62,11 +63,59 @@ def test_benchmark_model_vs_backbone(capsys):
     times = bench.main(["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"),
                         "--repeats", "1", "--threads", "1"])
     assert set(times) == {"backbone", "model", "model + flip", "end to end (1 person, flip)", "  crop + warp",
-                          "  image coords + Instances", "outside_fraction"}
-    assert all(times[k] > 0 for k in times if k != "outside_fraction")
+                          "  image coords + Instances", "outside_fraction", "summary"}
+    assert all(times[k] > 0 for k in times if k not in ("outside_fraction", "summary"))
     out = capsys.readouterr().out
     assert "x backbone" in out and "outside the network" in out
     # the header says what the times are a fraction of
     for part in ("machine:", "capability", "1 threads", "precision float32", "GFLOP/s conv", "GFLOP/s matmul"):
         assert part in out, part
     assert "% of the measured conv peak" in out
+
+
+def test_benchmark_capacity_stops_at_memory_and_budget():
+    bench = _load("benchmark")
+    import numpy as np
+
+    held = []
+
+    def run(b):  # 40 MiB per input, touched, freed after the call
+        block = np.ones(b * 40 * 2**20 // 8)
+        held.append(block.sum())
+
+    cap = bench.capacity(run, max_batch=4, latency_repeats=1)
+    assert [r[0] for r in cap["rows"]] == [1, 2, 4] and cap["batch"] == 4 and cap["limit"] == "batch 4 reached"
+    assert cap["rows"][-1][2] >= cap["rows"][0][2] + 100  # peak memory grows with the batch
+    # a machine with little memory left: the search stops before the batch that would not fit
+    real = bench.available_memory_mib
+    try:
+        bench.available_memory_mib = lambda device="cpu": cap["rows"][0][2] + 60
+        small = bench.capacity(run, max_batch=32, latency_repeats=1)
+    finally:
+        bench.available_memory_mib = real
+    assert small["batch"] < 32 and small["limit"].startswith("memory")
+    slow = bench.capacity(lambda b: time.sleep(0.05 * b), max_batch=32, budget_s=1.0, latency_repeats=1)
+    assert slow["limit"].startswith("time budget") and slow["batch"] < 32
+    assert slow["throughput"] == pytest.approx(slow["batch"] / slow["rows"][-1][1])
+
+
+def test_benchmark_appends_every_kind_to_a_markdown_file(tmp_path, capsys):
+    bench = _load("benchmark")
+    out = tmp_path / "BENCHMARKS.md"
+    configs = ["configs/Poseur/synthetic_poseur_topdown.yaml", "configs/RLE/synthetic_rle_rcnn.yaml",
+               "configs/LOGOCAP/synthetic_logocap.yaml"]
+    results = bench.main(["--config-file", *[os.path.join(ROOT, c) for c in configs], "--repeats", "1",
+                          "--max-batch", "2", "--append", str(out)])
+    assert [r["summary"]["kind"] for r in results] == ["top-down", "Keypoint R-CNN", "bottom-up"]
+    text = out.read_text()
+    assert text.startswith("# d2pose benchmarks") and "capability" in text and "measured peak" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `configs/")]
+    assert [r.split("`")[1] for r in rows] == configs
+    for r in results:
+        s = r["summary"]
+        assert s["params_m"] > 0 and s["gflops"] > 0 and s["latency_ms"] > 0 and s["throughput"] > 0
+        assert s["batch"] == 2 and s["peak_mib"] > 100 and 0 < s["backbone_share"] < 1.5
+    bench.main(["--config-file", os.path.join(ROOT, configs[0]), "--repeats", "1", "--max-batch", "1",
+                "--append", str(out)])
+    again = out.read_text()
+    assert again.startswith(text) and again.count("# d2pose benchmarks") == 1 and again.count("\n## ") == 2

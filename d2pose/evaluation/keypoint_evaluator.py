@@ -32,6 +32,7 @@ from ..data.metadata import get_keypoint_metadata
 
 __all__ = [
     "KeypointEvaluator",
+    "ignore_zero_area",
     "evaluate_results_json",
     "evaluate_pckh",
     "instances_to_keypoint_results",
@@ -230,6 +231,43 @@ def evaluate_results_json(
 
 
 # ----------------------------------------------------------------------------- PCKh
+def _zero_area_person(ann: Dict) -> bool:
+    kps = ann.get("keypoints")
+    if not kps or not any(v > 0 for v in kps[2::3]) or ann.get("iscrowd", 0):
+        return False
+    box = ann.get("bbox")
+    area = ann.get("area")
+    return (area is not None and area <= 0) or (box is not None and (box[2] <= 0 or box[3] <= 0))
+
+
+def ignore_zero_area(anns: List[Dict]) -> List:
+    """Makes every person with labelled keypoints and a zero-area box or area an ignored region, in
+    place; returns their annotation ids.
+
+    COCOeval divides the OKS by the ground truth's area (xtcocotools without areas: by 0.53 x the
+    box's), so such a person can never be matched: each would count as a miss, and a correct
+    prediction on it as a false positive. The loader leaves these people out of training
+    (`d2pose.data.datasets.coco_keypoints`); here they become what COCO calls a crowd region
+    (iscrowd 1: neither a miss nor, for the prediction that matches it, a hit or a false positive),
+    with box and area taken from the extent of the labelled keypoints (at least 1 px a side) so that
+    a prediction on the person can match it.
+    """
+    ids = []
+    for a in anns:
+        if not _zero_area_person(a):
+            continue
+        kps = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
+        pts = kps[kps[:, 2] > 0, :2]
+        x0, y0 = pts.min(0)
+        x1, y1 = pts.max(0)
+        w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+        a["bbox"] = [float(x0), float(y0), float(w), float(h)]
+        a["area"] = float(w * h)
+        a["iscrowd"] = 1
+        ids.append(a.get("id"))
+    return ids
+
+
 def _ground_truth_people(dataset_dicts: Iterable[Dict]) -> Dict[int, List[Dict]]:
     """image_id -> people with keypoints (K, 3) in continuous coordinates and head_size."""
     people = defaultdict(list)
@@ -428,12 +466,14 @@ class KeypointEvaluator(DatasetEvaluator):
         return self._with_optional_fields(path)
 
     def _with_optional_fields(self, path: str) -> str:
-        """`path`, or a copy of it with the optional fields COCOeval reads filled in as the loader
-        fills them (area from the box, iscrowd 0, num_keypoints), when an annotation lacks them."""
+        """`path`, or a copy of it that COCOeval can score fairly, when an annotation lacks optional
+        fields (filled as the loader fills them: area from the box, iscrowd 0, num_keypoints) or is a
+        person with a zero-area box or area (made an ignored region by `ignore_zero_area`)."""
         with open(path) as f:
             data = json.load(f)
         anns = data.get("annotations", [])
-        if all("area" in a and "iscrowd" in a and ("keypoints" not in a or "num_keypoints" in a) for a in anns):
+        complete = all("area" in a and "iscrowd" in a and ("keypoints" not in a or "num_keypoints" in a) for a in anns)
+        if complete and not any(_zero_area_person(a) for a in anns):
             return path
         for a in anns:
             if "area" not in a and "bbox" in a:
@@ -441,13 +481,19 @@ class KeypointEvaluator(DatasetEvaluator):
             a.setdefault("iscrowd", 0)
             if "keypoints" in a and "num_keypoints" not in a:
                 a["num_keypoints"] = int(sum(1 for v in a["keypoints"][2::3] if v > 0))
+        ignored = ignore_zero_area(anns)
         folder = self._output_dir or tempfile.mkdtemp(prefix="d2pose_gt_")
         PathManager.mkdirs(folder)
         filled = os.path.join(folder, "ground_truth_filled.json")
         with open(filled, "w") as f:
             json.dump(data, f)
-        logger.info("%s lacks optional fields (area / iscrowd / num_keypoints); evaluating against %s, a copy "
-                    "with them filled as the loader fills them (area from the box, iscrowd 0)", path, filled)
+        if not complete:
+            logger.info("%s lacks optional fields (area / iscrowd / num_keypoints); evaluating against %s, a copy "
+                        "with them filled as the loader fills them (area from the box, iscrowd 0)", path, filled)
+        if ignored:
+            logger.warning("%s: %d people with zero-area boxes or areas are scored as ignored regions (in %s): "
+                           "annotation ids %s", path, len(ignored), filled,
+                           ", ".join(map(str, ignored[:10])) + (" ..." if len(ignored) > 10 else ""))
         return filled
 
     def _score(self, results: List[Dict], image_ids: Sequence[int]) -> "OrderedDict[str, float]":

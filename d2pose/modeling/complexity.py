@@ -16,7 +16,8 @@ from torch import nn
 
 from .losses import RLELoss
 
-__all__ = ["topdown_complexity", "flop_count", "sdpa_flop_jit"]
+__all__ = ["topdown_complexity", "bottomup_complexity", "rcnn_complexity", "inference_parameters", "flop_count",
+           "sdpa_flop_jit"]
 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -59,6 +60,59 @@ def flop_count(module: nn.Module, *inputs) -> float:
         return float(analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total())
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def inference_parameters(module: nn.Module) -> int:
+    """Parameters of `module` without its training-only loss modules (RLE's flows)."""
+    from fvcore.nn import parameter_count
+
+    counts = parameter_count(module)
+    training_only = sum(counts.get(name, 0) for name, m in module.named_modules() if isinstance(m, RLELoss))
+    return counts.get("", 0) - training_only
+
+
+class _BottomUpNetwork(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model.network(x, embeddings=True)
+        return tuple(v for v in out.values() if isinstance(v, torch.Tensor))
+
+
+def bottomup_complexity(model: nn.Module, height: int, width: int) -> Tuple[int, float]:
+    """(parameters, GFLOPs) of a bottom-up model: every parameter but training-only losses, and
+    fvcore's FLOPs of one network pass (backbone + heads + embedding head, no flip test) on a
+    `height` x `width` input; the per-person decoding after it (for LOGO-CAP: the KAM network on
+    each centre's embeddings and the dynamic convolutions, which grow with the number of people) is
+    not counted."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            flops = flop_count(_BottomUpNetwork(model), torch.zeros(1, 3, height, width, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    return inference_parameters(model), flops / 1e9
+
+
+def rcnn_complexity(model: nn.Module, inputs) -> Tuple[int, float]:
+    """(parameters, GFLOPs) of a GeneralizedRCNN-style model on `inputs` (Detectron2's list of dicts):
+    Detectron2's FlopCountAnalysis of the whole inference (backbone, RPN, box and keypoint heads on
+    the detections these inputs produce), per image."""
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            analysis = FlopCountAnalysis(model, inputs).set_op_handle(
+                "aten::scaled_dot_product_attention", sdpa_flop_jit)
+            flops = float(analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total())
+    finally:
+        model.train(was_training)
+    return inference_parameters(model), flops / 1e9 / len(inputs)
 
 
 def topdown_complexity(model: nn.Module) -> Tuple[int, float]:

@@ -25,6 +25,9 @@ __all__ = [
     "native_bfloat16",
     "measure_peaks",
     "describe_machine",
+    "reset_peak_memory",
+    "peak_memory_mib",
+    "available_memory_mib",
     "PEAK_CONV_SHAPE",
     "PEAK_MATMUL_SIZE",
 ]
@@ -168,3 +171,60 @@ def describe_machine(dtype: torch.dtype = torch.float32, threads: Optional[int] 
             f"{peaks['conv_gflops']:.0f} GFLOP/s conv 3x3 {PEAK_CONV_SHAPE} (default layout "
             f"{peaks['conv_default_gflops']:.0f}, channels-last {peaks['conv_channels_last_gflops']:.0f}), "
             f"{peaks['matmul_gflops']:.0f} GFLOP/s matmul {PEAK_MATMUL_SIZE}^2 (2 FLOPs per multiply-add)")
+
+
+def reset_peak_memory(device: str = "cpu") -> bool:
+    """Starts a new peak-memory window: the process's peak resident set on the CPU (Linux: writing
+    "5" to /proc/self/clear_refs resets VmHWM), the caching allocator's peak on CUDA. False where the
+    peak cannot be reset (then `peak_memory_mib` reads the process's peak since it started)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mib(device: str = "cpu") -> float:
+    """Peak memory since the last `reset_peak_memory`, in MiB: the process's peak resident set
+    (VmHWM; ru_maxrss where /proc is absent) on the CPU, `torch.cuda.max_memory_allocated` on CUDA."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
+
+
+def available_memory_mib(device: str = "cpu") -> float:
+    """Memory a run may still take, in MiB: MemAvailable (Linux; else physical pages) plus what this
+    process holds now on the CPU; free + cached-by-torch on CUDA."""
+    if str(device).startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info()
+        return (free + torch.cuda.memory_reserved()) / 2**20
+    own = 0.0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    own = int(line.split()[1]) / 1024.0
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0 + own
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20

@@ -317,3 +317,57 @@ def test_detector_configs_are_scored_on_boxes_too(datasets, tmp_path):
     assert results["bbox"]["AP"] == pytest.approx(100.0)
     cfg.MODEL.META_ARCHITECTURE = "TopDownPoseEstimator"
     assert [type(e) for e in build_evaluator(cfg, name, str(tmp_path))._evaluators] == [KeypointEvaluator]
+
+
+def test_zero_area_people_are_ignored_regions(shared_data, tmp_path, caplog):
+    """A person with keypoints but a zero-area box: COCOeval alone can never match it (OKS divides by
+    the area), so a correct prediction costs a miss and a false positive; KeypointEvaluator scores it
+    as an ignored region: the same AP as the set without that person and its prediction."""
+    src = os.path.join(shared_data, "coco/annotations/test_coco.json")
+    data = json.loads(open(src).read())
+    people = [a for a in data["annotations"] if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0)]
+    victim = people[1]
+    edited = json.loads(json.dumps(data))
+    for a in edited["annotations"]:
+        if a["id"] == victim["id"]:
+            a["bbox"][2], a["area"] = 0.0, 0.0
+    path = tmp_path / "zero_area.json"
+    path.write_text(json.dumps(edited))
+    name = _name("zero_area")
+    register_keypoint_dataset(name, str(path), os.path.join(shared_data, "coco/images"))
+    with caplog.at_level(logging.WARNING):
+        dicts = DatasetCatalog.get(name)
+    warned = [r.getMessage() for r in caplog.records if "zero-area" in r.getMessage()]
+    assert len(warned) == 1 and str(victim["id"]) in warned[0] and "zero_area.json" in warned[0]
+    assert victim["id"] not in {a.get("id") for r in dicts for a in r["annotations"]}  # out of training
+
+    # predictions: every person's ground truth, 2 px to the right (COCO pixel indices for the results
+    # json, continuous coordinates for the evaluator)
+    def results(anns):
+        return [{"image_id": a["image_id"], "category_id": 1, "score": 1.0,
+                 "keypoints": [v + 2.0 if i % 3 == 0 else v for i, v in enumerate(a["keypoints"])]} for a in anns]
+
+    by_image = defaultdict(list)
+    for a in people:
+        by_image[a["image_id"]].append(a)
+    pairs = []
+    for im in data["images"]:
+        anns = by_image.get(im["id"], [])
+        inst = Instances((im["height"], im["width"]))
+        k = torch.tensor([r["keypoints"] for r in results(anns)], dtype=torch.float64).reshape(len(anns), 17, 3)
+        k[..., :2] += 0.5
+        k[..., 2] = (k[..., 2] > 0).double()
+        inst.pred_keypoints, inst.scores = k.float(), torch.ones(len(anns))
+        inst.pred_boxes = Boxes(torch.zeros(len(anns), 4))
+        pairs.append(({"image_id": im["id"]}, {"instances": inst}))
+    ours = _run(KeypointEvaluator(name, output_dir=str(tmp_path / "eval"), distributed=False), pairs)["keypoints"]
+
+    without = json.loads(json.dumps(data))
+    without["annotations"] = [a for a in without["annotations"] if a["id"] != victim["id"]]
+    (tmp_path / "without.json").write_text(json.dumps(without))
+    sigmas = MetadataCatalog.get(name).keypoint_oks_sigmas
+    ref = evaluate_results_json(str(tmp_path / "without.json"), results([a for a in people if a is not victim]),
+                                "coco_keypoints", sigmas)
+    plain = evaluate_results_json(str(path), results(people), "coco_keypoints", sigmas)
+    assert ours["AP"] == pytest.approx(ref["AP"]) and ours["AR"] == pytest.approx(ref["AR"])
+    assert plain["AP"] < ref["AP"] - 1.0  # what COCOeval alone reports: a miss and a false positive

@@ -21,3 +21,20 @@ def test_measure_peaks_and_description():
                  f"{peaks['conv_gflops']:.0f} GFLOP/s conv", f"{peaks['matmul_gflops']:.0f} GFLOP/s matmul"):
         assert part in text, (part, text)
     assert torch.get_num_threads() >= 1  # restored
+
+
+def test_peak_memory_window_sees_a_large_allocation():
+    import numpy as np
+
+    from d2pose.utils.machine import available_memory_mib, peak_memory_mib, reset_peak_memory
+
+    resettable = reset_peak_memory()
+    before = peak_memory_mib()
+    block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+    after = peak_memory_mib()
+    del block
+    assert after >= before + 250
+    if resettable:  # the window starts again at the current resident set, below the peak just seen
+        reset_peak_memory()
+        assert peak_memory_mib() < after - 200
+    assert available_memory_mib() > 300

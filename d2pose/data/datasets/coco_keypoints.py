@@ -13,7 +13,7 @@ from detectron2.data.datasets.coco import load_coco_json
 
 from ..metadata import KeypointMetadata, get_keypoint_metadata
 
-__all__ = ["register_keypoint_dataset", "load_keypoint_json", "DatasetFileMissing"]
+__all__ = ["register_keypoint_dataset", "load_keypoint_json", "DatasetFileMissing", "has_zero_area"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +46,24 @@ def _check_keypoints(dicts: List[Dict], meta: KeypointMetadata, json_file: str, 
     * a labelled keypoint far outside its image (more than half the image size beyond an edge):
       warning; kept as annotated (evaluation scores it as it is; augmentations mark keypoints that
       fall outside the network input unlabelled).
+    * a person with labelled keypoints whose box or area is zero (`has_zero_area`): warning; left out
+      of the dicts, so that no training sample uses it (top-down crops, R-CNN boxes and bottom-up
+      centres all need an extent), while `KeypointEvaluator` scores it as an ignored region
+      (see `d2pose.evaluation.keypoint_evaluator.ignore_zero_area`): OKS divides by the area, so as
+      ground truth it could never be matched, and every such person would cost a miss plus a false
+      positive for a correct prediction.
     """
     import math
 
     K = meta.num_keypoints
     where = f"{json_file} (dataset {name!r})" if name else json_file
-    non_finite, odd_flags, far = [], [], []
+    non_finite, odd_flags, far, zero_area = [], [], [], []
     for record in dicts:
         W, H = record.get("width"), record.get("height")
+        kept = []
         for ann in record.get("annotations", []):
             kps = ann.get("keypoints")
+            kept.append(ann)
             if kps is None:
                 continue
             label = f"{ann.get('id', '?')} (image {record.get('image_id')})"
@@ -73,12 +81,18 @@ def _check_keypoints(dicts: List[Dict], meta: KeypointMetadata, json_file: str, 
                 kps = list(kps)
                 kps[2::3] = [0 if v <= 0 else (2 if v > 2 else v) for v in flags]
                 ann["keypoints"] = kps
+            if any(v > 0 for v in kps[2::3]) and has_zero_area(ann):
+                zero_area.append(label)
+                kept.pop()
+                continue
             if W and H:
                 for k in range(K):
                     x, y, v = kps[3 * k: 3 * k + 3]
                     if v > 0 and (x < -0.5 * W or x > 1.5 * W or y < -0.5 * H or y > 1.5 * H):
                         far.append(label)
                         break
+        if "annotations" in record:
+            record["annotations"] = kept
     if non_finite:
         raise ValueError(f"{where}: {len(non_finite)} annotations have non-finite (NaN / inf) keypoint values: "
                          f"annotation ids {_ids(non_finite)}. Fix or remove them in the json.")
@@ -88,6 +102,22 @@ def _check_keypoints(dicts: List[Dict], meta: KeypointMetadata, json_file: str, 
     if far:
         logger.warning("%s: %d annotations have labelled keypoints far outside their image (kept as annotated): "
                        "annotation ids %s", where, len(far), _ids(far))
+    if zero_area:
+        logger.warning("%s: %d annotations with labelled keypoints have a zero-area box or area: they are left "
+                       "out of training, and evaluation scores them as ignored regions (a prediction on them "
+                       "is neither a hit nor a false positive, and no miss is counted): annotation ids %s",
+                       where, len(zero_area), _ids(zero_area))
+
+
+def has_zero_area(ann: Dict) -> bool:
+    """Whether a COCO annotation's box has no width or height, or its given area is 0 (or negative)."""
+    area = ann.get("area")
+    if area is not None and area <= 0:
+        return True
+    if "bbox" not in ann:
+        return False
+    x0, y0, x1, y1 = _box_xyxy(ann)
+    return x1 - x0 <= 0 or y1 - y0 <= 0
 
 
 def load_keypoint_json(
