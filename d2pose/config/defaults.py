@@ -108,6 +108,10 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.ROI_REGRESSION.COORDS = "fc"
     # in training, a random subset of at most this many foreground ROIs per image (0: all)
     cfg.MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES = 0
+    # a box is a reference frame, not a cage: labelled keypoints up to this many box sizes outside
+    # the proposal box are supervised (box-relative [-m, 1 + m]) and Poseur's reference points may
+    # move there; 0: inside the box only. "integral" coordinates supervise inside the box only
+    cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN = 0.5
 
     cfg.MODEL.TIMM = CN()
     # timm backbone (build_timm_backbone): model name, feature levels, optional local checkpoint

@@ -447,12 +447,14 @@ class BoxRelativeCoords(KeypointCodec):
         wh = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1e-6)
         return (points - boxes[:, None, :2]) / wh[:, None]
 
-    def encode(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, keypoints: torch.Tensor, boxes: torch.Tensor,
+               margin: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
         """Keypoints (R, K, 3: x, y, visibility) in image coordinates and boxes (R, 4) -> targets
-        (R, K, 2) and weights (R, K): 1 for a labelled keypoint inside its box, else 0."""
+        (R, K, 2) and weights (R, K): 1 for a labelled keypoint inside its box grown by `margin`
+        box sizes on every side (box-relative [-margin, 1 + margin]), else 0."""
         kps = keypoints.to(boxes.dtype)
         target = self.to_box(kps[..., :2], boxes)
-        inside = ((target >= 0) & (target <= 1)).all(-1)
+        inside = ((target >= -margin) & (target <= 1 + margin)).all(-1)
         return target, ((kps[..., 2] > 0) & inside).float()
 
     def decode(self, rel: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,13 @@ per keypoint, with Q the unit Laplace (default) or Gaussian density per dimensio
 RealNVP flow over the 2-D residual; the constant log s of Eq. 6 is dropped. The Q term gives the
 regression model gradients that do not depend on the flow (the "gradient shortcut").
 Options: "dle" (direct likelihood estimation: only the flow, Eq. 5), "l1" (plain L1 on the
-coordinates, the baseline), and `official_form=True`, the authors' code, which counts log sigma twice
-(once with the flow, once inside log Q) and uses log(sigma sqrt(2 pi)) + |d| / (sqrt(2) sigma).
+coordinates, the baseline), and `official_form=True`, the authors' code (`rlepose`'s RegressFlow and
+RLELoss, and Poseur's head): there `nf_loss = log(sigma) - log_phi` broadcasts log_phi, shaped
+(B, K, 1), against sigma's (B, K, 2), so -log G_phi counts once per coordinate (twice per keypoint),
+like log sigma; log sigma counts again inside their -log Q = log(sigma sqrt(2 pi)) + |d| / (sqrt(2)
+sigma). Per keypoint:
+    paper:    sum_d log sigma_d -   log G(mu_bar) + sum_d -log Q(mu_bar_d)
+    official: sum_d log sigma_d - 2 log G(mu_bar) + sum_d [log(sigma_d sqrt(2 pi)) + |d_d| / (sqrt(2) sigma_d)]
 
 Normalisation: the sum over keypoints (weighted by target visibility) and dimensions, divided by
 the number of instances in the batch (the official `size_average`).
@@ -37,7 +42,8 @@ class RLELoss(nn.Module):
         Args:
             kind: "rle" (Eq. 8), "dle" (flow only) or "l1".
             base: the preset density Q, "laplace" or "gaussian".
-            official_form: the authors' code: log sigma counted twice and their Laplace form.
+            official_form: the authors' code: log sigma and -log G counted once per coordinate in
+                their flow term, log sigma again in their Laplace form.
             flow: the flow G_phi (a new RealNVP by default).
             prior_mean: mean of the new flow's prior (ignored when `flow` is given).
         """
@@ -87,7 +93,10 @@ class RLELoss(nn.Module):
         bar_mu = (pred - target) / sigma
         log_phi = self.flow.log_prob(bar_mu.reshape(-1, 2)).view(pred.shape[:2])  # (R, K)
         w_kp = w[..., 0]
-        flow_term = (torch.log(sigma).sum(-1) - log_phi) * w_kp  # log sigma (both dims) - log G(mu_bar)
+        # log sigma (both dims) - log G(mu_bar): once per keypoint in the paper, once per coordinate in
+        # the authors' code (log_phi broadcast over the two dims, see the module docstring)
+        flow_weight = 2.0 if self.official_form else 1.0
+        flow_term = (torch.log(sigma).sum(-1) - flow_weight * log_phi) * w_kp
         if self.kind == "dle":
             return flow_term.sum() / R
         # paper: -log Q has no log sigma (it is in flow_term once); official: it has it again

@@ -5,7 +5,11 @@ soft-argmax grid), the optional integral branch (mu by soft-argmax over the ROI 
 sampling, writing predictions into each image's `Instances`, and the losses of an empty batch.
 
 Config (core keys, one per choice, shared by both heads): `MODEL.ROI_REGRESSION.COORDS` ("fc" or
-"integral") and `MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES`; the conv stack is Detectron2's
+"integral"), `MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES` and `MODEL.ROI_REGRESSION.FRAME_MARGIN`
+(a box is a reference frame, not a cage: labelled keypoints up to that many box sizes outside the
+proposal box are supervised, so that a truncated box still gets its person's hidden keypoints,
+as Poseur's Fig. 1 shows; "integral" coordinates cannot leave the box and supervise inside it
+only); the conv stack is Detectron2's
 `MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS`.
 
 Shape shorthand: R ROIs, C channels, S x S pooled features, K keypoints.
@@ -22,6 +26,7 @@ from ..data.codecs import BoxRelativeCoords
 from .integral import soft_argmax
 
 __all__ = ["ROI_COORDS", "ROIIntegralCoords", "roi_conv_stack", "roi_integral_coords", "roi_keypoint_targets",
+           "roi_frame_margin",
            "sample_train_rois", "write_roi_predictions", "zero_losses", "ROI_CODEC"]
 
 #: values of MODEL.ROI_REGRESSION.COORDS: where an ROI head's box-relative mu comes from
@@ -77,12 +82,21 @@ def roi_integral_coords(in_channels: int, num_keypoints: int, coords: str) -> Op
     return ROIIntegralCoords(in_channels, num_keypoints) if coords == "integral" else None
 
 
-def roi_keypoint_targets(instances: List[Instances]) -> Tuple[torch.Tensor, torch.Tensor]:
+def roi_keypoint_targets(instances: List[Instances], margin: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Box-relative targets (R, K, 2) of training ROIs (`proposal_boxes`, `gt_keypoints`) and their
-    weights (R, K): 1 for a labelled keypoint inside its proposal box, else 0 (the codec's encode)."""
+    weights (R, K): 1 for a labelled keypoint inside its proposal box grown by `margin` box sizes
+    on each side (MODEL.ROI_REGRESSION.FRAME_MARGIN), else 0 (the codec's encode)."""
     boxes = torch.cat([i.proposal_boxes.tensor for i in instances])
     kps = torch.cat([i.gt_keypoints.tensor for i in instances])
-    return ROI_CODEC.encode(kps, boxes)
+    return ROI_CODEC.encode(kps, boxes, margin)
+
+
+def roi_frame_margin(margin: float, coords: str) -> float:
+    """The supervised margin around the box of a head whose mu comes from `coords`: the soft-argmax
+    of "integral" cannot leave the ROI grid (0), "fc" regresses anywhere (`margin`)."""
+    if margin < 0:
+        raise ValueError(f"MODEL.ROI_REGRESSION.FRAME_MARGIN must be >= 0, got {margin}")
+    return 0.0 if coords == "integral" else float(margin)
 
 
 def sample_train_rois(instances: List[Instances], cap: int) -> Tuple[List[Instances], torch.Tensor]:

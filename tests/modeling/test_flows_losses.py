@@ -77,11 +77,31 @@ def test_rle_loss_official_form_hand_computed():
     pred, sigma, target, weight = _case()
     loss = RLELoss("rle", official_form=True).double()
     log_g = loss.flow.log_prob(((pred - target) / sigma)[0, :1]).item()
-    # log sigma twice; log(sigma sqrt(2 pi)) + |d| / (sqrt 2 sigma)
-    expected = (math.log(0.2) + math.log(0.1) - log_g
+    # per coordinate: log sigma_d - log G (log_phi broadcast over x and y), then
+    # log(sigma_d sqrt(2 pi)) + |d_d| / (sqrt 2 sigma_d): -log G twice, log sigma twice per coordinate
+    expected = (math.log(0.2) - log_g + math.log(0.1) - log_g
                 + math.log(0.2 * math.sqrt(2 * math.pi)) + 0.1 / (math.sqrt(2) * 0.2 + 1e-9)
                 + math.log(0.1 * math.sqrt(2 * math.pi)) + 0.0)
     assert loss(pred, sigma, target, weight).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_rle_loss_official_form_equals_the_authors_broadcast():
+    """The authors' computation, written with their shapes (rlepose RegressFlow + RLELoss): log_phi
+    (B, K, 1) broadcast against log sigma (B, K, 2); nf_loss weighted by the x weight; the sum over
+    everything divided by the batch size."""
+    torch.manual_seed(0)
+    B, K = 5, 17
+    pred, target = torch.rand(B, K, 2, dtype=torch.float64), torch.rand(B, K, 2, dtype=torch.float64)
+    sigma = torch.rand(B, K, 2, dtype=torch.float64) * 0.5 + 0.01
+    weight = (torch.rand(B, K, 1) > 0.3).double().expand(B, K, 2)
+    loss = RLELoss("rle", official_form=True).double()
+    bar_mu = (pred - target) / sigma
+    log_phi = loss.flow.log_prob(bar_mu.reshape(-1, 2)).reshape(B, K, 1)
+    nf_loss = (torch.log(sigma) - log_phi) * weight[:, :, :1]
+    amp = 1 / math.sqrt(2 * math.pi)
+    q_logprob = (torch.log(sigma / amp) + (target - pred).abs() / (math.sqrt(2) * sigma + 1e-9)) * weight
+    authors = (nf_loss + q_logprob).sum() / B
+    assert loss(pred, sigma, target, weight).item() == pytest.approx(authors.item(), rel=1e-12)
 
 
 def test_dle_and_l1_and_normalisation():

@@ -23,10 +23,13 @@ def add_poseur_config(cfg: CN) -> None:
     p.DROPOUT = 0.1
     # training-only noisy query groups (0 = off)
     p.NUM_NOISY_GROUPS = 3
-    # reference points moved by noise per instance, over all noisy groups' slots
+    # reference points moved by noise, over all noisy groups' slots
     p.NUM_NOISY_POINTS = 12
-    # std of the reference-point noise (the authors' code: covariance 0.2 I, i.e. std 0.447)
-    p.NOISE_STD = 0.2
+    # std of the reference-point noise per coordinate (the authors' code: covariance 0.2 I, std sqrt(0.2))
+    p.NOISE_STD = 0.2 ** 0.5
+    # which slots are moved: "batch" (one random set per batch, shared by its instances: the
+    # authors' code) or "instance" (a set per instance)
+    p.NOISE_SLOTS = "batch"
     # weight of the coarse-proposal RLE loss
     p.COARSE_LOSS_WEIGHT = 1.0
     # weight of each decoder layer's RLE loss (lambda)

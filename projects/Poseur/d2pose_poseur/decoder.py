@@ -65,43 +65,49 @@ def noisy_reference_points(
     coarse: torch.Tensor,
     num_noisy_groups: int = 3,
     num_noisy: int = 12,
-    std: float = 0.2,
+    std: float = 0.2 ** 0.5,
     generator: Optional[torch.Generator] = None,
     clip: Tuple[float, float] = (-0.7, 1.7),
+    slots: str = "batch",
 ) -> torch.Tensor:
-    """Poseur's noisy reference points sampling (Sec. 3.1), training only.
+    """Poseur's noisy reference points sampling (Sec. 3.1), training only, as the authors' code draws
+    them.
 
-    Group 0 is the (detached) coarse proposal. The G noisy groups are copies of it in which, over
-    the G*K slots of each instance, `num_noisy` distinct slots drawn at random (independently per
-    instance) are moved by N(0, std^2) noise per coordinate, clipped to [-1, 1]. Finally every point,
-    group 0 included, is clipped to `clip`.
-
-    Differences from the authors' code: there, one random slot set is shared by the whole batch,
-    only the moved points are clipped to [-0.7, 1.7], and the noise is N(0, 0.2 I) as a covariance,
-    i.e. a standard deviation of sqrt(0.2) = 0.45 (pass std=0.2 ** 0.5 to match).
+    Group 0 is the (detached) coarse proposal. The G noisy groups are copies of it in which
+    `num_noisy` distinct slots of the G*K are moved by N(0, 0.2 I) noise (covariance 0.2: standard
+    deviation sqrt(0.2) = 0.447 per coordinate, the default `std`), clipped to [-1, 1]. With
+    `slots="batch"` (the authors') one random slot set is drawn per call, i.e. per batch, and shared
+    by every instance (each instance still gets its own noise values); `slots="instance"` draws a
+    slot set per instance. Finally every point is clipped to `clip`: the authors clip the moved
+    points; the coarse group is clipped too here, which changes it only where it lies more than 0.7
+    crop widths outside the crop, where the decoder's sampling sees nothing either way.
 
     Args:
         coarse: (R, K, 2) normalised coarse points.
         num_noisy_groups: G.
-        num_noisy: slots moved per instance (at most G*K).
-        std: standard deviation of the noise.
+        num_noisy: slots moved (at most G*K).
+        std: standard deviation of the noise per coordinate.
         generator: optional torch.Generator on coarse's device.
         clip: final range of all points.
+        slots: "batch" or "instance", see above.
 
     Returns:
         (R, (1 + G) * K, 2).
     """
+    if slots not in ("batch", "instance"):
+        raise ValueError(f"slots must be 'batch' or 'instance' (MODEL.POSEUR.NOISE_SLOTS), got {slots!r}")
     coarse = coarse.detach()
     R, K, _ = coarse.shape
     G = int(num_noisy_groups)
     if G <= 0:
         return coarse.clamp(*clip)
-    slots = G * K
-    n = min(int(num_noisy), slots)
+    total = G * K
+    n = min(int(num_noisy), total)
     copies = coarse.repeat(1, G, 1)  # (R, G*K, 2)
-    if n > 0:
-        order = torch.rand(R, slots, generator=generator, device=coarse.device).argsort(dim=1)
-        chosen = order[:, :n, None].expand(R, n, 2)  # n distinct slots per instance
+    if n > 0 and R > 0:
+        draws = R if slots == "instance" else 1
+        order = torch.rand(draws, total, generator=generator, device=coarse.device).argsort(dim=1)
+        chosen = order[:, :n, None].expand(R, n, 2)  # n distinct slots (the same for all with "batch")
         noise = torch.randn(R, n, 2, generator=generator, device=coarse.device).to(coarse.dtype)
         noise = (noise * std).clamp(-1.0, 1.0)
         copies = copies + torch.zeros_like(copies).scatter(1, chosen, noise)
@@ -374,6 +380,7 @@ class PoseurDecoder(nn.Module):
         return_sampling: bool = False,
         memory_boxes: Optional[torch.Tensor] = None,
         all_layers: bool = True,
+        frame_margin: float = 0.0,
     ) -> Dict[str, torch.Tensor]:
         """
         Args:
@@ -386,6 +393,11 @@ class PoseurDecoder(nn.Module):
                 normalised coordinates: reference points and outputs then live in that frame (e.g.
                 box-relative for ROI heads) and EMSDA samples at x0 + x * w, y0 + y * h. None: the
                 frame is the memory itself (top-down crops).
+            frame_margin: m >= 0: the points may leave their frame by m frame sizes on each side (a
+                box is a reference, not a cage: a truncated person's hidden keypoints lie outside
+                its box). The refinement's sigmoid then covers [-m, 1 + m] instead of [0, 1]: it
+                runs on u = (x + m) / (1 + 2m), and x = (1 + 2m) u - m is what EMSDA samples at
+                and what the layers output. 0 (top-down crops) is the authors' refinement.
             all_layers: every layer's (mu_l, sigma_l); False (inference) computes only the last
                 layer's, since earlier layers only need their reference refinement: it skips
                 2 (num_layers - 1) small branches, which is latency on a CPU.
@@ -402,6 +414,12 @@ class PoseurDecoder(nn.Module):
         if Q % K != 0:
             raise ValueError(f"the number of queries ({Q}) must be a multiple of K = {K}")
         groups = Q // K
+        if frame_margin < 0:
+            raise ValueError(f"frame_margin must be >= 0, got {frame_margin}")
+        span = 1.0 + 2.0 * frame_margin
+        # the sigmoid refinement runs on u in (0, 1); x = span * u - m in (-m, 1 + m)
+        to_u = (lambda x: (x + frame_margin) / span) if frame_margin else (lambda x: x)
+        to_x = (lambda u: u * span - frame_margin) if frame_margin else (lambda u: u)
         h, ref = query, reference_points
         coords, sigmas, refs, locs, weights = [], [], [], [], []
         for l, layer in enumerate(self.layers):
@@ -417,7 +435,7 @@ class PoseurDecoder(nn.Module):
                 h = out
             with torch.autocast(h.device.type, enabled=False):  # coordinates and sigmas in float32
                 hf = h.to(torch.promote_types(h.dtype, torch.float32))
-                ref = torch.sigmoid(self.fc_coord_branches[l](hf) + inverse_sigmoid(ref))  # not detached (official)
+                ref = to_x(torch.sigmoid(self.fc_coord_branches[l](hf) + inverse_sigmoid(to_u(ref))))  # not detached (official)
                 if not all_layers and l < self.num_layers - 1:
                     continue
                 mu = ref if self.fc_coord_output_branches is None else ref + self.fc_coord_output_branches[l](hf)

@@ -47,7 +47,7 @@ class PoseurRefiner(nn.Module):
                  embed_dim: int = 256, num_heads: int = 8, num_decoder_layers: int = 6, ffn_dim: int = 1024,
                  dropout: float = 0.1, num_points: int = 4, backend: str = "auto", num_reg_fcs: int = 1,
                  output_delta: bool = True, num_noisy_groups: int = 3, num_noisy_points: int = 12,
-                 noise_std: float = 0.2, coarse_loss_weight: float = 1.0, decoder_loss_weight: float = 1.0):
+                 noise_std: float = 0.2 ** 0.5, noise_slots: str = "batch", coarse_loss_weight: float = 1.0, decoder_loss_weight: float = 1.0):
         """
         Args:
             num_keypoints: K.
@@ -57,7 +57,7 @@ class PoseurRefiner(nn.Module):
             embed_dim: C of the memory and queries.
             num_heads, num_decoder_layers, ffn_dim, dropout, num_points, backend, num_reg_fcs,
                 output_delta: decoder hyper-parameters (see :class:`PoseurDecoder`).
-            num_noisy_groups, num_noisy_points, noise_std: noisy reference points in training
+            num_noisy_groups, num_noisy_points, noise_std, noise_slots: noisy reference points in training
                 (see :func:`noisy_reference_points`); G = 0 disables them.
             coarse_loss_weight, decoder_loss_weight: multipliers of the coarse loss and of each
                 decoder layer's loss (lambda).
@@ -72,6 +72,9 @@ class PoseurRefiner(nn.Module):
                                      output_delta=output_delta)
         self.enc_loss, self.dec_loss = enc_loss, dec_loss
         self.num_noisy_groups, self.num_noisy_points, self.noise_std = num_noisy_groups, num_noisy_points, noise_std
+        if noise_slots not in ("batch", "instance"):
+            raise ValueError(f"MODEL.POSEUR.NOISE_SLOTS must be 'batch' or 'instance', got {noise_slots!r}")
+        self.noise_slots = noise_slots
         self.coarse_loss_weight, self.decoder_loss_weight = coarse_loss_weight, decoder_loss_weight
 
     @property
@@ -91,7 +94,7 @@ class PoseurRefiner(nn.Module):
     def forward(self, coarse_coords: torch.Tensor, memory: torch.Tensor, spatial_shapes: torch.Tensor,
                 level_start_index: torch.Tensor, *, memory_index: Optional[torch.Tensor] = None,
                 memory_boxes: Optional[torch.Tensor] = None, return_sampling: bool = False,
-                all_layers: bool = False) -> Dict[str, torch.Tensor]:
+                all_layers: bool = False, frame_margin: float = 0.0) -> Dict[str, torch.Tensor]:
         """
         Args:
             coarse_coords: (R, K, 2) the proposal (detached here).
@@ -100,6 +103,7 @@ class PoseurRefiner(nn.Module):
             memory_boxes: (R, 4) each instance's box in memory units (ROI heads), see PoseurDecoder.
             return_sampling: also return every layer's EMSDA sampling locations and weights.
             all_layers: every layer's outputs (training, visualisation); else the last layer's.
+            frame_margin: how far the points may leave their frame (see PoseurDecoder.forward).
 
         Returns:
             "dec_coords", "dec_sigmas" (L, R, Q, 2) with Q = (1 + G) K in training and K at
@@ -110,11 +114,12 @@ class PoseurRefiner(nn.Module):
         with torch.autocast(coarse_coords.device.type, enabled=False):
             ref = coarse_coords.detach().float()
             if self.training and self.num_noisy_groups > 0:
-                ref = noisy_reference_points(ref, self.num_noisy_groups, self.num_noisy_points, self.noise_std)
+                ref = noisy_reference_points(ref, self.num_noisy_groups, self.num_noisy_points, self.noise_std,
+                                             slots=self.noise_slots)
         query, query_pos = self.keypoint_encoder(ref)
         dec = self.decoder(query, query_pos, ref, memory, spatial_shapes, level_start_index,
                            memory_index=memory_index, memory_boxes=memory_boxes, return_sampling=return_sampling,
-                           all_layers=all_layers or self.training or return_sampling)
+                           all_layers=all_layers or self.training or return_sampling, frame_margin=frame_margin)
         K = self.num_keypoints
         out = dict(dec_coords=dec["coords"], dec_sigmas=dec["sigmas"], reference_points=ref,
                    coords=dec["coords"][-1, :, :K], sigma=dec["sigmas"][-1, :, :K])
@@ -123,7 +128,8 @@ class PoseurRefiner(nn.Module):
         return out
 
     def losses(self, outputs: Dict[str, torch.Tensor], target: torch.Tensor, weight: torch.Tensor,
-               heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0) -> Dict[str, torch.Tensor]:
+               heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0,
+               coarse_weight: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Poseur's losses: "loss_coarse" (RLE with `enc_loss` on the proposal), "loss_dec_{l}" (RLE
         with `dec_loss` on every layer, all query groups against the same targets) and, where the
         outputs hold an integral proposal's "coarse_logits" / "coarse_grid", "loss_coarse_heatmap"
@@ -132,14 +138,17 @@ class PoseurRefiner(nn.Module):
         Args:
             outputs: "coarse_coords", "coarse_sigma" (R, K, 2) and this module's outputs.
             target: (R, K, 2) in the outputs' frame; weight: (R, K) keypoint weights.
+            coarse_weight: the coarse proposal's weights where they differ (ROI heads: an integral
+                proposal cannot leave the box), default `weight`.
         """
+        coarse_weight = weight if coarse_weight is None else coarse_weight
         with torch.autocast(target.device.type, enabled=False):
-            losses = {"loss_coarse": self.enc_loss(outputs["coarse_coords"], outputs["coarse_sigma"], target, weight)
+            losses = {"loss_coarse": self.enc_loss(outputs["coarse_coords"], outputs["coarse_sigma"], target, coarse_weight)
                       * self.coarse_loss_weight}
             if "coarse_logits" in outputs:
                 gx, gy = outputs["coarse_grid"]
                 losses["loss_coarse_heatmap"] = heatmap_loss_weight * heatmap_kl_loss(
-                    outputs["coarse_logits"], gx, gy, target, weight, heatmap_loss_sigma)
+                    outputs["coarse_logits"], gx, gy, target, coarse_weight, heatmap_loss_sigma)
             coords, sigmas = outputs["dec_coords"], outputs["dec_sigmas"]
             groups = coords.shape[2] // self.num_keypoints
             target = target.repeat(1, groups, 1)
@@ -157,5 +166,6 @@ class PoseurRefiner(nn.Module):
             num_decoder_layers=p.NUM_DECODER_LAYERS, ffn_dim=p.FFN_DIM, dropout=p.DROPOUT, num_points=p.NUM_POINTS,
             backend=cfg.MODEL.MS_DEFORM_ATTN.BACKEND, num_reg_fcs=p.NUM_REG_FCS, output_delta=p.OUTPUT_DELTA,
             num_noisy_groups=p.NUM_NOISY_GROUPS, num_noisy_points=p.NUM_NOISY_POINTS, noise_std=p.NOISE_STD,
+            noise_slots=p.NOISE_SLOTS,
             coarse_loss_weight=p.COARSE_LOSS_WEIGHT, decoder_loss_weight=p.DECODER_LOSS_WEIGHT,
         )

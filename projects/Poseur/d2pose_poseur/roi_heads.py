@@ -33,7 +33,8 @@ from d2pose.data.codecs import BoxRelativeCoords
 from d2pose.modeling.integral import codec_grid
 from d2pose.modeling.losses import check_heatmap_kl_args
 from d2pose.modeling.rle_output import RLEOutput
-from d2pose.modeling.roi_regression import (ROI_CODEC, roi_conv_stack, roi_integral_coords, roi_keypoint_targets,
+from d2pose.modeling.roi_regression import (ROI_CODEC, roi_conv_stack, roi_frame_margin, roi_integral_coords,
+                                            roi_keypoint_targets,
                                             sample_train_rois, write_roi_predictions, zero_losses)
 
 from .neck import ChannelMapper
@@ -101,7 +102,7 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: Sequence[int],
                  memory_channels: int, num_levels: int, refiner: PoseurRefiner, embed_dim: int = 256,
                  codec: BoxRelativeCoords = ROI_CODEC, neck_groups: int = 32, coarse_coords: str = "fc",
-                 heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0):
+                 heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0, frame_margin: float = 0.5):
         """
         Args:
             input_shape: the pooled ROI features.
@@ -114,6 +115,10 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
             codec: the box-relative codec (decoding; keypoint score from sigma).
             coarse_coords: "fc" (the paper's avg-pool FC proposal) or "integral" (soft-argmax over
                 the ROI grid): MODEL.ROI_REGRESSION.COORDS, as RLEKeypointHead.
+            frame_margin: MODEL.ROI_REGRESSION.FRAME_MARGIN: the box is the queries' reference frame,
+                not a cage: reference points refine over [-m, 1 + m] of it and labelled keypoints
+                there are supervised (the coarse proposal's too unless it is "integral", whose
+                soft-argmax stays on the ROI grid).
             heatmap_loss_weight, heatmap_loss_sigma: with the integral proposal, the training-only KL
                 term on its ROI logit maps (MODEL.RLE.INTEGRAL_HEATMAP_*; "loss_coarse_heatmap").
         """
@@ -131,6 +136,10 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
         self.refiner = refiner
         self.codec = codec
         self.return_sampling = False
+        if frame_margin < 0:
+            raise ValueError(f"MODEL.ROI_REGRESSION.FRAME_MARGIN must be >= 0, got {frame_margin}")
+        self.frame_margin = float(frame_margin)
+        self.coarse_margin = roi_frame_margin(frame_margin, coarse_coords)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -143,6 +152,7 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
                                   **PoseurRefiner.from_config_kwargs(cfg)),
             embed_dim=p.EMBED_DIM, codec=BoxRelativeCoords.from_config(cfg), coarse_coords=cfg.MODEL.ROI_REGRESSION.COORDS,
             heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT, heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA,
+            frame_margin=cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN,
         )
 
     @property
@@ -180,7 +190,8 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
             b = boxes.to(coarse_coords.dtype)
             memory_boxes = torch.cat([b[:, :2] / extent, (b[:, 2:] - b[:, :2]).clamp_min(1e-3) / extent], 1)
         out = self.refiner(coarse_coords, memory, spatial_shapes, level_start_index, memory_index=image_index,
-                           memory_boxes=memory_boxes, return_sampling=self.return_sampling)
+                           memory_boxes=memory_boxes, return_sampling=self.return_sampling,
+                           frame_margin=self.frame_margin)
         out.update(coarse_coords=coarse_coords, coarse_sigma=coarse_sigma)
         if self.training and logits is not None and self.heatmap_loss_weight > 0:
             out.update(coarse_logits=logits, coarse_grid=codec_grid(logits, ROI_CODEC))
@@ -201,7 +212,8 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
                                          boxes.new_zeros(0, self.num_keypoints, 2), self.codec)
         outputs = self.layers(rois, boxes, image_index, maps, strides)
         if self.training:
-            target, weight = roi_keypoint_targets(instances)
+            target, weight = roi_keypoint_targets(instances, self.frame_margin)
+            inside = ((target >= -self.coarse_margin) & (target <= 1 + self.coarse_margin)).all(-1)
             return self.refiner.losses(outputs, target.float(), weight, self.heatmap_loss_weight,
-                                       self.heatmap_loss_sigma)
+                                       self.heatmap_loss_sigma, coarse_weight=weight * inside.to(weight.dtype))
         return write_roi_predictions(instances, outputs["coords"], outputs["sigma"], self.codec)

@@ -22,7 +22,8 @@ from d2pose.data.codecs import BoxRelativeCoords
 from d2pose.modeling.integral import codec_grid
 from d2pose.modeling.losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss
 from d2pose.modeling.rle_output import RLEOutput
-from d2pose.modeling.roi_regression import (ROI_CODEC, roi_conv_stack, roi_integral_coords, roi_keypoint_targets,
+from d2pose.modeling.roi_regression import (ROI_CODEC, roi_conv_stack, roi_frame_margin, roi_integral_coords,
+                                            roi_keypoint_targets,
                                             sample_train_rois, write_roi_predictions, zero_losses)
 
 __all__ = ["RLEKeypointHead"]
@@ -35,7 +36,8 @@ class RLEKeypointHead(nn.Module):
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: List[int], loss: RLELoss,
                  loss_weight: float = 1.0, codec: BoxRelativeCoords = ROI_CODEC, coords: str = "fc",
-                 max_train_instances: int = 0, heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0):
+                 max_train_instances: int = 0, heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0,
+                 frame_margin: float = 0.5):
         """
         Args:
             input_shape: shape of the pooled ROI features.
@@ -49,6 +51,9 @@ class RLEKeypointHead(nn.Module):
             heatmap_loss_weight, heatmap_loss_sigma: with "integral" coords, weight (0: off) and
                 Gaussian sigma (ROI bins) of a training-only KL term on the ROI logit maps
                 ("loss_keypoint_heatmap"; not scaled by loss_weight).
+            frame_margin: MODEL.ROI_REGRESSION.FRAME_MARGIN: with "fc" coords, labelled keypoints
+                up to that many box sizes outside the proposal box are supervised (the box is a
+                frame, not a cage); "integral" coords supervise inside the box only.
         """
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, conv_dims)
@@ -60,6 +65,7 @@ class RLEKeypointHead(nn.Module):
         self.loss_weight = loss_weight
         self.codec = codec
         self.max_train_instances = int(max_train_instances)
+        self.frame_margin = roi_frame_margin(frame_margin, coords)
         check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma, self.heatmap is not None,
                               "MODEL.ROI_REGRESSION.COORDS")
         self.heatmap_loss_weight = float(heatmap_loss_weight)
@@ -73,6 +79,7 @@ class RLEKeypointHead(nn.Module):
             loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM), loss_weight=k.LOSS_WEIGHT,
             codec=BoxRelativeCoords.from_config(cfg), coords=cfg.MODEL.ROI_REGRESSION.COORDS,
             max_train_instances=cfg.MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES,
+            frame_margin=cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN,
             heatmap_loss_weight=r.INTEGRAL_HEATMAP_WEIGHT, heatmap_loss_sigma=r.INTEGRAL_HEATMAP_SIGMA,
         )
 
@@ -105,7 +112,9 @@ class RLEKeypointHead(nn.Module):
     def losses(self, mu, sigma, logits, instances: List[Instances]) -> dict:
         """"loss_keypoint" (RLE, x ROI_KEYPOINT_HEAD.LOSS_WEIGHT) and, with the KL term,
         "loss_keypoint_heatmap" (:func:`d2pose.modeling.losses.heatmap_kl_loss`, not scaled by it)."""
-        target, weight = roi_keypoint_targets(instances)
+        target, weight = roi_keypoint_targets(instances, self.frame_margin)
+        if self.heatmap is not None:  # the KL target lives on the ROI grid
+            weight = weight * ((target >= 0) & (target <= 1)).all(-1).to(weight.dtype)
         losses = {"loss_keypoint": self.loss(mu, sigma, target, weight.to(mu.dtype)) * self.loss_weight}
         if self.heatmap_loss_weight > 0:
             gx, gy = codec_grid(logits, ROI_CODEC)

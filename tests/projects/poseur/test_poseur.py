@@ -135,19 +135,48 @@ def test_noisy_reference_points():
     g = torch.Generator().manual_seed(0)
     R, K, G, n = 4, 17, 3, 12
     coarse = torch.rand(R, K, 2, generator=g)
-    out = noisy_reference_points(coarse, G, n, std=0.2, generator=g)
+    out = noisy_reference_points(coarse, G, n, std=0.2, generator=g, slots="instance")
     assert out.shape == (R, (1 + G) * K, 2)
     torch.testing.assert_close(out[:, :K], coarse)  # group 0 = the coarse points (inside the clip range)
     moved = (out[:, K:] != coarse.repeat(1, G, 1)).any(-1)
     assert (moved.sum(1) == n).all()  # exactly n noisy slots per instance
     assert not torch.equal(moved[0], moved[1]) or not torch.equal(moved[1], moved[2])  # drawn per instance
     assert ((out[:, K:] - coarse.repeat(1, G, 1)).abs() <= 1.0 + 1e-6).all()
+    # the authors' default: one slot set per batch, shared by every instance, with its own noise
+    shared = noisy_reference_points(coarse, G, n, generator=g)
+    moved = (shared[:, K:] != coarse.repeat(1, G, 1)).any(-1)
+    assert (moved.sum(1) == n).all() and all(torch.equal(moved[0], moved[i]) for i in range(R))
+    delta = shared[:, K:] - coarse.repeat(1, G, 1)
+    assert not torch.equal(delta[0][moved[0]], delta[1][moved[1]])
+    with pytest.raises(ValueError, match="slots"):
+        noisy_reference_points(coarse, G, n, slots="group")
     far = noisy_reference_points(torch.full((2, K, 2), 1.65), G, G * K, std=5.0)
     assert far.min() >= -0.7 and far.max() <= 1.7 + 1e-6
     assert noisy_reference_points(coarse, 0).shape == (R, K, 2)
     a = noisy_reference_points(coarse, G, n, generator=torch.Generator().manual_seed(3))
     b = noisy_reference_points(coarse, G, n, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_noise_has_the_authors_covariance():
+    """N(0, 0.2 I) clipped to [-1, 1]: per coordinate a normal of std s = sqrt(0.2) clamped at +-1 =
+    +-a s, a = 2.236, whose variance is s^2 (2 Phi(a) - 1 - 2 a phi(a)) + 2 (1 - Phi(a)) (the clamped
+    mass sits at +-1): std 0.4371; a std of 0.2 would give 0.2 (no clipping at 5 std)."""
+    from d2pose.config import get_d2pose_cfg
+
+    cfg = get_d2pose_cfg()
+    assert cfg.MODEL.POSEUR.NOISE_STD == pytest.approx(math.sqrt(0.2)) and cfg.MODEL.POSEUR.NOISE_SLOTS == "batch"
+    R, K, G = 4000, 17, 3
+    coarse = torch.full((R, K, 2), 0.5, dtype=torch.float64)
+    out = noisy_reference_points(coarse, G, G * K, generator=torch.Generator().manual_seed(0), clip=(-10.0, 10.0))
+    noise = (out[:, K:] - 0.5).flatten()
+    a = 1 / math.sqrt(0.2)
+    phi = math.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+    Phi = 0.5 * (1 + math.erf(a / math.sqrt(2)))
+    expected = math.sqrt(0.2 * (2 * Phi - 1 - 2 * a * phi) + 2 * (1 - Phi))
+    assert abs(noise.mean().item()) < 0.005
+    assert noise.std().item() == pytest.approx(expected, rel=0.01)
+    assert noise.abs().max().item() <= 1.0
 
 
 def _weighted(x, g):

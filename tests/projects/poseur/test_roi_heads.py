@@ -146,3 +146,85 @@ def test_training_roi_cap_and_empty_batches():
         losses = rh._forward_keypoint(feats, [bg])
     # the same loss names as a batch with keypoint ROIs (Detectron2's storage expects stable keys)
     assert set(losses) == names and float(sum(losses.values())) == 0.0
+
+
+# a person template (x, y in the person's box, 17 COCO keypoints): face, shoulders, elbows, wrists,
+# hips, knees, ankles
+_TEMPLATE = torch.tensor([[0.5, 0.05], [0.45, 0.04], [0.55, 0.04], [0.4, 0.06], [0.6, 0.06],
+                          [0.3, 0.2], [0.7, 0.2], [0.2, 0.35], [0.8, 0.35], [0.15, 0.5], [0.85, 0.5],
+                          [0.38, 0.55], [0.62, 0.55], [0.36, 0.75], [0.64, 0.75], [0.35, 0.95], [0.65, 0.95]])
+_CUT = 0.7  # the proposal box keeps the top 70% of the person: knees and ankles are outside it
+
+
+def _truncated_people(n, g, size=96, C=128):
+    """n images of one person each: FPN-like maps (strides 4, 8, 16) whose channel k holds a blob at
+    keypoint k, pooled ROI features of the box cut to the top 70% of the person, and Instances with
+    that box as the proposal and the whole person's keypoints as ground truth."""
+    from torchvision.ops import roi_align
+
+    h = torch.rand(n, generator=g) * 30 + 50
+    w = 0.5 * h
+    x0 = torch.rand(n, generator=g) * (size - w - 2) + 1
+    y0 = torch.rand(n, generator=g) * (size - h - 2) + 1
+    kps = torch.stack([x0[:, None] + _TEMPLATE[:, 0] * w[:, None], y0[:, None] + _TEMPLATE[:, 1] * h[:, None]], -1)
+    maps = []
+    for s in (4, 8, 16):
+        cells = (torch.arange(size // s, dtype=torch.float32) + 0.5) * s
+        d2 = ((cells[None, None, None, :] - kps[..., 0, None, None]) ** 2
+              + (cells[None, None, :, None] - kps[..., 1, None, None]) ** 2)  # (n, 17, H, W)
+        m = torch.zeros(n, C, size // s, size // s)
+        m[:, :17] = torch.exp(-d2 / (2 * (1.5 * s) ** 2)) * 4
+        maps.append(m)
+    boxes = torch.stack([x0, y0, x0 + w, y0 + _CUT * h], 1)
+    rois = roi_align(maps[0], [b[None] for b in boxes], 14, spatial_scale=0.25, aligned=True)
+    insts = []
+    for i in range(n):
+        inst = Instances((size, size))
+        inst.proposal_boxes = Boxes(boxes[i:i + 1])
+        inst.gt_keypoints = Keypoints(torch.cat([kps[i:i + 1], torch.full((1, 17, 1), 2.0)], -1))
+        insts.append(inst)
+    return rois, insts, maps, boxes, kps
+
+
+def _train_truncated(margin, iters=150):
+    torch.manual_seed(0)
+    cfg = _cfg()
+    cfg.MODEL.ROI_REGRESSION.COORDS = "fc"
+    cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN = margin
+    cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 0.0
+    cfg.MODEL.POSEUR.DROPOUT = 0.0
+    head = PoseurKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14)).train()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(iters):
+        rois, insts, maps, _, _ = _truncated_people(8, g)
+        loss = sum(head(rois, insts, maps, [4, 8, 16]).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rois, insts, maps, boxes, kps = _truncated_people(16, torch.Generator().manual_seed(99))
+    for inst in insts:
+        inst.pred_boxes = inst.proposal_boxes
+    head.eval()
+    with torch.no_grad():
+        pred = torch.cat([x.pred_keypoints for x in head(rois, insts, maps, [4, 8, 16])])[..., :2]
+    wh = boxes[:, 2:] - boxes[:, :2]
+    rel = lambda p: (p - boxes[:, None, :2]) / wh[:, None]  # noqa: E731
+    return rel(pred), rel(kps)
+
+
+@pytest.mark.slow
+def test_truncated_boxes_predict_the_hidden_half_outside_the_box():
+    """Boxes cut to the top 70% of a person: with the box as a frame (FRAME_MARGIN 0.5) the queries
+    refine outside it and the knees and ankles (box-relative y 1.07 and 1.36) are predicted there;
+    with the box as a cage (FRAME_MARGIN 0: outside keypoints unsupervised, sigmoid refinement in
+    the box) they are not."""
+    hidden = slice(13, 17)
+    pred, gt = _train_truncated(0.5)
+    assert (gt[:, hidden, 1] > 1).all()
+    assert (pred[:, 15:17, 1] > 1.15).all()  # the ankles: far outside the box, as in the labels
+    err = (pred[:, hidden] - gt[:, hidden]).norm(dim=-1).mean()
+    assert err < 0.1, err
+    caged, _ = _train_truncated(0.0)
+    caged_err = (caged[:, hidden] - gt[:, hidden]).norm(dim=-1).mean()
+    assert caged_err > 2 * err, (caged_err, err)
