@@ -30,6 +30,9 @@ def add_poseur_config(cfg: CN) -> None:
     # which slots are moved: "batch" (one random set per batch, shared by its instances: the
     # authors' code) or "instance" (a set per instance)
     p.NOISE_SLOTS = "batch"
+    # what the top-down head predicts at inference: "decoder" (the last layer, the method) or
+    # "coarse" (the RLE proposal alone, the decoder skipped: its contribution on the same model)
+    p.TEST_OUTPUT = "decoder"
     # weight of the coarse-proposal RLE loss
     p.COARSE_LOSS_WEIGHT = 1.0
     # weight of each decoder layer's RLE loss (lambda)

@@ -58,7 +58,8 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
     def __init__(self, *, in_features: Sequence[str], in_channels: Sequence[int], num_keypoints: int,
                  codec: RegressionCoords, refiner: PoseurRefiner, embed_dim: int = 256, flip_fuse_mode: str = "mean",
                  coarse_feature: str = "backbone", neck_groups: int = 32, coarse_coords: str = "fc",
-                 coarse_heatmap_stride: int = 4, heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0):
+                 coarse_heatmap_stride: int = 4, heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0,
+                 test_output: str = "decoder"):
         """
         Args:
             in_features, in_channels: the backbone levels the decoder reads (finest first) and their
@@ -114,6 +115,9 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
         # at inference only the last layer's (mu, sigma) are computed unless this (or return_sampling)
         # is set: the earlier layers' output branches are training-only (cf. the flows)
         self.all_layer_outputs = False
+        if test_output not in ("decoder", "coarse"):
+            raise ValueError(f"MODEL.POSEUR.TEST_OUTPUT must be 'decoder' or 'coarse', got {test_output!r}")
+        self.test_output = test_output
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -130,7 +134,7 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
             embed_dim=p.EMBED_DIM, flip_fuse_mode=cfg.TEST.KEYPOINT_FLIP_FUSE, coarse_feature=p.COARSE_FEATURE,
             coarse_coords=p.COARSE_COORDS, coarse_heatmap_stride=input_shape[features[0]].stride,
             heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT,
-            heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA,
+            heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA, test_output=p.TEST_OUTPUT,
         )
 
     @property
@@ -160,6 +164,8 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
             if self.coarse_heatmap is not None:
                 logits = self.coarse_heatmap(maps[0])
                 coarse_coords = soft_argmax(logits, self.codec, self.coarse_heatmap_stride)
+        if not self.training and self.test_output == "coarse":  # the proposal alone (decoder ablation)
+            return dict(coords=coarse_coords, sigma=coarse_sigma, coarse_coords=coarse_coords, coarse_sigma=coarse_sigma)
         out = self.refiner(coarse_coords, memory, spatial_shapes, level_start_index,
                            return_sampling=self.return_sampling, all_layers=self.all_layer_outputs)
         out.update(coarse_coords=coarse_coords, coarse_sigma=coarse_sigma)

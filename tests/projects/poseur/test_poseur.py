@@ -484,6 +484,27 @@ def test_topdown_model_with_poseur_head_trains_and_infers():
     assert inst.pred_keypoints.shape == (1, 17, 3) and inst.pred_keypoint_sigmas.shape == (1, 17, 2)
 
 
+def test_test_output_coarse_predicts_the_proposal_alone():
+    cfg = _model_cfg(18, (48, 64), 2)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
+    crops = torch.randint(0, 255, (2, 3, H, W), dtype=torch.uint8)
+    model.flip_test = False
+    with torch.no_grad():
+        feats = model.backbone(model._normalize(crops))
+        full = model.head(feats)
+        model.head.test_output = "coarse"
+        coarse = model.head(feats)
+    torch.testing.assert_close(coarse["coords"], full["coarse_coords"])
+    torch.testing.assert_close(coarse["sigma"], full["coarse_sigma"])
+    assert not torch.equal(full["coords"], full["coarse_coords"])  # the decoder moved them (a little, untrained)
+    assert "dec_coords" not in coarse
+    cfg.MODEL.POSEUR.TEST_OUTPUT = "proposal"
+    with pytest.raises(ValueError, match="MODEL.POSEUR.TEST_OUTPUT"):
+        build_model(cfg)
+
+
 def test_r50_poseur_params_and_flops_match_paper():
     """Paper Table 1e (R-50, 3 decoder layers, 256x192): 28.8M parameters, 4.48 GFLOPs. Counted as
     for RLE: backbone + head without the training-only flows; fvcore, one crop, eval, no flip."""
