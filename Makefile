@@ -17,9 +17,11 @@ test-fast: setup  ## everything but the slow tests
 demo: setup  ## the main job: train + evaluate the synthetic Poseur model on the CPU, draw predictions, then run it on whole images with a synthetic person detector
 	$(PY) tools/train_demo.py --output-dir output/demo-$$(date +%Y%m%d-%H%M%S)
 
-benchmark: setup  ## operator benchmark (reference vs compiled kernels), then Poseur R-50 vs its backbone
+BENCHMARK_CONFIGS = $(shell ls configs/*/*.yaml | grep -v -e /Base- -e /Detectors/)
+
+benchmark: setup  ## operator benchmark, then every shipped config's cost, appended to BENCHMARKS.md
 	$(PY) tools/benchmark_ops.py
-	$(PY) tools/benchmark.py
+	$(PY) tools/benchmark.py --repeats 3 --budget 60 --append BENCHMARKS.md --config-file $(BENCHMARK_CONFIGS)
 
 cuda-check: setup  ## prove the CUDA kernels compile (FORCE_CUDA=1) without a GPU
 	bash tools/build_cuda_check.sh

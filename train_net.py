@@ -87,6 +87,13 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks_list = super().build_hooks()
+        metric = self.cfg.TEST.BEST_CHECKPOINT_METRIC
+        if metric and self.cfg.TEST.EVAL_PERIOD > 0 and comm.is_main_process():
+            # right after the periodic evaluation, whose flattened results it reads from the storage
+            at = next(i for i, h in enumerate(hooks_list) if isinstance(h, hooks.EvalHook)) + 1
+            mode = "min" if metric.startswith("-") else "max"
+            hooks_list.insert(at, hooks.BestCheckpointer(self.cfg.TEST.EVAL_PERIOD, self.checkpointer,
+                                                         metric.lstrip("-"), mode=mode, file_prefix="model_best"))
         if self.cfg.SOLVER.DETERMINISTIC:
             hooks_list.insert(0, SeedPerIteration(self.cfg.SEED))
         return hooks_list

@@ -55,6 +55,7 @@ there is one (CUDA-synchronised times, the allocator's peak memory).
 """
 import argparse
 import datetime
+import logging
 import os
 import tempfile
 import time
@@ -71,6 +72,7 @@ from d2pose.utils.machine import (available_memory_mib, cpu_capability, cpu_mode
                                   peak_memory_mib, reset_peak_memory)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+logger = logging.getLogger("d2pose.benchmark")
 _DEVICE = ["cpu"]  # the device of the run (set by main)
 
 
@@ -271,10 +273,40 @@ def bottomup_benchmark(cfg, args, precision, peaks):
     return best
 
 
+def calibrate_normalization(model: torch.nn.Module, run) -> int:
+    """Sets every frozen / eval-mode BatchNorm's statistics from its input in one call of `run()`
+    (a data-free calibration, layer by layer in forward order; affine parts reset to 1, 0) and
+    returns how many layers were set. Untrained deep ResNets under FrozenBN amplify their input
+    block after block, so an untrained R-CNN's RPN regresses boxes off the image and no detection
+    reaches the ROI heads; calibrated, the features have unit scale as in a trained network and the
+    benchmark times the keypoint head on real detections. Costs do not depend on the values."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    def set_stats(module, inputs):
+        x = inputs[0].detach().float()
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False))
+        module.weight.data.fill_(1.0)
+        module.bias.data.zero_()
+
+    layers = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)
+              or (isinstance(m, torch.nn.BatchNorm2d) and not m.training and m.track_running_stats)]
+    hooks = [m.register_forward_pre_hook(set_stats) for m in layers]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return len(layers)
+
+
 def rcnn_benchmark(cfg, args, precision, peaks):
     """Keypoint R-CNN on one whole image at INPUT.MIN_SIZE_TEST, 4:3: the backbone (+ FPN) vs the whole
     inference (preprocessing, RPN, box head, NMS, keypoint head, postprocessing) with the score
-    threshold at 0, so that TEST.DETECTIONS_PER_IMAGE detections reach the keypoint head."""
+    threshold at 0, so that TEST.DETECTIONS_PER_IMAGE detections reach the keypoint head. The model is
+    untrained (no weights are loaded); its normalisation statistics are calibrated first
+    (`calibrate_normalization`)."""
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -284,6 +316,8 @@ def rcnn_benchmark(cfg, args, precision, peaks):
     inputs = {"image": image, "height": H, "width": W}
     images = model.preprocess_image([inputs]).tensor
     dev = _DEVICE[0].split(":")[0]
+    # no weights are loaded here (MODEL.WEIGHTS of the COCO configs names ImageNet backbones): calibrate
+    calibrate_normalization(model, lambda: model.backbone(images))
 
     def backbone():
         with autocast_context(precision.dtype, dev):
@@ -296,6 +330,9 @@ def rcnn_benchmark(cfg, args, precision, peaks):
     best = fastest_interleaved({"backbone (+ FPN)": backbone, "end to end": end_to_end}, args.repeats)
     with torch.no_grad():
         dets = len(model([inputs])[0]["instances"])
+    if dets < cfg.TEST.DETECTIONS_PER_IMAGE:
+        logger.warning("%s: %d detections of TEST.DETECTIONS_PER_IMAGE %d reach the keypoint head",
+                       args.config_file, dets, cfg.TEST.DETECTIONS_PER_IMAGE)
     total = best["end to end"]
     print(f"{args.config_file}: {W}x{H} image, {dets} detections (score threshold 0), {args.threads} threads, "
           f"precision {precision.name}, fastest of {args.repeats} interleaved rounds; {cpu_model()} | "
@@ -342,8 +379,9 @@ bottom-up: backbone and heads on one padded image, per-person decoding not count
 the whole inference on one image with every detection kept); batch-1 latency of the whole
 inference path (top-down: one crop through backbone, head, decoding and the flip test when on;
 bottom-up and R-CNN: one image end to end); backbone share: the backbone's part of the batch-1
-inference (top-down: backbone passes / the flip-tested crop model, bottom-up: backbone / end to
-end, R-CNN: backbone + FPN / end to end); throughput at the largest batch up to 32 that fits in
+inference (top-down: the backbone's batch-1 time, twice with the flip test, over the crop model's;
+heads that run a crop and its mirror as one batch of 2 can exceed 100%; bottom-up: backbone on the
+image and its mirror / end to end; R-CNN: backbone + FPN / end to end); throughput at the largest batch up to 32 that fits in
 memory, with that batch; the process's peak resident memory at that batch; the achieved rate as a
 fraction of the machine's measured 3x3-convolution peak in that precision (2 FLOPs per
 multiply-add); and what ended the batch search (batch 32, memory, or the run's time budget).

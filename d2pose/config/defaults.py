@@ -127,6 +127,10 @@ def _add_models(cfg: CN) -> None:
     # mean of 1 - sigma; "poseur": Eq. 8, prod of 1 - exp(-a / sigma) with a = KEYPOINT_SCORE_A),
     # the instance rescoring rule and the OKS-NMS threshold (0 = off)
     cfg.TEST.KEYPOINT_FLIP = True
+    # with TEST.EVAL_PERIOD > 0, train_net keeps the checkpoint with the best value of this result
+    # (Detectron2's BestCheckpointer: OUTPUT_DIR/model_best.pth); a leading "-" keeps the lowest;
+    # "" turns it off. Names are the flattened evaluation results: "keypoints/AP", "bbox/AP", ...
+    cfg.TEST.BEST_CHECKPOINT_METRIC = "keypoints/AP"
     cfg.TEST.KEYPOINT_FLIP_FUSE = "mean"
     cfg.TEST.KEYPOINT_SCORE = "rle"
     cfg.TEST.KEYPOINT_SCORE_A = 0.2

@@ -36,6 +36,10 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 class RLELoss(nn.Module):
     """RLE / DLE / L1 keypoint regression loss with its own RealNVP flow."""
 
+    #: how many times the official form counts -log G per keypoint: once per coordinate (2), as the
+    #: authors' broadcast does; a class attribute so that an ablation can set 1 (d2pose before 2026-12-03)
+    official_flow_count = 2.0
+
     def __init__(self, kind: str = "rle", base: str = "laplace", official_form: bool = False,
                  flow: RealNVP = None, prior_mean: float = 0.0):
         """
@@ -95,7 +99,7 @@ class RLELoss(nn.Module):
         w_kp = w[..., 0]
         # log sigma (both dims) - log G(mu_bar): once per keypoint in the paper, once per coordinate in
         # the authors' code (log_phi broadcast over the two dims, see the module docstring)
-        flow_weight = 2.0 if self.official_form else 1.0
+        flow_weight = self.official_flow_count if self.official_form else 1.0
         flow_term = (torch.log(sigma).sum(-1) - flow_weight * log_phi) * w_kp
         if self.kind == "dle":
             return flow_term.sum() / R

@@ -73,11 +73,18 @@ def test_minimal_json_trains_and_evaluates(tmp_path):
                           os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"),
                           "DATASETS.TRAIN", "('coco_2017_train_pose',)", "DATASETS.TEST", "('coco_2017_val_pose',)",
                           "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
+                          "TEST.EVAL_PERIOD", "2",
                           "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "run")],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     assert (tmp_path / "run" / "model_final.pth").exists()
     assert "copypaste: AP" in run.stdout + run.stderr  # the evaluation at the end of training ran
+    # periodic evaluation at iteration 2 kept the best checkpoint on keypoint AP; the metrics went to
+    # metrics.json and TensorBoard
+    assert (tmp_path / "run" / "model_best.pth").exists()
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.json").read_text().splitlines()]
+    assert any("keypoints/AP" in m for m in metrics) and any("total_loss" in m for m in metrics)
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
     # the ground truth fed back as predictions scores 100
     name = f"minimal_coco_{tmp_path.name}"
     register_keypoint_dataset(name, str(root / "coco/annotations/person_keypoints_val2017.json"), str(root / "coco/val2017"))
