@@ -28,6 +28,7 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 from scipy.optimize import linear_sum_assignment
 
+from ..data.datasets.coco_keypoints import has_zero_area
 from ..data.metadata import get_keypoint_metadata
 
 __all__ = [
@@ -235,9 +236,7 @@ def _zero_area_person(ann: Dict) -> bool:
     kps = ann.get("keypoints")
     if not kps or not any(v > 0 for v in kps[2::3]) or ann.get("iscrowd", 0):
         return False
-    box = ann.get("bbox")
-    area = ann.get("area")
-    return (area is not None and area <= 0) or (box is not None and (box[2] <= 0 or box[3] <= 0))
+    return has_zero_area(ann)  # the loader's rule
 
 
 def ignore_zero_area(anns: List[Dict]) -> List:

@@ -136,10 +136,8 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
         self.refiner = refiner
         self.codec = codec
         self.return_sampling = False
-        if frame_margin < 0:
-            raise ValueError(f"MODEL.ROI_REGRESSION.FRAME_MARGIN must be >= 0, got {frame_margin}")
+        self.coarse_margin = roi_frame_margin(frame_margin, coarse_coords)  # validates the margin
         self.frame_margin = float(frame_margin)
-        self.coarse_margin = roi_frame_margin(frame_margin, coarse_coords)
 
     @classmethod
     def from_config(cls, cfg, input_shape):

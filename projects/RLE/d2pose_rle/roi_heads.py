@@ -112,9 +112,7 @@ class RLEKeypointHead(nn.Module):
     def losses(self, mu, sigma, logits, instances: List[Instances]) -> dict:
         """"loss_keypoint" (RLE, x ROI_KEYPOINT_HEAD.LOSS_WEIGHT) and, with the KL term,
         "loss_keypoint_heatmap" (:func:`d2pose.modeling.losses.heatmap_kl_loss`, not scaled by it)."""
-        target, weight = roi_keypoint_targets(instances, self.frame_margin)
-        if self.heatmap is not None:  # the KL target lives on the ROI grid
-            weight = weight * ((target >= 0) & (target <= 1)).all(-1).to(weight.dtype)
+        target, weight = roi_keypoint_targets(instances, self.frame_margin)  # integral: inside the box only
         losses = {"loss_keypoint": self.loss(mu, sigma, target, weight.to(mu.dtype)) * self.loss_weight}
         if self.heatmap_loss_weight > 0:
             gx, gy = codec_grid(logits, ROI_CODEC)
