@@ -34,6 +34,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 import d2pose  # noqa: F401  (registers every d2pose component)
+from d2pose.checkpoint import check_weights_file
 from d2pose.checkpoint.strict import strict_checkpoint_loading
 from d2pose.config import add_d2pose_config
 from d2pose.engine import precision_trainer, training_precision
@@ -217,6 +218,12 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     args.run_dir = cfg.OUTPUT_DIR
+    resuming = getattr(args, "resume", False) and os.path.exists(os.path.join(args.run_dir, "last_checkpoint"))
+    if not resuming:  # a resumed run reads its last checkpoint, not MODEL.WEIGHTS; checked before any run moves
+        try:
+            check_weights_file(cfg.MODEL.WEIGHTS, args.config_file)
+        except FileNotFoundError as e:
+            raise SystemExit(str(e)) from None
     guard_output_dir(cfg, args)
     if getattr(args, "eval_only", False):
         if not cfg.MODEL.WEIGHTS and not (getattr(args, "resume", False) and os.path.exists(os.path.join(args.run_dir, "last_checkpoint"))):

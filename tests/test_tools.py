@@ -36,6 +36,27 @@ def test_benchmark_ops_quick(capsys):
     assert "ratio" in capsys.readouterr().out
 
 
+def test_poseur_statistics_show_the_samples_off_the_coarse_maps(capsys):
+    """--stats on an untrained model: uniform attention over the four levels; with Deformable-DETR's
+    offsets most stride-32 samples of a 64 x 96 crop fall off the 2 x 3 map, with offsets on the
+    finest level's cells none do, and every level samples the same ring."""
+    vis = _load("visualize_poseur")
+    base = ["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"), "--stats", "4"]
+    level = vis.main(base)
+    assert set(level["stages"]) == {"coarse", "layer0", "layer1", "layer2"} and level["num_crops"] == 4
+    assert all(s["mean_px"] > 0 and s["median_sigma"] > 0 for s in level["stages"].values())
+    for layer in level["layers"]:
+        assert layer["level_share"] == pytest.approx([0.25] * 4, abs=1e-5)
+    first = level["layers"][0]
+    assert first["level_outside"][3] > 0.5 and first["level_outside"][0] == 0.0
+    assert first["level_distance"][3] > 4 * first["level_distance"][0]
+    finest = vis.main(base + ["MODEL.POSEUR.OFFSET_INIT", "finest"])["layers"][0]
+    assert max(finest["level_outside"]) < 0.05
+    assert finest["level_distance"] == pytest.approx([finest["level_distance"][0]] * 4, rel=0.05)
+    printed = capsys.readouterr().out
+    assert "attention share" in printed and "layer2" in printed
+
+
 def test_visualize_poseur_untrained(tmp_path):
     vis = _load("visualize_poseur")
     args = ["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"), "--num", "2",
@@ -62,8 +83,9 @@ def test_benchmark_model_vs_backbone(capsys):
     bench = _load("benchmark")
     times = bench.main(["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"),
                         "--repeats", "1", "--threads", "1"])
-    assert set(times) == {"backbone", "model", "model + flip", "end to end (1 person, flip)", "  crop + warp",
-                          "  image coords + Instances", "outside_fraction", "summary"}
+    assert set(times) == {"backbone", "backbone, crop + mirror", "model", "model + flip",
+                          "end to end (1 person, flip)", "  crop + warp", "  image coords + Instances",
+                          "outside_fraction", "summary"}
     assert all(times[k] > 0 for k in times if k not in ("outside_fraction", "summary"))
     out = capsys.readouterr().out
     assert "x backbone" in out and "outside the network" in out

@@ -8,15 +8,19 @@
 #   tools/reproduce_comparisons.sh rcnn      # Keypoint R-CNN: the heatmap run, then from its checkpoint
 #                                            # the same number of iterations with the heatmap, RLE and
 #                                            # Poseur heads
+#   tools/reproduce_comparisons.sh ablations # the top-down runs with the authors' flow-term count
+#                                            # (MODEL.RLE.OFFICIAL_FLOW_TERM per_coordinate), Poseur also
+#                                            # with the previous noise, and Poseur with EMSDA's offsets
+#                                            # initialised on the finest level (MODEL.POSEUR.OFFSET_INIT)
 #
 # OUT (default output/comparisons) holds the runs; ITERS the top-down iterations (default 2300, the
-# Poseur recipe's), RCNN_ITERS the fine-tuning iterations (default 600).
+# Poseur recipe's), RCNN_ITERS the fine-tuning iterations (default 500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-output/comparisons}
 ITERS=${ITERS:-2300}
-RCNN_ITERS=${RCNN_ITERS:-600}
+RCNN_ITERS=${RCNN_ITERS:-500}
 
 train() {  # train CONFIG OUTPUT_DIR [KEY VALUE ...]
   local config=$1 dir=$2
@@ -39,20 +43,42 @@ schedule() {  # the step schedule of a run of $1 iterations: 80% and 94% of it
 topdown() {
   # shellcheck disable=SC2046
   train configs/Poseur/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_$ITERS" $(schedule "$ITERS")
-  "$PY" train_net.py --config-file configs/Poseur/synthetic_poseur_topdown.yaml --eval-only \
-    OUTPUT_DIR "$OUT/poseur_topdown_$ITERS" MODEL.WEIGHTS "$OUT/poseur_topdown_$ITERS/model_final.pth" \
-    MODEL.POSEUR.TEST_OUTPUT coarse
+  coarse_eval "$OUT/poseur_topdown_$ITERS"
   # shellcheck disable=SC2046
   train configs/RLE/synthetic_rle_topdown.yaml "$OUT/rle_integral_topdown_$ITERS" $(schedule "$ITERS")
   # shellcheck disable=SC2046
   train configs/RLE/synthetic_rle_gap_topdown.yaml "$OUT/rle_gap_topdown_$ITERS" $(schedule "$ITERS")
 }
 
+coarse_eval() {  # the decoder's ablation: Poseur run $1's model with its coarse proposal alone
+  "$PY" train_net.py --config-file configs/Poseur/synthetic_poseur_topdown.yaml --eval-only \
+    OUTPUT_DIR "$1" MODEL.WEIGHTS "$1/model_final.pth" MODEL.POSEUR.TEST_OUTPUT coarse "${@:2}"
+}
+
+ablations() {
+  local authors="MODEL.RLE.OFFICIAL_FLOW_TERM per_coordinate"
+  # shellcheck disable=SC2046,SC2086
+  train configs/Poseur/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
+  # shellcheck disable=SC2086
+  coarse_eval "$OUT/poseur_topdown_${ITERS}_per_coordinate" $authors
+  # shellcheck disable=SC2046,SC2086
+  train configs/Poseur/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_per_coordinate_noise02_instance" \
+    $(schedule "$ITERS") $authors MODEL.POSEUR.NOISE_STD 0.2 MODEL.POSEUR.NOISE_SLOTS instance
+  # shellcheck disable=SC2046,SC2086
+  train configs/RLE/synthetic_rle_topdown.yaml "$OUT/rle_integral_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
+  # shellcheck disable=SC2046,SC2086
+  train configs/RLE/synthetic_rle_gap_topdown.yaml "$OUT/rle_gap_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
+  # shellcheck disable=SC2046
+  train configs/Poseur/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_offsets_finest" $(schedule "$ITERS") \
+    MODEL.POSEUR.OFFSET_INIT finest
+  coarse_eval "$OUT/poseur_topdown_${ITERS}_offsets_finest" MODEL.POSEUR.OFFSET_INIT finest
+}
+
 rcnn() {
   train configs/Baselines/synthetic_keypoint_rcnn_heatmap.yaml "$OUT/rcnn_heatmap_base"
   local base="$OUT/rcnn_heatmap_base/model_final.pth"
   # shellcheck disable=SC2046
-  train configs/Baselines/synthetic_keypoint_rcnn_heatmap.yaml "$OUT/rcnn_heatmap_finetune" \
+  train configs/Baselines/synthetic_keypoint_rcnn_heatmap_finetune.yaml "$OUT/rcnn_heatmap_finetune" \
     MODEL.WEIGHTS "$base" $(schedule "$RCNN_ITERS")
   # shellcheck disable=SC2046
   train configs/RLE/synthetic_rle_rcnn.yaml "$OUT/rcnn_rle_finetune" MODEL.WEIGHTS "$base" $(schedule "$RCNN_ITERS")
@@ -64,6 +90,7 @@ rcnn() {
 case "${1:-}" in
   topdown) topdown ;;
   rcnn) rcnn ;;
-  all) topdown; rcnn ;;
-  *) echo "usage: $0 topdown|rcnn|all" >&2; exit 2 ;;
+  ablations) ablations ;;
+  all) topdown; rcnn; ablations ;;
+  *) echo "usage: $0 topdown|rcnn|ablations|all" >&2; exit 2 ;;
 esac

@@ -5,7 +5,8 @@ from .convert import CONVERTERS, load_official_checkpoint, read_checkpoint, regi
 from .safe_load import (RestrictedUnpickler, UnsafeCheckpointError, install_safe_checkpoint_loading,
                         load_pickle_safely, torch_load_safely)
 from .upgrade import LegacyKeysMixin, rename_legacy_keys
+from .weights import check_weights_file
 
-__all__ = ["CONVERTERS", "LegacyKeysMixin", "load_official_checkpoint", "read_checkpoint", "register_converter",
+__all__ = ["CONVERTERS", "check_weights_file", "LegacyKeysMixin", "load_official_checkpoint", "read_checkpoint", "register_converter",
            "rename_legacy_keys", "RestrictedUnpickler", "UnsafeCheckpointError", "install_safe_checkpoint_loading",
            "load_pickle_safely", "torch_load_safely"]

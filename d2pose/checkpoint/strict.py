@@ -95,6 +95,9 @@ def install_strict_loading() -> None:
                 logger.warning("DefaultPredictor: MODEL.WEIGHTS is empty, the model is untrained (random weights)")
                 _warned_empty = True
             return predictor_init(self, cfg)
+        from .weights import check_weights_file
+
+        check_weights_file(cfg.MODEL.WEIGHTS)
         with strict_checkpoint_loading():
             return predictor_init(self, cfg)
 

@@ -94,6 +94,10 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.RLE.BASE_DENSITY = "laplace"
     # the authors' loss (log sigma counted twice) instead of the paper's Eq. 8
     cfg.MODEL.RLE.OFFICIAL_FORM = False
+    # with OFFICIAL_FORM: -log G_phi once per coordinate ("per_coordinate", the authors' broadcast of
+    # log_phi (B, K, 1) against sigma (B, K, 2)) or once per keypoint ("per_keypoint": the only count
+    # under which sigma has an optimum of its own; see d2pose.modeling.losses)
+    cfg.MODEL.RLE.OFFICIAL_FLOW_TERM = "per_coordinate"
     # soft-argmax heads (RLEIntegralHead, ROI heads with MODEL.ROI_REGRESSION.COORDS "integral",
     # Poseur's integral coarse proposal): weight of a training-only KL term pulling each keypoint's
     # softmax towards a Gaussian of INTEGRAL_HEATMAP_SIGMA cells around the target (0 = off)
@@ -104,7 +108,9 @@ def _add_models(cfg: CN) -> None:
     # stack and loss weight are Detectron2's MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS / LOSS_WEIGHT)
     cfg.MODEL.ROI_REGRESSION = CN()
     # where the box-relative mu comes from: "fc" (average pool + FC, the papers' heads) or
-    # "integral" (soft-argmax of K logit maps over the S x S ROI grid, sigma still from the FC)
+    # "integral" (soft-argmax of K logit maps over the S x S ROI grid, sigma still from the FC) or
+    # "deconv" (soft-argmax over Detectron2's heatmap-head output: 4x4 stride-2 deconv + 2x bilinear,
+    # 4S x 4S; a heatmap Keypoint R-CNN's score_lowres loads into it)
     cfg.MODEL.ROI_REGRESSION.COORDS = "fc"
     # in training, a random subset of at most this many foreground ROIs per image (0: all)
     cfg.MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES = 0
@@ -112,6 +118,10 @@ def _add_models(cfg: CN) -> None:
     # the proposal box are supervised (box-relative [-m, 1 + m]) and Poseur's reference points may
     # move there; 0: inside the box only. "integral" coordinates supervise inside the box only
     cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN = 0.5
+    # loading a heatmap Keypoint R-CNN (MODEL.WEIGHTS) into a regression head: its conv stack starts
+    # from the heatmap head's conv_fcn1.. where the shapes agree and a "deconv" branch from its
+    # score_lowres (the head swap of RLE's author's Mask R-CNN recipe); False: random init
+    cfg.MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD = True
 
     cfg.MODEL.TIMM = CN()
     # timm backbone (build_timm_backbone): model name, feature levels, optional local checkpoint

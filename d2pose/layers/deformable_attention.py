@@ -10,7 +10,7 @@ Shape shorthand:
     N: batch, Lq: queries, S: value tokens, C: channels, M: heads, D = C / M, L: levels, P: points.
 """
 import math
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -53,8 +53,13 @@ def sampling_locations_from_offsets(
 class _DeformableSampling(nn.Module):
     """Predicts per-head sampling offsets and attention weights from the queries."""
 
-    def __init__(self, embed_dim: int, num_heads: int, num_levels: int, num_points: int, backend: str):
+    def __init__(self, embed_dim: int, num_heads: int, num_levels: int, num_points: int, backend: str,
+                 offset_scales: Optional[Sequence[float]] = None):
         super().__init__()
+        offset_scales = tuple(float(x) for x in (offset_scales if offset_scales is not None else [1.0] * num_levels))
+        if len(offset_scales) != num_levels or min(offset_scales) <= 0:
+            raise ValueError(f"offset_scales {list(offset_scales)} must hold {num_levels} positive values, one per level")
+        self.offset_scales = offset_scales
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         if backend not in BACKENDS:
@@ -69,13 +74,16 @@ class _DeformableSampling(nn.Module):
 
     def _reset_sampling(self) -> None:
         """Deformable-DETR init: zero weights; offset bias points each head in its own direction,
-        scaled by the point index + 1; uniform attention."""
+        scaled by the point index + 1 (in cells of each level), times `offset_scales[l]` on level l
+        (1 everywhere: Deformable-DETR's; stride_0 / stride_l: k + 1 cells of the finest level on
+        every level, the same ring in the image); uniform attention."""
         nn.init.constant_(self.sampling_offsets.weight, 0.0)
         angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
         grid = torch.stack([angles.cos(), angles.sin()], -1)  # (M, 2)
         grid = grid / grid.abs().max(-1, keepdim=True)[0]
         grid = grid.view(self.num_heads, 1, 1, 2).repeat(1, self.num_levels, self.num_points, 1)
         grid = grid * torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        grid = grid * torch.tensor(self.offset_scales, dtype=torch.float32).view(1, -1, 1, 1)
         with torch.no_grad():
             self.sampling_offsets.bias.copy_(grid.flatten())
         nn.init.constant_(self.attention_weights.weight, 0.0)
@@ -131,6 +139,7 @@ class MSDeformAttn(_DeformableSampling):
         num_levels: int = 4,
         num_points: int = 4,
         backend: str = "auto",
+        offset_scales: Optional[Sequence[float]] = None,
     ):
         """
         Args:
@@ -139,8 +148,10 @@ class MSDeformAttn(_DeformableSampling):
             num_levels: feature levels L.
             num_points: sampling points P per head and level.
             backend: MSDA backend, see :func:`d2pose.layers.ms_deform_attn`.
+            offset_scales: per level, a factor on the initial sampling offsets (None: 1 each,
+                Deformable-DETR's init).
         """
-        super().__init__(embed_dim, num_heads, num_levels, num_points, backend)
+        super().__init__(embed_dim, num_heads, num_levels, num_points, backend, offset_scales)
         self.value_proj = nn.Linear(embed_dim, embed_dim)
         self.output_proj = nn.Linear(embed_dim, embed_dim)
         self.reset_parameters()
@@ -192,15 +203,16 @@ class EMSDA(_DeformableSampling):
         num_points: int = 4,
         backend: str = "auto",
         init: str = "deformable",
+        offset_scales: Optional[Sequence[float]] = None,
     ):
         """
         Args:
-            embed_dim, num_heads, num_levels, num_points, backend: as in :class:`MSDeformAttn`.
+            embed_dim, num_heads, num_levels, num_points, backend, offset_scales: as in :class:`MSDeformAttn`.
             init: "deformable" (Deformable-DETR's init, the default) or "official" (Poseur's code,
                 which re-initialises every matrix with xavier after the deformable init, leaving
                 only the direction bias of the sampling offsets).
         """
-        super().__init__(embed_dim, num_heads, num_levels, num_points, backend)
+        super().__init__(embed_dim, num_heads, num_levels, num_points, backend, offset_scales)
         if init not in ("deformable", "official"):
             raise ValueError(f"init must be 'deformable' or 'official', got {init!r}")
         head_dim = embed_dim // num_heads

@@ -21,6 +21,8 @@ def _fixture(name):
     fix = torch.load(os.path.join(FIXTURES, f"{name}_head_v1.pth"), weights_only=True)
     # configs have moved keys since: the fixtures' overrides in today's names
     opts = [o.replace("MODEL.RLE.ROI_CONV_DIMS", "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS") for o in fix["opts"]]
+    if fix["config"].endswith("_rcnn.yaml"):  # the R-CNN recipes then used the 14 x 14 integral branch
+        opts += ["MODEL.ROI_REGRESSION.COORDS", "integral"]
     cfg = get_d2pose_cfg()
     cfg.merge_from_file(os.path.join(ROOT, fix["config"]))
     cfg.merge_from_list(opts)

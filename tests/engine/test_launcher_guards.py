@@ -141,3 +141,35 @@ def test_non_finite_loss_stops_before_the_step_naming_iteration_and_term():
     assert "loss_a = " in msg.split("finite terms:")[1]
     # three good steps were taken; the failing one did not change the weights
     assert len(seen) == 3 and torch.equal(model.w.detach(), seen[-1]) and torch.isfinite(model.w).all()
+
+
+def test_missing_weights_file_is_named_before_anything_runs(tmp_path):
+    """A fine-tuning config whose base run was never trained: the launcher names MODEL.WEIGHTS and the
+    config file and leaves OUTPUT_DIR as it was; DefaultPredictor names the key too."""
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultPredictor
+
+    from d2pose.checkpoint import check_weights_file
+    from d2pose.config import add_d2pose_config
+
+    check_weights_file("")  # random initialisation
+    check_weights_file("detectron2://ImageNetPretrained/MSRA/R-50.pkl")  # Detectron2 resolves these
+    with pytest.raises(FileNotFoundError, match=r"MODEL.WEIGHTS '.*nope.pth' \(set in my.yaml"):
+        check_weights_file(str(tmp_path / "nope.pth"), "my.yaml")
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        check_weights_file(str(tmp_path))
+    config = os.path.join(ROOT, "configs/RLE/synthetic_rle_rcnn.yaml")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("a user's file")
+    missing = str(tmp_path / "no_heatmap_run" / "model_final.pth")
+    run = _train_net("--config-file", config, "MODEL.WEIGHTS", missing, "OUTPUT_DIR", str(out), "--overwrite")
+    assert run.returncode != 0 and "MODEL.WEIGHTS" in run.stderr and missing in run.stderr
+    assert "synthetic_rle_rcnn.yaml" in run.stderr and "Traceback" not in run.stderr
+    assert sorted(os.listdir(out)) == ["keep.txt"]  # --overwrite moved nothing
+    cfg = get_cfg()
+    add_d2pose_config(cfg)
+    cfg.merge_from_file(config)
+    cfg.MODEL.WEIGHTS = missing
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS"):
+        DefaultPredictor(cfg)

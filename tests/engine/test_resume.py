@@ -35,13 +35,26 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     # the same run, killed (SIGKILL: no cleanup) as soon as its second checkpoint is on disk
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    # the checkpoint file appears (atomic rename) before Detectron2 names it in `last_checkpoint`,
+    # which is what --resume reads: wait for the name
     target = killed / f"model_{2 * PERIOD - 1:07d}.pth"
+    tag = killed / "last_checkpoint"
+
+    def _tagged():
+        try:
+            return tag.read_text().strip() == target.name
+        except OSError:
+            return False
+
     deadline = time.time() + 900
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
+    while not _tagged() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert target.exists() and not (killed / "model_final.pth").exists(), "the run ended before it was killed"
+    last = tag.read_text().strip()
+    assert last.startswith("model_") and last != "model_final.pth", last
+    resume_at = int(last[len("model_"):-len(".pth")]) + 1  # normally 2 * PERIOD; later if the kill came late
     # every checkpoint on disk is whole (atomic writes: a kill mid-write leaves at most a temporary
     # file beside them, never a truncated checkpoint); the last one is what --resume reads
     import torch
@@ -51,7 +64,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     resumed = subprocess.run(_cmd(killed, "--resume"), capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     log = resumed.stdout + resumed.stderr
-    assert f"resuming at iteration {2 * PERIOD}" in log and f"continues at sample {2 * PERIOD * 4}" in log
+    assert f"resuming at iteration {resume_at}" in log and f"continues at sample {resume_at * 4}" in log, log[-3000:]
     a, b = _weights(tmp_path / "full"), _weights(killed)
     assert a["iteration"] == b["iteration"] == ITERS - 1
     for k in a["model"]:

@@ -32,6 +32,26 @@ def test_deformable_init():
     torch.testing.assert_close(attn, torch.full_like(attn, 1.0 / 6))
 
 
+def test_offset_scales_start_every_level_on_the_same_image_ring():
+    """SHAPES are 8x6, 4x3, 2x2 cells (H, W) of one image: with offset_scales W_l / W_0 each level's
+    initial sample k lies k + 1 finest-level cells from the reference."""
+    scales = [1.0, 3 / 6, 2 / 6]
+    m = EMSDA(embed_dim=32, num_heads=8, num_levels=3, num_points=2, offset_scales=scales)
+    plain = EMSDA(embed_dim=32, num_heads=8, num_levels=3, num_points=2)
+    torch.testing.assert_close(m.sampling_offsets.bias.view(8, 3, 2, 2),
+                               plain.sampling_offsets.bias.view(8, 3, 2, 2) * torch.tensor(scales).view(1, 3, 1, 1))
+    ref = torch.full((1, 1, 2), 0.5)
+    loc, _ = m.sampling(torch.zeros(1, 1, 32), ref, SHAPES)  # (1, 1, M, L, P, 2)
+    dx = (loc[0, 0, 0, :, :, 0] - 0.5) * 6  # head 0 points along +x: offsets in finest-level cells
+    torch.testing.assert_close(dx, torch.tensor([[1.0, 2.0]] * 3))
+    loc_plain, _ = plain.sampling(torch.zeros(1, 1, 32), ref, SHAPES)
+    assert float((loc_plain[0, 0, 0, 2, 1, 0] - 0.5) * 6) == pytest.approx(6.0)  # 2 cells of a 2-wide map: off it
+    with pytest.raises(ValueError, match="one per level"):
+        EMSDA(embed_dim=32, num_heads=8, num_levels=3, num_points=2, offset_scales=[1.0, 0.5])
+    with pytest.raises(ValueError, match="positive"):
+        MSDeformAttn(embed_dim=32, num_heads=8, num_levels=3, num_points=2, offset_scales=[1.0, 0.0, 1.0])
+
+
 def test_sampling_locations_forms():
     offsets = torch.zeros(1, 1, 1, 3, 2, 2)
     offsets[..., 0] = 2.0  # two pixels right on every level

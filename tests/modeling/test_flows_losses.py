@@ -202,3 +202,40 @@ def test_heatmap_kl_loss_hand_computed_and_minimised_at_the_gaussian():
         ideal = -0.5 * (dy[..., :, None] ** 2 + dx[..., None, :] ** 2) + 3.0  # any offset
     assert heatmap_kl_loss(ideal, gx, gy, target, weight[..., None].expand(2, 3, 2), sigma).abs() < 1e-5
     assert heatmap_kl_loss(ideal, gx, gy, target, weight, sigma) < loss
+
+
+class _RescaledFlow(torch.nn.Module):
+    """G_a(x) = a^2 G(a x): the flow of the residual when sigma is multiplied by a (a 2-D density)."""
+
+    def __init__(self, flow, a):
+        super().__init__()
+        self.flow, self.a = flow, a
+
+    def log_prob(self, x):
+        return self.flow.log_prob(self.a * x) + 2 * math.log(self.a)
+
+
+@pytest.mark.parametrize("official, term, per_log_a", [(False, "per_coordinate", 0.0), (True, "per_coordinate", 0.0),
+                                                       (True, "per_keypoint", 2.0)])
+def test_sigma_scale_against_the_flow(official, term, per_log_a):
+    """sigma -> a sigma with the flow rescaled to match: the paper's and the authors' counts change the
+    loss only through the residual term |d| / sigma (sigma is not identified); -log G once per
+    keypoint adds +2 log a per keypoint (sigma has an optimum of its own)."""
+    torch.manual_seed(0)
+    R, K, a = 4, 5, 3.0
+    pred, target = torch.rand(R, K, 2, dtype=torch.float64), torch.rand(R, K, 2, dtype=torch.float64)
+    sigma = torch.rand(R, K, 2, dtype=torch.float64) * 0.3 + 0.05
+    weight = torch.ones(R, K, dtype=torch.float64)
+    loss = RLELoss("rle", official_form=official, official_flow_term=term).double()
+    scaled = RLELoss("rle", official_form=official, official_flow_term=term, flow=_RescaledFlow(loss.flow, a)).double()
+    d = (pred - target).abs()
+    scale = math.sqrt(2) if official else 1.0
+    residual = ((d / (scale * a * sigma + 1e-9 * official) - d / (scale * sigma + 1e-9 * official)).sum() / R).item()
+    change = (scaled(pred, a * sigma, target, weight) - loss(pred, sigma, target, weight)).item()
+    assert residual < 0  # a larger sigma always lowers the residual term
+    assert (change - residual) / (K * math.log(a)) == pytest.approx(per_log_a, abs=1e-9)
+
+
+def test_official_flow_term_is_validated():
+    with pytest.raises(ValueError, match="MODEL.RLE.OFFICIAL_FLOW_TERM"):
+        RLELoss("rle", official_form=True, official_flow_term="twice")

@@ -3,7 +3,17 @@
 the ROI regression base (MODEL.ROI_REGRESSION.*)."""
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_poseur_config"]
+__all__ = ["add_poseur_config", "check_test_output"]
+
+#: values of MODEL.POSEUR.TEST_OUTPUT
+TEST_OUTPUTS = ("decoder", "coarse")
+
+
+def check_test_output(test_output: str) -> str:
+    """MODEL.POSEUR.TEST_OUTPUT, checked: "decoder" (the last layer) or "coarse" (the proposal alone)."""
+    if test_output not in TEST_OUTPUTS:
+        raise ValueError(f"MODEL.POSEUR.TEST_OUTPUT must be 'decoder' or 'coarse', got {test_output!r}")
+    return test_output
 
 
 def add_poseur_config(cfg: CN) -> None:
@@ -27,6 +37,10 @@ def add_poseur_config(cfg: CN) -> None:
     p.NUM_NOISY_POINTS = 12
     # std of the reference-point noise per coordinate (the authors' code: covariance 0.2 I, std sqrt(0.2))
     p.NOISE_STD = 0.2 ** 0.5
+    # EMSDA's initial sampling offsets: "level" (Deformable-DETR: point k at k + 1 cells of each
+    # level) or "finest" (k + 1 cells of the finest memory level on every level, the same ring in the
+    # image; on small crops the coarse levels' "level" offsets start off the map)
+    p.OFFSET_INIT = "level"
     # which slots are moved: "batch" (one random set per batch, shared by its instances: the
     # authors' code) or "instance" (a set per instance)
     p.NOISE_SLOTS = "batch"

@@ -26,7 +26,7 @@ layers without activations: a converter folds them into the single Linear used h
 Shape shorthand: R instances (crops or ROIs), K keypoints, G groups, Q = G * K queries per
 instance, C channels, S memory tokens, L levels, M heads, P points, N_img images (memory rows).
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -173,6 +173,7 @@ class PoseurDecoderLayer(nn.Module):
         num_points: int = 4,
         backend: str = "auto",
         emsda_init: str = "deformable",
+        offset_scales: Optional[Sequence[float]] = None,
     ):
         """
         Args:
@@ -183,12 +184,15 @@ class PoseurDecoderLayer(nn.Module):
             num_levels, num_points: EMSDA's L and P.
             backend: MSDA backend (see :func:`d2pose.layers.ms_deform_attn`).
             emsda_init: EMSDA's "deformable" or "official" init.
+            offset_scales: per level, the factor on EMSDA's initial sampling offsets (see
+                :class:`d2pose.layers.EMSDA`; None = Deformable-DETR's).
         """
         super().__init__()
         self.self_attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(embed_dim)
-        self.cross_attn = EMSDA(embed_dim, num_heads, num_levels, num_points, backend=backend, init=emsda_init)
+        self.cross_attn = EMSDA(embed_dim, num_heads, num_levels, num_points, backend=backend, init=emsda_init,
+                                offset_scales=offset_scales)
         self.dropout2 = nn.Dropout(dropout)  # mmcv's deformable attention drops its output too
         self.norm2 = nn.LayerNorm(embed_dim)
         self.linear1 = nn.Linear(embed_dim, ffn_dim)
@@ -334,13 +338,14 @@ class PoseurDecoder(nn.Module):
         emsda_init: str = "deformable",
         num_reg_fcs: int = 1,
         output_delta: bool = True,
+        offset_scales: Optional[Sequence[float]] = None,
     ):
         """
         Args:
             num_layers: decoder layers (6; 3 in the paper's ablations).
             num_keypoints: K; queries come in groups of K.
-            embed_dim, num_heads, ffn_dim, dropout, num_levels, num_points, backend, emsda_init:
-                see :class:`PoseurDecoderLayer`.
+            embed_dim, num_heads, ffn_dim, dropout, num_levels, num_points, backend, emsda_init,
+                offset_scales: see :class:`PoseurDecoderLayer`.
             num_reg_fcs: hidden C -> C layers (ReLU) of the coordinate branches: 1 gives the MLP
                 C-C-2; the authors' checkpoints use 2 (C-C-C-2).
             output_delta: add the authors' second coordinate branch (same shape as reg_l) to each
@@ -351,7 +356,8 @@ class PoseurDecoder(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.num_keypoints = num_keypoints
         self.layers = nn.ModuleList([
-            PoseurDecoderLayer(embed_dim, num_heads, ffn_dim, dropout, num_levels, num_points, backend, emsda_init)
+            PoseurDecoderLayer(embed_dim, num_heads, ffn_dim, dropout, num_levels, num_points, backend, emsda_init,
+                               offset_scales)
             for _ in range(num_layers)
         ])
         self.fc_coord_branches = nn.ModuleList([_mlp(embed_dim, num_reg_fcs) for _ in range(num_layers)])

@@ -35,6 +35,7 @@ from d2pose.modeling.integral import codec_grid, soft_argmax
 from d2pose.modeling.losses import check_heatmap_kl_args
 from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
 
+from .config import check_test_output
 from .neck import ChannelMapper
 from .refiner import REFINER_STATE_RENAMES, PoseurRefiner
 
@@ -115,9 +116,7 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
         # at inference only the last layer's (mu, sigma) are computed unless this (or return_sampling)
         # is set: the earlier layers' output branches are training-only (cf. the flows)
         self.all_layer_outputs = False
-        if test_output not in ("decoder", "coarse"):
-            raise ValueError(f"MODEL.POSEUR.TEST_OUTPUT must be 'decoder' or 'coarse', got {test_output!r}")
-        self.test_output = test_output
+        self.test_output = check_test_output(test_output)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -130,7 +129,8 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
         return dict(
             in_features=features, in_channels=[input_shape[f].channels for f in features], num_keypoints=K,
             codec=build_codec(cfg),
-            refiner=PoseurRefiner(num_keypoints=K, num_levels=len(features), **PoseurRefiner.from_config_kwargs(cfg)),
+            refiner=PoseurRefiner(num_keypoints=K, num_levels=len(features),
+                                  **PoseurRefiner.from_config_kwargs(cfg, [input_shape[f].stride for f in features])),
             embed_dim=p.EMBED_DIM, flip_fuse_mode=cfg.TEST.KEYPOINT_FLIP_FUSE, coarse_feature=p.COARSE_FEATURE,
             coarse_coords=p.COARSE_COORDS, coarse_heatmap_stride=input_shape[features[0]].stride,
             heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT,

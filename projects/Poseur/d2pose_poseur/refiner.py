@@ -13,17 +13,17 @@ memory come from and in the coordinate frame (crop-normalised or box-relative).
 
 Shape shorthand: R instances (crops or ROIs), K keypoints, G noisy groups, C channels, L layers.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from d2pose.layers import multiscale_memory
-from d2pose.modeling.losses import RLELoss, heatmap_kl_loss
+from d2pose.modeling.losses import RLELoss, heatmap_kl_loss, rle_loss_from_config
 
 from .decoder import KeypointEncoder, PoseurDecoder, noisy_reference_points
 
-__all__ = ["PoseurRefiner", "poseur_rle_losses", "REFINER_STATE_RENAMES"]
+__all__ = ["PoseurRefiner", "offset_scales_from_config", "OFFSET_INITS", "poseur_rle_losses", "REFINER_STATE_RENAMES"]
 
 #: checkpoint names the refiner took over from the heads (d2pose <= 0.1.0 stored them on the head)
 REFINER_STATE_RENAMES = (("level_embeds", "refiner.level_embeds"), ("keypoint_encoder.", "refiner.keypoint_encoder."),
@@ -34,10 +34,27 @@ REFINER_STATE_RENAMES = (("level_embeds", "refiner.level_embeds"), ("keypoint_en
 def poseur_rle_losses(cfg) -> Dict[str, RLELoss]:
     """The refiner's two RLE losses from the config, each with its own RealNVP flow: "enc_loss" for
     the coarse proposal and "dec_loss" shared by the decoder layers (MODEL.RLE.LOSS / BASE_DENSITY /
-    OFFICIAL_FORM and MODEL.POSEUR.FLOW_PRIOR_MEAN)."""
-    p, r = cfg.MODEL.POSEUR, cfg.MODEL.RLE
-    return {name: RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM, prior_mean=p.FLOW_PRIOR_MEAN)
-            for name in ("enc_loss", "dec_loss")}
+    OFFICIAL_FORM / OFFICIAL_FLOW_TERM and MODEL.POSEUR.FLOW_PRIOR_MEAN)."""
+    p = cfg.MODEL.POSEUR
+    return {name: rle_loss_from_config(cfg, prior_mean=p.FLOW_PRIOR_MEAN) for name in ("enc_loss", "dec_loss")}
+
+
+#: values of MODEL.POSEUR.OFFSET_INIT
+OFFSET_INITS = ("level", "finest")
+
+
+def offset_scales_from_config(cfg, strides: Sequence[int]) -> List[float]:
+    """MODEL.POSEUR.OFFSET_INIT as factors on EMSDA's initial sampling offsets, one per memory level
+    of stride `strides[l]`: "level" 1 each (Deformable-DETR: point k starts k + 1 cells of its own
+    level away, so on a 64 x 96 crop's stride-32 map (2 x 3 cells) every point starts off the map);
+    "finest" strides[0] / strides[l] (k + 1 cells of the finest level on every level: the same ring
+    in the image)."""
+    mode = cfg.MODEL.POSEUR.OFFSET_INIT
+    if mode not in OFFSET_INITS:
+        raise ValueError(f"MODEL.POSEUR.OFFSET_INIT must be one of {OFFSET_INITS}, got {mode!r}")
+    if mode == "level":
+        return [1.0] * len(strides)
+    return [float(strides[0]) / float(s) for s in strides]
 
 
 class PoseurRefiner(nn.Module):
@@ -47,7 +64,8 @@ class PoseurRefiner(nn.Module):
                  embed_dim: int = 256, num_heads: int = 8, num_decoder_layers: int = 6, ffn_dim: int = 1024,
                  dropout: float = 0.1, num_points: int = 4, backend: str = "auto", num_reg_fcs: int = 1,
                  output_delta: bool = True, num_noisy_groups: int = 3, num_noisy_points: int = 12,
-                 noise_std: float = 0.2 ** 0.5, noise_slots: str = "batch", coarse_loss_weight: float = 1.0, decoder_loss_weight: float = 1.0):
+                 noise_std: float = 0.2 ** 0.5, noise_slots: str = "batch", coarse_loss_weight: float = 1.0,
+                 decoder_loss_weight: float = 1.0, offset_scales: Optional[Sequence[float]] = None):
         """
         Args:
             num_keypoints: K.
@@ -61,6 +79,8 @@ class PoseurRefiner(nn.Module):
                 (see :func:`noisy_reference_points`); G = 0 disables them.
             coarse_loss_weight, decoder_loss_weight: multipliers of the coarse loss and of each
                 decoder layer's loss (lambda).
+            offset_scales: per memory level, the factor on EMSDA's initial sampling offsets (see
+                :func:`offset_scales_from_config`; None = Deformable-DETR's init).
         """
         super().__init__()
         self.num_keypoints = num_keypoints
@@ -69,7 +89,7 @@ class PoseurRefiner(nn.Module):
         self.keypoint_encoder = KeypointEncoder(num_keypoints, embed_dim)
         self.decoder = PoseurDecoder(num_decoder_layers, num_keypoints, embed_dim, num_heads, ffn_dim, dropout,
                                      num_levels, num_points, backend, num_reg_fcs=num_reg_fcs,
-                                     output_delta=output_delta)
+                                     output_delta=output_delta, offset_scales=offset_scales)
         self.enc_loss, self.dec_loss = enc_loss, dec_loss
         self.num_noisy_groups, self.num_noisy_points, self.noise_std = num_noisy_groups, num_noisy_points, noise_std
         if noise_slots not in ("batch", "instance"):
@@ -158,10 +178,12 @@ class PoseurRefiner(nn.Module):
         return losses
 
     @staticmethod
-    def from_config_kwargs(cfg) -> Dict:
-        """The refiner's arguments from MODEL.POSEUR.* (and the RLE loss keys), less num_levels."""
+    def from_config_kwargs(cfg, strides: Sequence[int]) -> Dict:
+        """The refiner's arguments from MODEL.POSEUR.* (and the RLE loss keys), less num_levels;
+        `strides`: the memory levels' strides (for MODEL.POSEUR.OFFSET_INIT)."""
         p = cfg.MODEL.POSEUR
         return dict(
+            offset_scales=offset_scales_from_config(cfg, strides),
             **poseur_rle_losses(cfg), embed_dim=p.EMBED_DIM, num_heads=p.NUM_HEADS,
             num_decoder_layers=p.NUM_DECODER_LAYERS, ffn_dim=p.FFN_DIM, dropout=p.DROPOUT, num_points=p.NUM_POINTS,
             backend=cfg.MODEL.MS_DEFORM_ATTN.BACKEND, num_reg_fcs=p.NUM_REG_FCS, output_delta=p.OUTPUT_DELTA,

@@ -33,14 +33,26 @@ from d2pose.data.codecs import BoxRelativeCoords
 from d2pose.modeling.integral import codec_grid
 from d2pose.modeling.losses import check_heatmap_kl_args
 from d2pose.modeling.rle_output import RLEOutput
-from d2pose.modeling.roi_regression import (ROI_CODEC, roi_conv_stack, roi_frame_margin, roi_integral_coords,
+from d2pose.modeling.roi_regression import (ROI_CODEC, HeatmapTrunkMixin, roi_conv_stack, roi_frame_margin, roi_integral_coords,
                                             roi_keypoint_targets,
                                             sample_train_rois, write_roi_predictions, zero_losses)
 
+from .config import check_test_output
 from .neck import ChannelMapper
 from .refiner import REFINER_STATE_RENAMES, PoseurRefiner
 
-__all__ = ["PoseurROIHeads", "PoseurKeypointHead"]
+__all__ = ["PoseurROIHeads", "PoseurKeypointHead", "fpn_strides"]
+
+
+def fpn_strides(features) -> List[int]:
+    """Strides of Detectron2 FPN levels from their names ("p{k}" has stride 2^k, as FPN names them),
+    for the keypoint head, which sees the ROI features' shape but not the FPN's."""
+    strides = []
+    for f in features:
+        if not (f.startswith("p") and f[1:].isdigit()):
+            raise ValueError(f"MODEL.POSEUR.ROI_MEMORY_FEATURES names {f!r}, not an FPN level 'p<k>' (stride 2^k)")
+        strides.append(2 ** int(f[1:]))
+    return strides
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -91,7 +103,7 @@ class PoseurROIHeads(StandardROIHeads):
 
 
 @ROI_KEYPOINT_HEAD_REGISTRY.register()
-class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
+class PoseurKeypointHead(HeatmapTrunkMixin, LegacyKeysMixin, nn.Module):
     """Conv stack + avg-pool FC coarse proposal + Poseur's refiner (keypoint encoder and EMSDA query
     decoder) over the image's FPN levels, in box-relative coordinates."""
 
@@ -102,7 +114,8 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: Sequence[int],
                  memory_channels: int, num_levels: int, refiner: PoseurRefiner, embed_dim: int = 256,
                  codec: BoxRelativeCoords = ROI_CODEC, neck_groups: int = 32, coarse_coords: str = "fc",
-                 heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0, frame_margin: float = 0.5):
+                 heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0, frame_margin: float = 0.5,
+                 from_heatmap_head: bool = True, test_output: str = "decoder"):
         """
         Args:
             input_shape: the pooled ROI features.
@@ -113,8 +126,14 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
                 a ChannelMapper maps them to embed_dim when they differ.
             refiner: the noisy references + keypoint encoder + decoder with its losses.
             codec: the box-relative codec (decoding; keypoint score from sigma).
-            coarse_coords: "fc" (the paper's avg-pool FC proposal) or "integral" (soft-argmax over
+            coarse_coords: "fc" (the paper's avg-pool FC proposal), "deconv" (soft-argmax over a
+                heatmap head's upsampled output) or "integral" (soft-argmax over
                 the ROI grid): MODEL.ROI_REGRESSION.COORDS, as RLEKeypointHead.
+            test_output: MODEL.POSEUR.TEST_OUTPUT: "decoder" (the last layer) or "coarse" (the
+                coarse proposal alone, the decoder's ablation), as the top-down head.
+            from_heatmap_head: MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD: a checkpoint without this
+                head's convs (and "deconv" branch) starts them from a heatmap head's conv_fcn1..
+                (and score_lowres) beside them (d2pose.modeling.roi_regression.HeatmapTrunkMixin).
             frame_margin: MODEL.ROI_REGRESSION.FRAME_MARGIN: the box is the queries' reference frame,
                 not a cage: reference points refine over [-m, 1 + m] of it and labelled keypoints
                 there are supervised (the coarse proposal's too unless it is "integral", whose
@@ -123,9 +142,9 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
                 term on its ROI logit maps (MODEL.RLE.INTEGRAL_HEATMAP_*; "loss_coarse_heatmap").
         """
         super().__init__()
-        self.convs, c = roi_conv_stack(input_shape.channels, list(conv_dims))
+        self.convs, c = roi_conv_stack(input_shape.channels, list(conv_dims), from_heatmap_head)
         self.num_keypoints = num_keypoints
-        self.coarse_heatmap = roi_integral_coords(c, num_keypoints, coarse_coords)
+        self.coarse_heatmap = roi_integral_coords(c, num_keypoints, coarse_coords, from_heatmap_head)
         # box-relative, starting at the box centre
         self.coarse = RLEOutput(c, num_keypoints, coords=self.coarse_heatmap is None)
         check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None,
@@ -138,6 +157,7 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
         self.return_sampling = False
         self.coarse_margin = roi_frame_margin(frame_margin, coarse_coords)  # validates the margin
         self.frame_margin = float(frame_margin)
+        self.test_output = check_test_output(test_output)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -147,10 +167,12 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
             input_shape=input_shape, num_keypoints=k.NUM_KEYPOINTS, conv_dims=list(k.CONV_DIMS),
             memory_channels=cfg.MODEL.FPN.OUT_CHANNELS, num_levels=levels,
             refiner=PoseurRefiner(num_keypoints=k.NUM_KEYPOINTS, num_levels=levels,
-                                  **PoseurRefiner.from_config_kwargs(cfg)),
+                                  **PoseurRefiner.from_config_kwargs(cfg, fpn_strides(p.ROI_MEMORY_FEATURES))),
             embed_dim=p.EMBED_DIM, codec=BoxRelativeCoords.from_config(cfg), coarse_coords=cfg.MODEL.ROI_REGRESSION.COORDS,
             heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT, heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA,
             frame_margin=cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN,
+            from_heatmap_head=cfg.MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD,
+            test_output=cfg.MODEL.POSEUR.TEST_OUTPUT,
         )
 
     @property
@@ -214,4 +236,6 @@ class PoseurKeypointHead(LegacyKeysMixin, nn.Module):
             inside = ((target >= -self.coarse_margin) & (target <= 1 + self.coarse_margin)).all(-1)
             return self.refiner.losses(outputs, target.float(), weight, self.heatmap_loss_weight,
                                        self.heatmap_loss_sigma, coarse_weight=weight * inside.to(weight.dtype))
+        if self.test_output == "coarse":  # the decoder's ablation: the coarse proposal alone
+            return write_roi_predictions(instances, outputs["coarse_coords"], outputs["coarse_sigma"], self.codec)
         return write_roi_predictions(instances, outputs["coords"], outputs["sigma"], self.codec)

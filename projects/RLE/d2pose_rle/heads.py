@@ -18,7 +18,7 @@ from d2pose.data.codecs import RegressionCoords, build_codec, check_codec
 from d2pose.modeling.heads.build import (TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg, stacked_targets,
                                          topdown_in_feature)
 from d2pose.modeling.integral import codec_grid, soft_argmax
-from d2pose.modeling.losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss
+from d2pose.modeling.losses import RLELoss, rle_loss_from_config, check_heatmap_kl_args, heatmap_kl_loss
 from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
 
 __all__ = ["RLERegressionHead", "RLEIntegralHead"]
@@ -62,7 +62,7 @@ class RLERegressionHead(nn.Module):
         feature = topdown_in_feature(cfg, input_shape)
         return dict(
             in_channels=input_shape[feature].channels, in_feature=feature, num_keypoints=num_keypoints_from_cfg(cfg),
-            codec=build_codec(cfg), loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM), loss_weight=r.LOSS_WEIGHT,
+            codec=build_codec(cfg), loss=rle_loss_from_config(cfg), loss_weight=r.LOSS_WEIGHT,
             flip_fuse_mode=cfg.TEST.KEYPOINT_FLIP_FUSE,
         )
 

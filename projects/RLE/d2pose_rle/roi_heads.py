@@ -20,9 +20,9 @@ from torch import nn
 
 from d2pose.data.codecs import BoxRelativeCoords
 from d2pose.modeling.integral import codec_grid
-from d2pose.modeling.losses import RLELoss, check_heatmap_kl_args, heatmap_kl_loss
+from d2pose.modeling.losses import RLELoss, rle_loss_from_config, check_heatmap_kl_args, heatmap_kl_loss
 from d2pose.modeling.rle_output import RLEOutput
-from d2pose.modeling.roi_regression import (ROI_CODEC, roi_conv_stack, roi_frame_margin, roi_integral_coords,
+from d2pose.modeling.roi_regression import (ROI_CODEC, HeatmapTrunkMixin, roi_conv_stack, roi_frame_margin, roi_integral_coords,
                                             roi_keypoint_targets,
                                             sample_train_rois, write_roi_predictions, zero_losses)
 
@@ -30,14 +30,14 @@ __all__ = ["RLEKeypointHead"]
 
 
 @ROI_KEYPOINT_HEAD_REGISTRY.register()
-class RLEKeypointHead(nn.Module):
+class RLEKeypointHead(HeatmapTrunkMixin, nn.Module):
     """ROI keypoint head regressing box-relative keypoints with RLE ("avg-pool FC")."""
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: List[int], loss: RLELoss,
                  loss_weight: float = 1.0, codec: BoxRelativeCoords = ROI_CODEC, coords: str = "fc",
                  max_train_instances: int = 0, heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0,
-                 frame_margin: float = 0.5):
+                 frame_margin: float = 0.5, from_heatmap_head: bool = True):
         """
         Args:
             input_shape: shape of the pooled ROI features.
@@ -45,20 +45,24 @@ class RLEKeypointHead(nn.Module):
             conv_dims: output channels of the 3x3 conv layers before pooling.
             loss: RLE loss (with its flow); loss_weight: its multiplier.
             codec: the box-relative codec (decoding, keypoint score from sigma: TEST.KEYPOINT_SCORE).
-            coords: "fc" (mu from the pooled FC) or "integral" (soft-argmax over the ROI grid).
+            coords: "fc" (mu from the pooled FC), "integral" (soft-argmax over the ROI grid) or
+                "deconv" (soft-argmax over a heatmap head's upsampled output, 4S x 4S).
             max_train_instances: in training, a random subset of at most this many foreground ROIs
                 per image runs the head (0: all of them).
-            heatmap_loss_weight, heatmap_loss_sigma: with "integral" coords, weight (0: off) and
+            heatmap_loss_weight, heatmap_loss_sigma: with soft-argmax coords, weight (0: off) and
                 Gaussian sigma (ROI bins) of a training-only KL term on the ROI logit maps
                 ("loss_keypoint_heatmap"; not scaled by loss_weight).
+            from_heatmap_head: MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD: a checkpoint without this
+                head's convs (and "deconv" branch) starts them from a heatmap head's conv_fcn1..
+                (and score_lowres) beside them (d2pose.modeling.roi_regression.HeatmapTrunkMixin).
             frame_margin: MODEL.ROI_REGRESSION.FRAME_MARGIN: with "fc" coords, labelled keypoints
                 up to that many box sizes outside the proposal box are supervised (the box is a
-                frame, not a cage); "integral" coords supervise inside the box only.
+                frame, not a cage); soft-argmax coords supervise inside the box only.
         """
         super().__init__()
-        self.convs, c = roi_conv_stack(input_shape.channels, conv_dims)
+        self.convs, c = roi_conv_stack(input_shape.channels, conv_dims, from_heatmap_head)
         self.num_keypoints = num_keypoints
-        self.heatmap = roi_integral_coords(c, num_keypoints, coords)
+        self.heatmap = roi_integral_coords(c, num_keypoints, coords, from_heatmap_head)
         # box-relative mu starts at the box centre
         self.output = RLEOutput(c, num_keypoints, coords=self.heatmap is None)
         self.loss = loss
@@ -76,10 +80,11 @@ class RLEKeypointHead(nn.Module):
         r, k = cfg.MODEL.RLE, cfg.MODEL.ROI_KEYPOINT_HEAD
         return dict(
             input_shape=input_shape, num_keypoints=k.NUM_KEYPOINTS, conv_dims=list(k.CONV_DIMS),
-            loss=RLELoss(r.LOSS, r.BASE_DENSITY, r.OFFICIAL_FORM), loss_weight=k.LOSS_WEIGHT,
+            loss=rle_loss_from_config(cfg), loss_weight=k.LOSS_WEIGHT,
             codec=BoxRelativeCoords.from_config(cfg), coords=cfg.MODEL.ROI_REGRESSION.COORDS,
             max_train_instances=cfg.MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES,
             frame_margin=cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN,
+            from_heatmap_head=cfg.MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD,
             heatmap_loss_weight=r.INTEGRAL_HEATMAP_WEIGHT, heatmap_loss_sigma=r.INTEGRAL_HEATMAP_SIGMA,
         )
 

@@ -548,3 +548,23 @@ def test_multiscale_memory_matches_its_definition_with_gradients(channels_last):
         torch.testing.assert_close(multiscale_memory(maps, level)[0], ref, rtol=1e-12, atol=1e-12)
         level.add_(1.0)
         torch.testing.assert_close(multiscale_memory(maps, level)[0], ref + 1.0, rtol=1e-12, atol=1e-12)
+
+
+def test_offset_init_from_config():
+    from detectron2.config import get_cfg
+
+    from d2pose.config import add_d2pose_config
+    from d2pose_poseur.refiner import offset_scales_from_config
+    from d2pose_poseur.roi_heads import fpn_strides
+
+    cfg = get_cfg()
+    add_d2pose_config(cfg)
+    assert offset_scales_from_config(cfg, [4, 8, 16, 32]) == [1.0, 1.0, 1.0, 1.0]  # Deformable-DETR's
+    cfg.MODEL.POSEUR.OFFSET_INIT = "finest"
+    assert offset_scales_from_config(cfg, [4, 8, 16, 32]) == [1.0, 0.5, 0.25, 0.125]
+    assert fpn_strides(["p3", "p4", "p5"]) == [8, 16, 32]
+    with pytest.raises(ValueError, match="not an FPN level"):
+        fpn_strides(["res4"])
+    cfg.MODEL.POSEUR.OFFSET_INIT = "image"
+    with pytest.raises(ValueError, match="MODEL.POSEUR.OFFSET_INIT"):
+        offset_scales_from_config(cfg, [4, 8])

@@ -76,7 +76,7 @@ def test_memory_boxes_sample_inside_each_box():
     torch.testing.assert_close(out["coords"], ref_expanded["coords"])
 
 
-@pytest.mark.parametrize("coarse_coords", ["fc", "integral", "integral+kl"])
+@pytest.mark.parametrize("coarse_coords", ["fc", "integral", "integral+kl", "deconv", "deconv+kl"])
 def test_roi_head_train_and_inference(coarse_coords):
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -96,11 +96,14 @@ def test_roi_head_train_and_inference(coarse_coords):
     assert all(torch.isfinite(v) for v in losses.values())
     if kl:  # the KL term alone reaches the integral branch, box-relative targets on the ROI grid
         assert losses["loss_coarse_heatmap"] > 0
-        assert torch.autograd.grad(losses["loss_coarse_heatmap"], head.coarse_heatmap.conv.weight,
+        branch = head.coarse_heatmap
+        assert torch.autograd.grad(losses["loss_coarse_heatmap"],
+                                   branch.conv.weight if coarse_coords == "integral" else branch.score_lowres.weight,
                                    retain_graph=True)[0].abs().sum() > 0
     sum(losses.values()).backward()
     assert head.decoder.layers[0].cross_attn.sampling_offsets.weight.grad.abs().sum() > 0
-    coarse = head.coarse_heatmap.conv.weight if coarse_coords == "integral" else head.coarse.fc_coord.linear.weight
+    coarse = {"integral": lambda: head.coarse_heatmap.conv.weight, "deconv": lambda: head.coarse_heatmap.score_lowres.weight,
+              "fc": lambda: head.coarse.fc_coord.linear.weight}[coarse_coords]()
     assert coarse.grad.abs().sum() > 0
     head.eval()
     preds = [_instances([[4.0, 4, 40, 60], [50, 10, 90, 62]], train=False), _instances([], train=False)]
@@ -228,3 +231,30 @@ def test_truncated_boxes_predict_the_hidden_half_outside_the_box():
     caged, _ = _train_truncated(0.0)
     caged_err = (caged[:, hidden] - gt[:, hidden]).norm(dim=-1).mean()
     assert caged_err > 2 * err, (caged_err, err)
+
+
+def test_roi_head_test_output_coarse_writes_the_coarse_proposal():
+    """MODEL.POSEUR.TEST_OUTPUT "coarse" on the R-CNN head: the predictions are the coarse
+    proposal's (the decoder's ablation), "decoder" the last layer's; other values are refused."""
+    g = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)
+    cfg = _cfg()
+    cfg.MODEL.ROI_REGRESSION.COORDS = "fc"
+    head = PoseurKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14)).eval()
+    with torch.no_grad():  # move the decoder's output away from the coarse proposal
+        for p in head.refiner.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    maps, rois = _maps(1, 128, g), torch.randn(2, 128, 14, 14, generator=g)
+    boxes = [[4.0, 4, 40, 60], [50, 10, 90, 62]]
+    with torch.no_grad():
+        outputs = head.layers(rois, torch.tensor(boxes), torch.zeros(2, dtype=torch.long), maps, [8, 16, 32])
+        final = head(rois, [_instances(boxes, train=False)], maps, [8, 16, 32])[0].pred_keypoints
+        head.test_output = "coarse"
+        coarse = head(rois, [_instances(boxes, train=False)], maps, [8, 16, 32])[0].pred_keypoints
+    b = torch.tensor(boxes)
+    want = b[:, None, :2] + outputs["coarse_coords"] * (b[:, 2:] - b[:, :2])[:, None]
+    torch.testing.assert_close(coarse[..., :2], want.to(coarse.dtype))
+    assert not torch.allclose(coarse[..., :2], final[..., :2], atol=1e-2)
+    cfg.MODEL.POSEUR.TEST_OUTPUT = "layer0"
+    with pytest.raises(ValueError, match="MODEL.POSEUR.TEST_OUTPUT"):
+        PoseurKeypointHead(cfg, ShapeSpec(channels=128, height=14, width=14))

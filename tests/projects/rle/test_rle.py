@@ -137,7 +137,7 @@ def test_r50_params_and_flops_match_paper(depth, params, gflops):
     assert abs(flops - gflops) / gflops < 0.03, flops
 
 
-@pytest.mark.parametrize("coords", ["fc", "integral"])
+@pytest.mark.parametrize("coords", ["fc", "integral", "deconv"])
 def test_roi_head_box_relative_round_trip_and_shapes(coords):
     boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 50.0, 50.0]])
     pts = torch.rand(2, 17, 2) * 100
@@ -170,7 +170,7 @@ def test_roi_head_box_relative_round_trip_and_shapes(coords):
     empty.pred_boxes = Boxes(torch.zeros(0, 4))
     assert head(feats[:0], [empty])[0].pred_keypoints.shape == (0, 17, 3)
     assert (head.heatmap is None) == (coords == "fc")
-    assert (head.output.fc_coord is None) == (coords == "integral")
+    assert (head.output.fc_coord is None) == (coords != "fc")
 
 
 def test_roi_head_heatmap_kl_term():
