@@ -122,6 +122,10 @@ def _add_models(cfg: CN) -> None:
     # from the heatmap head's conv_fcn1.. where the shapes agree and a "deconv" branch from its
     # score_lowres (the head swap of RLE's author's Mask R-CNN recipe); False: random init
     cfg.MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD = True
+    # "integral" / "deconv" coordinates: > 0 makes the soft-argmax local, the softmax over the
+    # (2n + 1)^2 cells around each map's peak only (a map with two people's keypoints in one ROI
+    # then gives the stronger one, not a point between them); 0: the whole map (integral regression)
+    cfg.MODEL.ROI_REGRESSION.SOFT_ARGMAX_WINDOW = 0
 
     cfg.MODEL.TIMM = CN()
     # timm backbone (build_timm_backbone): model name, feature levels, optional local checkpoint

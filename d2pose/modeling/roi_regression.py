@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from ..data.codecs import BoxRelativeCoords
 from .integral import soft_argmax
 
-__all__ = ["HeatmapTrunkMixin", "ROI_COORDS", "ROIConvStack", "ROIDeconvCoords", "ROIIntegralCoords", "roi_conv_stack", "roi_integral_coords", "roi_keypoint_targets",
+__all__ = ["HeatmapTrunkMixin", "ROI_COORDS", "check_soft_argmax_window", "ROIConvStack", "ROIDeconvCoords", "ROIIntegralCoords", "roi_conv_stack", "roi_integral_coords", "roi_keypoint_targets",
            "roi_frame_margin",
            "sample_train_rois", "write_roi_predictions", "zero_losses", "ROI_CODEC"]
 
@@ -122,8 +122,9 @@ class ROIIntegralCoords(nn.Module):
     box (measured without it, from scratch: predicted left-right shoulder distance 0.07 of the box
     width vs 0.31 in the labels, both sides collapsed onto their midpoint)."""
 
-    def __init__(self, in_channels: int, num_keypoints: int):
+    def __init__(self, in_channels: int, num_keypoints: int, window: int = 0):
         super().__init__()
+        self.window = check_soft_argmax_window(window)
         self.context = nn.Linear(in_channels, in_channels)
         self.conv = nn.Conv2d(in_channels, num_keypoints, 1)
         nn.init.kaiming_uniform_(self.context.weight, a=1)
@@ -136,7 +137,7 @@ class ROIIntegralCoords(nn.Module):
         with `return_logits` also the (R, K, S, S) logits it is the soft-argmax of."""
         h = F.relu(x + self.context(pooled.to(x.dtype))[:, :, None, None])
         logits = self.conv(h)
-        mu = soft_argmax(logits, ROI_CODEC)
+        mu = soft_argmax(logits, ROI_CODEC, window=self.window)
         return (mu, logits) if return_logits else mu
 
 
@@ -150,8 +151,9 @@ class ROIDeconvCoords(nn.Module):
     predictor loads into it (:class:`HeatmapTrunkMixin`): the head swap then changes only the loss
     and the decoding (soft-argmax and RLE's sigma instead of cross-entropy and argmax)."""
 
-    def __init__(self, in_channels: int, num_keypoints: int, from_heatmap_head: bool = True):
+    def __init__(self, in_channels: int, num_keypoints: int, from_heatmap_head: bool = True, window: int = 0):
         super().__init__()
+        self.window = check_soft_argmax_window(window)
         self.score_lowres = nn.ConvTranspose2d(in_channels, num_keypoints, 4, stride=2, padding=1)
         nn.init.normal_(self.score_lowres.weight, std=0.001)  # near-uniform maps: mu starts at the box centre
         nn.init.zeros_(self.score_lowres.bias)
@@ -161,7 +163,7 @@ class ROIDeconvCoords(nn.Module):
         """x (R, C, S, S) conv features (pooled unused) -> mu (R, K, 2) in float32, and with
         `return_logits` the (R, K, 4S, 4S) logits it is the soft-argmax of."""
         logits = F.interpolate(self.score_lowres(x), scale_factor=2, mode="bilinear", align_corners=False)
-        mu = soft_argmax(logits, ROI_CODEC)
+        mu = soft_argmax(logits, ROI_CODEC, window=self.window)
         return (mu, logits) if return_logits else mu
 
     def take_heatmap_predictor(self, state_dict: dict, prefix: str, head_prefix: str) -> bool:
@@ -175,16 +177,26 @@ class ROIDeconvCoords(nn.Module):
         return True
 
 
-def roi_integral_coords(in_channels: int, num_keypoints: int, coords: str, from_heatmap_head: bool = True
-                        ) -> Optional[nn.Module]:
+def check_soft_argmax_window(window: int) -> int:
+    """MODEL.ROI_REGRESSION.SOFT_ARGMAX_WINDOW: an int >= 0 (cells; 0 = the whole map)."""
+    if isinstance(window, bool) or int(window) != window or window < 0:
+        raise ValueError(f"MODEL.ROI_REGRESSION.SOFT_ARGMAX_WINDOW must be an integer >= 0 (cells), got {window!r}")
+    return int(window)
+
+
+def roi_integral_coords(in_channels: int, num_keypoints: int, coords: str, from_heatmap_head: bool = True,
+                        window: int = 0) -> Optional[nn.Module]:
     """The soft-argmax branch of an ROI head for MODEL.ROI_REGRESSION.COORDS: "integral"
-    (:class:`ROIIntegralCoords`, S x S), "deconv" (:class:`ROIDeconvCoords`, 4S x 4S), None for "fc"."""
+    (:class:`ROIIntegralCoords`, S x S), "deconv" (:class:`ROIDeconvCoords`, 4S x 4S), None for "fc";
+    `window` (MODEL.ROI_REGRESSION.SOFT_ARGMAX_WINDOW) > 0 makes its soft-argmax local to that many
+    cells around each map's peak (:func:`d2pose.modeling.integral.soft_argmax_on_grid`)."""
     if coords not in ROI_COORDS:
         raise ValueError(f"MODEL.ROI_REGRESSION.COORDS must be one of {ROI_COORDS}, got {coords!r}")
+    check_soft_argmax_window(window)
     if coords == "integral":
-        return ROIIntegralCoords(in_channels, num_keypoints)
+        return ROIIntegralCoords(in_channels, num_keypoints, window)
     if coords == "deconv":
-        return ROIDeconvCoords(in_channels, num_keypoints, from_heatmap_head)
+        return ROIDeconvCoords(in_channels, num_keypoints, from_heatmap_head, window)
     return None
 
 

@@ -65,6 +65,6 @@ def test_key_count():
     (MODEL.TOPDOWN.DETECTOR.*); reproducible and multi-process training add SOLVER.DETERMINISTIC and
     MODEL.DDP_FIND_UNUSED_PARAMETERS (2026-12-03)."""
     keys = d2pose_keys()
-    assert len(keys) == 124, (len(keys), keys)
+    assert len(keys) == 125, (len(keys), keys)
     assert sum(k.startswith("MODEL.TOPDOWN.DETECTOR.") for k in keys) == 6
     assert sum(k.startswith("MODEL.TRANSPOSE.") for k in keys) == 11

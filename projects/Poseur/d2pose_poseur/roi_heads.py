@@ -115,7 +115,7 @@ class PoseurKeypointHead(HeatmapTrunkMixin, LegacyKeysMixin, nn.Module):
                  memory_channels: int, num_levels: int, refiner: PoseurRefiner, embed_dim: int = 256,
                  codec: BoxRelativeCoords = ROI_CODEC, neck_groups: int = 32, coarse_coords: str = "fc",
                  heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0, frame_margin: float = 0.5,
-                 from_heatmap_head: bool = True, test_output: str = "decoder"):
+                 from_heatmap_head: bool = True, soft_argmax_window: int = 0, test_output: str = "decoder"):
         """
         Args:
             input_shape: the pooled ROI features.
@@ -134,6 +134,8 @@ class PoseurKeypointHead(HeatmapTrunkMixin, LegacyKeysMixin, nn.Module):
             from_heatmap_head: MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD: a checkpoint without this
                 head's convs (and "deconv" branch) starts them from a heatmap head's conv_fcn1..
                 (and score_lowres) beside them (d2pose.modeling.roi_regression.HeatmapTrunkMixin).
+            soft_argmax_window: MODEL.ROI_REGRESSION.SOFT_ARGMAX_WINDOW: with soft-argmax coords,
+                > 0 makes the soft-argmax local to that many cells around each map's peak.
             frame_margin: MODEL.ROI_REGRESSION.FRAME_MARGIN: the box is the queries' reference frame,
                 not a cage: reference points refine over [-m, 1 + m] of it and labelled keypoints
                 there are supervised (the coarse proposal's too unless it is "integral", whose
@@ -144,7 +146,8 @@ class PoseurKeypointHead(HeatmapTrunkMixin, LegacyKeysMixin, nn.Module):
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, list(conv_dims), from_heatmap_head)
         self.num_keypoints = num_keypoints
-        self.coarse_heatmap = roi_integral_coords(c, num_keypoints, coarse_coords, from_heatmap_head)
+        self.coarse_heatmap = roi_integral_coords(c, num_keypoints, coarse_coords, from_heatmap_head,
+                                                  soft_argmax_window)
         # box-relative, starting at the box centre
         self.coarse = RLEOutput(c, num_keypoints, coords=self.coarse_heatmap is None)
         check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None,
@@ -172,6 +175,7 @@ class PoseurKeypointHead(HeatmapTrunkMixin, LegacyKeysMixin, nn.Module):
             heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT, heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA,
             frame_margin=cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN,
             from_heatmap_head=cfg.MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD,
+            soft_argmax_window=cfg.MODEL.ROI_REGRESSION.SOFT_ARGMAX_WINDOW,
             test_output=cfg.MODEL.POSEUR.TEST_OUTPUT,
         )
 

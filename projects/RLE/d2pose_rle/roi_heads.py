@@ -37,7 +37,7 @@ class RLEKeypointHead(HeatmapTrunkMixin, nn.Module):
     def __init__(self, input_shape: ShapeSpec, *, num_keypoints: int, conv_dims: List[int], loss: RLELoss,
                  loss_weight: float = 1.0, codec: BoxRelativeCoords = ROI_CODEC, coords: str = "fc",
                  max_train_instances: int = 0, heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0,
-                 frame_margin: float = 0.5, from_heatmap_head: bool = True):
+                 frame_margin: float = 0.5, from_heatmap_head: bool = True, soft_argmax_window: int = 0):
         """
         Args:
             input_shape: shape of the pooled ROI features.
@@ -55,6 +55,8 @@ class RLEKeypointHead(HeatmapTrunkMixin, nn.Module):
             from_heatmap_head: MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD: a checkpoint without this
                 head's convs (and "deconv" branch) starts them from a heatmap head's conv_fcn1..
                 (and score_lowres) beside them (d2pose.modeling.roi_regression.HeatmapTrunkMixin).
+            soft_argmax_window: MODEL.ROI_REGRESSION.SOFT_ARGMAX_WINDOW: with soft-argmax coords,
+                > 0 makes the soft-argmax local to that many cells around each map's peak.
             frame_margin: MODEL.ROI_REGRESSION.FRAME_MARGIN: with "fc" coords, labelled keypoints
                 up to that many box sizes outside the proposal box are supervised (the box is a
                 frame, not a cage); soft-argmax coords supervise inside the box only.
@@ -62,7 +64,7 @@ class RLEKeypointHead(HeatmapTrunkMixin, nn.Module):
         super().__init__()
         self.convs, c = roi_conv_stack(input_shape.channels, conv_dims, from_heatmap_head)
         self.num_keypoints = num_keypoints
-        self.heatmap = roi_integral_coords(c, num_keypoints, coords, from_heatmap_head)
+        self.heatmap = roi_integral_coords(c, num_keypoints, coords, from_heatmap_head, soft_argmax_window)
         # box-relative mu starts at the box centre
         self.output = RLEOutput(c, num_keypoints, coords=self.heatmap is None)
         self.loss = loss
@@ -85,6 +87,7 @@ class RLEKeypointHead(HeatmapTrunkMixin, nn.Module):
             max_train_instances=cfg.MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES,
             frame_margin=cfg.MODEL.ROI_REGRESSION.FRAME_MARGIN,
             from_heatmap_head=cfg.MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD,
+            soft_argmax_window=cfg.MODEL.ROI_REGRESSION.SOFT_ARGMAX_WINDOW,
             heatmap_loss_weight=r.INTEGRAL_HEATMAP_WEIGHT, heatmap_loss_sigma=r.INTEGRAL_HEATMAP_SIGMA,
         )
 
