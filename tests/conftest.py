@@ -10,6 +10,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 _SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 SHARED_DATA = os.path.abspath(os.environ.get("D2POSE_SHARED_DATA", os.path.join(_SHARED, "data")))
 PARITY_DATA = os.path.abspath(os.environ.get("D2POSE_PARITY_DATA", os.path.join(_SHARED, "reference", "parity")))
+# training-parity fixtures (the authors' targets, losses and gradients): see tests/train_parity.py
+TRAIN_PARITY_DATA = os.path.abspath(
+    os.environ.get("D2POSE_TRAIN_PARITY_DATA", os.path.join(_SHARED, "reference", "train_parity")))
 
 
 @pytest.fixture(scope="session")
