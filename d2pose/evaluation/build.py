@@ -18,6 +18,8 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
     i.e. Keypoint R-CNN with any keypoint head) is also scored on its boxes ("bbox" task of
     `COCOEvaluator`) on the COCO-format keypoint datasets: keypoint AP is bounded by what the detector
     finds; with `MODEL.KEYPOINT_ON` False (a person detector) it is scored on its boxes only.
+    The OKS scale (annotated area or 0.53 x box area) follows the dataset: see `KeypointEvaluator`;
+    set it with `register_keypoint_dataset(..., use_area=...)`.
     """
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
     rcnn = cfg is not None and cfg.MODEL.META_ARCHITECTURE in ("GeneralizedRCNN", "PoseRCNN")

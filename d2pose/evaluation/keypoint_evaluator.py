@@ -7,6 +7,15 @@ easy / medium / hard split (xtcocotools `keypoints_crowd`, Li et al., CVPR 2019)
 x - 0.5, y - 0.5), writes them to `keypoints_results.json`, and scores them with the protocol named by
 the dataset's `evaluator_type`. The scoring functions work on results alone, so results files can be
 evaluated without images or a model: `evaluate_results_json` (OKS AP) and `evaluate_pckh` (PCKh).
+
+OKS scale (`use_area`): COCO and OCHuman scale each person's OKS by its annotated `area` (segment
+area). Sets published without areas (CrowdPose, AI Challenger) are scored with xtcocotools'
+`use_area=False`: the scale is 0.53 x the box area (w x h), as their published numbers are. So, unless
+`use_area` is given (to `KeypointEvaluator`, to `evaluate_results_json`, or as the dataset's metadata
+field at registration: `register_keypoint_dataset(..., use_area=...)`), the scale is 0.53 x box area for
+"crowdpose" and for any ground truth whose annotations carry no `area` (warned once per json), and
+the annotated area otherwise. The loader's area filled from the box (w x h, for training) plays no
+part in that choice: it is made on the ground-truth json as written.
 """
 import contextlib
 import copy
@@ -17,7 +26,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict, defaultdict
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -36,6 +45,7 @@ __all__ = [
     "ignore_zero_area",
     "evaluate_results_json",
     "evaluate_pckh",
+    "resolve_use_area",
     "instances_to_keypoint_results",
     "KEYPOINT_EVALUATOR_TYPES",
     "COCO_KEYPOINT_METRICS",
@@ -58,6 +68,8 @@ MPII_JOINT_GROUPS: "OrderedDict[str, tuple]" = OrderedDict(
 # joints left out of MPII's mean PCKh: pelvis and thorax
 MPII_MEAN_EXCLUDED = (6, 7)
 _DEFAULT_SIGMAS = {"coco_keypoints": "coco_person", "ochuman": "coco_person", "crowdpose": "crowdpose", "mpii": "mpii"}
+# ground-truth jsons already warned about (missing areas): the warning is given once per json and process
+_WARNED_NO_AREA = set()
 
 
 # ----------------------------------------------------------------------------- predictions -> results
@@ -152,6 +164,67 @@ def _crowd_stats_without_split(coco_eval) -> List[float]:
     return out + [-1.0, -1.0, -1.0]
 
 
+def _annotation_ids(anns: List[Dict], limit: int = 10) -> str:
+    ids = [str(a.get("id", f"#{i}")) for i, a in enumerate(anns)]
+    return ", ".join(ids[:limit]) + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def resolve_use_area(gt_json: str, annotations: Sequence[Dict], evaluator_type: str,
+                     use_area: Optional[bool] = None) -> bool:
+    """Whether OKS is scaled by the annotated `area` (True) or by 0.53 x the box area (False, xtcocotools'
+    `use_area=False`, the convention of sets published without areas: CrowdPose, AI Challenger).
+
+    An explicit `use_area` wins. Otherwise: False when no annotation of the ground truth has an
+    `area` (a warning, once per json, names the file, the convention and how to override it, for
+    "crowdpose" too); False for "crowdpose" (its protocol); True otherwise.
+
+    Args:
+        gt_json: the ground-truth json (named in messages).
+        annotations: its "annotations", as written (not the loader's dicts, whose missing areas are
+            filled from the box).
+        evaluator_type: the protocol.
+        use_area: the caller's choice (None: decide as above).
+    """
+    if use_area is not None:
+        if not isinstance(use_area, (bool, np.bool_)):
+            raise TypeError(f"use_area must be True, False or None, got {use_area!r} ({type(use_area).__name__})")
+        return bool(use_area)
+    if annotations and all(a.get("area") is None for a in annotations):
+        if gt_json not in _WARNED_NO_AREA:
+            _WARNED_NO_AREA.add(gt_json)
+            logger.warning(
+                "%s: the annotations have no 'area'; OKS is scaled by 0.53 x the box area (w x h), the convention "
+                "sets without areas (CrowdPose, AI Challenger) are published with (xtcocotools use_area=False). "
+                "To scale by the box area w x h instead (the loader's area), pass use_area=True to "
+                "KeypointEvaluator or register the dataset with register_keypoint_dataset(..., use_area=True); "
+                "use_area=False silences this warning.",
+                gt_json,
+            )
+        return False
+    return evaluator_type != "crowdpose"  # its protocol: 0.53 x box area, areas or not
+
+
+def _check_ground_truth(gt_json: str, annotations: Sequence[Dict], use_area: bool, areas_filled: bool = False) -> None:
+    """Clear errors for a ground truth COCOeval cannot score (it would fail with a bare KeyError): a
+    person without a box (with use_area False, any annotation without one: the box gives the OKS
+    scale), or, with use_area True, an annotation without an area (unless `areas_filled`: the
+    evaluator fills them from the box)."""
+    no_box = [a for a in annotations if a.get("bbox") is None and (a.get("keypoints") is not None or not use_area)]
+    if no_box:
+        raise ValueError(f"{gt_json}: {len(no_box)} annotations have no 'bbox', which COCOeval needs"
+                         f"{'' if use_area else ' (OKS scale: 0.53 x box area)'}: annotation ids "
+                         f"{_annotation_ids(no_box)}")
+    if use_area and not areas_filled:
+        no_area = [a for a in annotations if a.get("area") is None]
+        if no_area:
+            raise ValueError(
+                f"{gt_json}: use_area=True, but {len(no_area)} of {len(annotations)} annotations have no 'area' "
+                f"(annotation ids {_annotation_ids(no_area)}). Pass use_area=False (OKS scaled by 0.53 x box area) "
+                "or None (chosen from the json), or score through KeypointEvaluator, which fills a missing area "
+                "from the box (w x h)."
+            )
+
+
 def _run_cocoeval(gt_json: str, results: List[Dict], evaluator_type: str, sigmas: np.ndarray, use_area: bool,
                   image_ids: Optional[Sequence[int]] = None):
     """Runs COCOeval (on `image_ids` only when given) and returns (stats, printed summary)."""
@@ -204,8 +277,10 @@ def evaluate_results_json(
         results: COCO keypoint results (pixel-index coordinates), or the path of a json holding them.
         evaluator_type: "coco_keypoints", "ochuman" or "crowdpose".
         sigmas: K OKS sigmas (default: those of the evaluator type's built-in keypoint set).
-        use_area: scale OKS by the annotated area (default True, False for "crowdpose", whose
-            annotations have no area).
+        use_area: scale OKS by the annotated area (True) or by 0.53 x the box area (False, xtcocotools'
+            convention for sets without areas). Default (None): False for "crowdpose" and for a ground
+            truth whose annotations have no `area` (warned once per json), True otherwise; see
+            `resolve_use_area`. True on annotations without an area is an error.
         image_ids: score these images only (default: every image of the ground truth).
 
     Returns:
@@ -218,15 +293,17 @@ def evaluate_results_json(
     if sigmas is None:
         sigmas = get_keypoint_metadata(_DEFAULT_SIGMAS[evaluator_type]).sigmas
     sigmas = np.asarray(sigmas, dtype=np.float64)
-    if use_area is None:
-        use_area = evaluator_type != "crowdpose"
+    local_gt = PathManager.get_local_path(gt_json)
+    with open(local_gt) as f:
+        annotations = json.load(f).get("annotations", [])
+    use_area = resolve_use_area(gt_json, annotations, evaluator_type, use_area)
+    _check_ground_truth(gt_json, annotations, use_area)
     results = _load_results(results)
     if not results:
         logger.warning("No keypoint predictions to evaluate against %s", gt_json)
         return _nan_metrics(names)
     _check_keypoint_count(results, len(sigmas))
-    stats, printed = _run_cocoeval(PathManager.get_local_path(gt_json), results, evaluator_type, sigmas, use_area,
-                                   image_ids)
+    stats, printed = _run_cocoeval(local_gt, results, evaluator_type, sigmas, use_area, image_ids)
     logger.info("COCOeval (%s) output:\n%s", evaluator_type, printed.rstrip())
     return _percent(stats, names)
 
@@ -386,6 +463,12 @@ class KeypointEvaluator(DatasetEvaluator):
     (`CROWDPOSE_METRICS`); "mpii": PCKh (see `evaluate_pckh`). Results go under the task "keypoints".
     When `output_dir` is set, the COCO results are written to `keypoints_results.json` and the metrics
     to `keypoints_metrics.json` there.
+
+    OKS scale: 0.53 x box area (xtcocotools `use_area=False`) for "crowdpose" and for a ground-truth
+    json whose annotations have no `area` (the convention CrowdPose and AI Challenger are published
+    with; warned once per json), the annotated area otherwise. The `use_area` argument, or else the
+    dataset's metadata field `use_area` (`register_keypoint_dataset(..., use_area=...)`), overrides it;
+    with use_area=True, areas missing from the json are filled from the box (w x h), as the loader does.
     """
 
     def __init__(
@@ -404,7 +487,9 @@ class KeypointEvaluator(DatasetEvaluator):
                 keypoint_oks_sigmas.
             output_dir: where to write results and metrics (nothing is written when None).
             distributed: gather predictions from all processes and evaluate on the main one.
-            use_area: OKS scale from annotated areas (default: True, False for "crowdpose").
+            use_area: OKS scale from annotated areas (True) or 0.53 x box area (False). Default: the
+                metadata's `use_area` when set, else chosen from the ground truth (`resolve_use_area`:
+                False for "crowdpose" and for jsons without `area`, True otherwise).
             evaluator_type: overrides the metadata's.
             sigmas: overrides the metadata's OKS sigmas.
             pckh_auc_steps: thresholds of the PCKh AUC.
@@ -423,6 +508,11 @@ class KeypointEvaluator(DatasetEvaluator):
         self._sigmas = [float(s) for s in (default_sigmas if sigmas is None else sigmas)]
         self._output_dir = output_dir
         self._distributed = distributed
+        if use_area is None:
+            use_area = self._metadata.get("use_area", None)
+        if use_area is not None and not isinstance(use_area, (bool, np.bool_)):
+            raise TypeError(f"KeypointEvaluator({dataset_name!r}): use_area must be True, False or None, got "
+                            f"{use_area!r} ({type(use_area).__name__})")
         self._use_area = use_area
         self._pckh_auc_steps = pckh_auc_steps
         self._predictions: List[Dict] = []
@@ -452,8 +542,9 @@ class KeypointEvaluator(DatasetEvaluator):
             return None
         return list(itertools.chain(*gathered))
 
-    def _ground_truth_json(self) -> str:
-        """The metadata's json_file, generating the dataset first when it is missing (synthetic sets)."""
+    def _ground_truth_json(self) -> Tuple[str, bool]:
+        """(json to score, use_area): the metadata's json_file (generating the dataset first when it is
+        missing, as for synthetic sets), or its copy made by `_with_optional_fields`."""
         path = self._metadata.get("json_file", None)
         if path is None:
             raise ValueError(f"KeypointEvaluator: dataset {self._dataset_name!r} has no json_file in its metadata")
@@ -464,16 +555,21 @@ class KeypointEvaluator(DatasetEvaluator):
             raise FileNotFoundError(f"KeypointEvaluator: ground truth {path} of {self._dataset_name!r} does not exist")
         return self._with_optional_fields(path)
 
-    def _with_optional_fields(self, path: str) -> str:
-        """`path`, or a copy of it that COCOeval can score fairly, when an annotation lacks optional
-        fields (filled as the loader fills them: area from the box, iscrowd 0, num_keypoints) or is a
-        person with a zero-area box or area (made an ignored region by `ignore_zero_area`)."""
+    def _with_optional_fields(self, path: str) -> Tuple[str, bool]:
+        """(json to score, use_area). use_area is chosen on the json as written (`resolve_use_area`),
+        before any filling. The json is `path`, or a copy of it that COCOeval can score fairly, when an
+        annotation lacks optional fields (filled as the loader fills them: area from the box w x h,
+        iscrowd 0, num_keypoints; with use_area False COCOeval reads 0.53 x the box area instead of
+        the area) or is a person with a zero-area box or area (made an ignored region by
+        `ignore_zero_area`). The copy, having areas, is to be scored with the use_area returned."""
         with open(path) as f:
             data = json.load(f)
         anns = data.get("annotations", [])
+        use_area = resolve_use_area(path, anns, self._evaluator_type, self._use_area)
+        _check_ground_truth(path, anns, use_area, areas_filled=True)  # missing areas are filled below
         complete = all("area" in a and "iscrowd" in a and ("keypoints" not in a or "num_keypoints" in a) for a in anns)
         if complete and not any(_zero_area_person(a) for a in anns):
-            return path
+            return path, use_area
         for a in anns:
             if "area" not in a and "bbox" in a:
                 a["area"] = float(max(a["bbox"][2], 0.0) * max(a["bbox"][3], 0.0))
@@ -488,17 +584,18 @@ class KeypointEvaluator(DatasetEvaluator):
             json.dump(data, f)
         if not complete:
             logger.info("%s lacks optional fields (area / iscrowd / num_keypoints); evaluating against %s, a copy "
-                        "with them filled as the loader fills them (area from the box, iscrowd 0)", path, filled)
+                        "with them filled as the loader fills them (area from the box, iscrowd 0), with OKS "
+                        "scaled by %s", path, filled, "the area" if use_area else "0.53 x the box area")
         if ignored:
             logger.warning("%s: %d people with zero-area boxes or areas are scored as ignored regions (in %s): "
                            "annotation ids %s", path, len(ignored), filled,
                            ", ".join(map(str, ignored[:10])) + (" ..." if len(ignored) > 10 else ""))
-        return filled
+        return filled, use_area
 
     def _score(self, results: List[Dict], image_ids: Sequence[int]) -> "OrderedDict[str, float]":
         if self._evaluator_type == "mpii":
             return evaluate_pckh(DatasetCatalog.get(self._dataset_name), results, self._pckh_auc_steps)
-        gt_json = self._ground_truth_json()
+        gt_json, use_area = self._ground_truth_json()
         with open(gt_json) as f:
             all_ids = {im["id"] for im in json.load(f).get("images", [])}
         unseen = all_ids - set(image_ids)
@@ -506,7 +603,7 @@ class KeypointEvaluator(DatasetEvaluator):
             logger.warning("[KeypointEvaluator] %s: %d of %d ground-truth images were not evaluated (no input); "
                            "they are left out of the score: image ids %s", self._dataset_name, len(unseen),
                            len(all_ids), sorted(unseen)[:20])
-        return evaluate_results_json(gt_json, results, self._evaluator_type, self._sigmas, self._use_area,
+        return evaluate_results_json(gt_json, results, self._evaluator_type, self._sigmas, use_area,
                                      image_ids=sorted(set(image_ids) & all_ids) if unseen else None)
 
     def _save(self, filename: str, content) -> None:

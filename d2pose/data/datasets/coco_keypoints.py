@@ -184,7 +184,12 @@ def find_missing_fields(json_file: str) -> str:
 
 def fill_optional_fields(dicts: List[Dict]) -> None:
     """Fills the optional COCO fields the way the COCO API does when they are absent: area from the
-    box (w x h, as `COCO.loadRes`), iscrowd 0, num_keypoints from the visibility flags."""
+    box (w x h, as `COCO.loadRes`), iscrowd 0, num_keypoints from the visibility flags.
+
+    The filled area serves training (e.g. bottom-up targets' small-person rule and offset weights).
+    Evaluation does not read these dicts for it: `KeypointEvaluator` decides the OKS scale on the
+    json as written, and scores a json without areas with 0.53 x box area (xtcocotools
+    use_area=False; see `d2pose.evaluation.keypoint_evaluator.resolve_use_area`)."""
     for record in dicts:
         for ann in record.get("annotations", []):
             if ann.get("area") is None and "bbox" in ann:
@@ -207,10 +212,11 @@ def register_keypoint_dataset(
     json_file: str,
     image_root: str,
     metadata: Union[str, Mapping, KeypointMetadata] = "coco_person",
-    evaluator_type: str = "coco_keypoints",
+    evaluator_type: Optional[str] = None,
     check_files: bool = True,
     layout: str = "",
     prepare: Optional[Callable[[], None]] = None,
+    use_area: Optional[bool] = None,
     **extra_metadata,
 ) -> None:
     """Registers a COCO-format person keypoint dataset into Detectron2's catalogs.
@@ -222,15 +228,30 @@ def register_keypoint_dataset(
         metadata: a built-in keypoint set name ("coco_person", "crowdpose", "mpii"), or a dict with
             keypoint_names, flip_map, sigmas (and optionally skeleton, upper_body) for any keypoint
             count. Validated now: mismatched lengths raise here, not mid-training.
-        evaluator_type: "coco_keypoints", "crowdpose", "ochuman" or "mpii".
+        evaluator_type: "coco_keypoints", "crowdpose", "ochuman" or "mpii". Default: "crowdpose" for
+            the built-in "crowdpose" metadata (CrowdPose AP with its easy / medium / hard split),
+            "coco_keypoints" otherwise.
         check_files: raise now if json_file or image_root is missing (built-in datasets, which
             may never be downloaded, check when loaded instead).
         layout: expected folder layout, quoted in missing-file errors.
         prepare: called before loading (used to generate synthetic data on demand).
+        use_area: the OKS scale `KeypointEvaluator` uses (MetadataCatalog field `use_area`): the
+            annotated area (True; missing areas filled from the box, w x h) or 0.53 x the box area
+            (False, xtcocotools' convention for sets without areas). Default (None): 0.53 x box area
+            for "crowdpose" and for jsons whose annotations have no `area` (CrowdPose, AI Challenger),
+            the annotated area otherwise (see `d2pose.evaluation.keypoint_evaluator.resolve_use_area`).
+            Training is not affected: the loader fills a missing area from the box (w x h) either way.
         extra_metadata: more MetadataCatalog fields (e.g. person_detections).
     """
     meta = get_keypoint_metadata(metadata)
     from ...evaluation.build import EVALUATOR_TYPES
+
+    if evaluator_type is None:
+        evaluator_type = "crowdpose" if meta.name == "crowdpose" else "coco_keypoints"
+    if use_area is not None:
+        if not isinstance(use_area, bool):
+            raise TypeError(f"dataset {name!r}: use_area must be True, False or None, got {use_area!r}")
+        extra_metadata["use_area"] = use_area
 
     if evaluator_type not in EVALUATOR_TYPES:
         raise ValueError(f"dataset {name!r}: evaluator_type {evaluator_type!r} is not one of {sorted(EVALUATOR_TYPES)}")
