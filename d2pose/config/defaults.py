@@ -46,6 +46,9 @@ def _add_data(cfg: CN) -> None:
     # regression coordinates in the pixel-index convention of the authors' RLE code (pixel i at
     # x = i): set for models converted from their checkpoints (tools/convert_checkpoint.py does)
     t.REGRESSION_PIXEL_INDEX = False
+    # regression targets: labelled keypoints outside the crop keep weight 1 (the authors' RLE training
+    # code) instead of 0 (d2pose's default, Poseur's authors)
+    t.REGRESSION_SUPERVISE_OUTSIDE = False
     # keep decoded training images in memory (per loader worker; H x W x 3 bytes each)
     t.CACHE_IMAGES = False
     # a person needs at least this many labelled keypoints to be a training sample
@@ -68,6 +71,10 @@ def _add_models(cfg: CN) -> None:
     b.SCALE_RANGE = (0.75, 1.5)
     b.MAX_TRANSLATION = 40.0
     b.FLIP_PROB = 0.5
+    # "d2pose": the targets above on d2pose's grid (cell u centred at (u + 0.5) * STRIDE); "dekr": the
+    # data pipeline of the DEKR / LOGO-CAP authors' code line for line (their random affine, grid,
+    # target generators and rules: d2pose/data/bottomup.py), what the LOGO-CAP COCO configs train with
+    b.PROTOCOL = "d2pose"
 
     cfg.MODEL.TOPDOWN = CN()
     # top-down head (TOPDOWN_HEAD_REGISTRY) and the backbone features it reads

@@ -363,25 +363,30 @@ class RegressionCoords(KeypointCodec):
     models converted from their checkpoints predict in it, and decoding/flip-back must follow.
 
     `score_form` / `score_a`: the keypoint score from a head's sigma (TEST.KEYPOINT_SCORE / _A).
+
+    With `supervise_outside`, labelled keypoints outside the crop keep their weight 1 (the authors'
+    RLE training code: its visibility weight ignores the crop), instead of 0.
     """
 
     name = "regression"
     outputs = "coordinates"
 
     def __init__(self, input_size: Sequence[int], centered: bool = False, pixel_index: bool = False,
-                 score_form: str = "rle", score_a: float = 0.2):
+                 score_form: str = "rle", score_a: float = 0.2, supervise_outside: bool = False):
         if score_form not in SCORE_FORMS:
             raise ValueError(f"TEST.KEYPOINT_SCORE must be one of {SCORE_FORMS}, got {score_form!r}")
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.centered = centered
         self.pixel_index = pixel_index
+        self.supervise_outside = bool(supervise_outside)
         self.score_form, self.score_a = score_form, float(score_a)
 
     @classmethod
     def from_config(cls, cfg):
         t = cfg.INPUT.TOPDOWN
         return cls(tuple(t.INPUT_SIZE), centered=t.REGRESSION_CENTERED, pixel_index=t.REGRESSION_PIXEL_INDEX,
-                   score_form=cfg.TEST.KEYPOINT_SCORE, score_a=cfg.TEST.KEYPOINT_SCORE_A)
+                   score_form=cfg.TEST.KEYPOINT_SCORE, score_a=cfg.TEST.KEYPOINT_SCORE_A,
+                   supervise_outside=t.REGRESSION_SUPERVISE_OUTSIDE)
 
     @property
     def _shift(self) -> float:
@@ -401,9 +406,9 @@ class RegressionCoords(KeypointCodec):
 
     def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(K, 2) crop coordinates -> normalised (K, 2) float32 and weights (K,): 0 for unlabelled
-        keypoints and for keypoints outside the crop."""
+        keypoints and (unless `supervise_outside`) for keypoints outside the crop."""
         size = np.asarray(self.input_size, dtype=np.float64)
-        inside = np.all((keypoints >= 0) & (keypoints <= size), axis=-1)
+        inside = np.all((keypoints >= 0) & (keypoints <= size), axis=-1) | self.supervise_outside
         norm = (np.asarray(keypoints, dtype=np.float64) - self._shift) / size
         weights = ((np.asarray(visible).reshape(-1) > 0) & inside).astype(np.float32)
         return (norm - (0.5 if self.centered else 0.0)).astype(np.float32), weights

@@ -33,6 +33,7 @@ the number of instances in the batch (the official `size_average`).
 Shape shorthand: R instances, K keypoints.
 """
 import math
+from typing import Dict
 
 import torch
 from torch import nn
@@ -107,9 +108,29 @@ class RLELoss(nn.Module):
             weight: (R, K) or (R, K, 2) keypoint weights (0 for unlabelled or outside the crop).
 
         Returns:
-            scalar loss.
+            scalar loss: the sum of :meth:`terms`' weighted terms divided by R.
         """
         R = max(pred.shape[0], 1)
+        t = self.terms(pred, sigma, target, weight)
+        if self.kind == "l1":
+            return t["l1"].sum() / R
+        if self.kind == "dle":
+            return t["flow"].sum() / R
+        return (t["flow"] + t["q"].sum(-1)).sum() / R
+
+    def terms(self, pred: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor,
+              weight: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The loss before its sum over the batch (arguments as :meth:`forward`, which sums these):
+        the intermediate tensors are the ones the gradients flow through, so that tests can compare
+        each with the authors' (tests/projects/rle/test_train_parity.py). Masked entries (weight 0)
+        hold bar_mu 0 and residual 0.
+
+        Returns:
+            kind "l1": {"l1": (R, K, 2) weighted |mu_hat - mu_g|}. Otherwise {"bar_mu": (R, K, 2),
+            "log_phi": (R, K) log G_phi(bar_mu), "nf": (R, K) sum_d log sigma_d - c log G_phi (c = 2
+            in the authors' per-coordinate count, else 1), unweighted, "flow": (R, K) nf weighted},
+            and for "rle" also "q": (R, K, 2) the weighted -log Q per dimension.
+        """
         w = weight if weight.dim() == 3 else weight[..., None].expand_as(pred)
         # masked entries contribute exactly nothing, not even a NaN (0 * inf): an ROI's keypoints
         # outside its box, or unlabelled ones, can have huge residuals over tiny sigmas
@@ -119,7 +140,7 @@ class RLELoss(nn.Module):
         target = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
         pred = torch.where(valid, pred, target.detach())
         if self.kind == "l1":
-            return ((pred - target).abs() * w).sum() / R
+            return {"l1": (pred - target).abs() * w}
         sigma = torch.where(valid, sigma, torch.ones_like(sigma)).clamp_min(1e-9)
         bar_mu = (pred - target) / sigma
         log_phi = self.flow.log_prob(bar_mu.reshape(-1, 2)).view(pred.shape[:2])  # (R, K)
@@ -127,12 +148,12 @@ class RLELoss(nn.Module):
         # log sigma (both dims) - log G(mu_bar): once per keypoint in the paper, once per coordinate in
         # the authors' code (log_phi broadcast over the two dims, see the module docstring)
         flow_weight = 2.0 if self.official_form and self.official_flow_term == "per_coordinate" else 1.0
-        flow_term = (torch.log(sigma).sum(-1) - flow_weight * log_phi) * w_kp
-        if self.kind == "dle":
-            return flow_term.sum() / R
-        # paper: -log Q has no log sigma (it is in flow_term once); official: it has it again
-        q_term = self.neg_log_q(pred, target, sigma)
-        return (flow_term + (q_term * w).sum(-1)).sum() / R
+        nf = torch.log(sigma).sum(-1) - flow_weight * log_phi
+        out = {"bar_mu": bar_mu, "log_phi": log_phi, "nf": nf, "flow": nf * w_kp}
+        if self.kind == "rle":
+            # paper: -log Q has no log sigma (it is in the flow term once); official: it has it again
+            out["q"] = self.neg_log_q(pred, target, sigma) * w
+        return out
 
 
 def check_heatmap_kl_args(weight: float, sigma: float, has_logits: bool = True, coords_key: str = "") -> None:

@@ -239,3 +239,27 @@ def test_sigma_scale_against_the_flow(official, term, per_log_a):
 def test_official_flow_term_is_validated():
     with pytest.raises(ValueError, match="MODEL.RLE.OFFICIAL_FLOW_TERM"):
         RLELoss("rle", official_form=True, official_flow_term="twice")
+
+
+@pytest.mark.parametrize("kind, official, term", [
+    ("rle", False, "per_coordinate"), ("rle", True, "per_coordinate"), ("rle", True, "per_keypoint"),
+    ("dle", True, "per_coordinate"), ("l1", False, "per_coordinate")])
+def test_rle_loss_terms_sum_to_the_loss(kind, official, term):
+    """`RLELoss.terms` (the pieces the training-parity tests compare) are exactly what forward sums."""
+    loss = RLELoss(kind, official_form=official, flow=_random_flow() if kind != "l1" else None,
+                   official_flow_term=term).double()
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randn(3, 5, 2, generator=g, dtype=torch.double)
+    target = torch.randn(3, 5, 2, generator=g, dtype=torch.double)
+    sigma = torch.rand(3, 5, 2, generator=g, dtype=torch.double) * 0.9 + 0.05
+    weight = (torch.rand(3, 5, generator=g) > 0.3).double()
+    t = loss.terms(pred, sigma, target, weight)
+    total = loss(pred, sigma, target, weight)
+    if kind == "l1":
+        assert set(t) == {"l1"} and torch.equal(total, t["l1"].sum() / 3)
+        return
+    assert torch.equal(t["flow"], t["nf"] * weight)
+    count = 2.0 if official and term == "per_coordinate" else 1.0
+    assert torch.allclose(t["nf"], torch.log(sigma.where(weight[..., None] > 0, 1.0)).sum(-1) - count * t["log_phi"])
+    expected = t["flow"].sum() + (t["q"].sum() if kind == "rle" else 0.0)
+    assert ("q" in t) == (kind == "rle") and torch.allclose(total, expected / 3)

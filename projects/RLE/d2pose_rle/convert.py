@@ -1,12 +1,31 @@
 """Converter of the authors' RLE checkpoints (the official `rlepose` code, `RegressFlow`) into
 d2pose's TopDownPoseEstimator with `RLERegressionHead`; the reading and the ResNet / flow mappings are
 the core's (`d2pose.checkpoint.convert`). `tools/convert_checkpoint.py --method rle` runs it."""
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from d2pose.checkpoint.convert import (StateDict, _apply, _copy_all, _fill_num_batches_tracked, _flow_entries,
                                        _resnet_entries, _resnet_layout, _resnet_overrides, register_converter)
 
-__all__ = ["convert_rle_official"]
+__all__ = ["convert_rle_official", "rle_official_names"]
+
+
+def _rle_plan(state_dict: StateDict):
+    """The converter's plan (d2pose name, official sources, function) for a checkpoint of the authors'
+    layout, with the ResNet's depth and block type."""
+    depth, bottleneck, blocks = _resnet_layout(state_dict, "preact.")
+    entries = _resnet_entries("preact.", "backbone.", bottleneck, blocks)
+    entries += _copy_all("head.output.fc_coord.linear.", "fc_coord.linear.")
+    entries += _copy_all("head.output.fc_sigma.", "fc_sigma.linear.")
+    entries += _flow_entries("flow.", "head.loss.flow.", state_dict)
+    return entries, depth, bottleneck
+
+
+def rle_official_names(state_dict: StateDict) -> Dict[str, str]:
+    """{d2pose name: the authors' name} of every tensor the converter copies from `state_dict` (the
+    authors' checkpoint), read from the converter's own plan: e.g. to compare d2pose's gradients with
+    the authors' by parameter (tests/projects/rle/test_train_parity.py)."""
+    entries, _, _ = _rle_plan(_fill_num_batches_tracked(state_dict))
+    return {dst: sources[0] for dst, sources, _ in entries if len(sources) == 1}
 
 
 @register_converter("rle")
@@ -22,11 +41,7 @@ def convert_rle_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
         the d2pose state_dict (backbone.*, head.output.*, head.loss.flow.*) and the overrides.
     """
     sd = _fill_num_batches_tracked(state_dict)
-    depth, bottleneck, blocks = _resnet_layout(sd, "preact.")
-    entries = _resnet_entries("preact.", "backbone.", bottleneck, blocks)
-    entries += _copy_all("head.output.fc_coord.linear.", "fc_coord.linear.")
-    entries += _copy_all("head.output.fc_sigma.", "fc_sigma.linear.")
-    entries += _flow_entries("flow.", "head.loss.flow.", sd)
+    entries, depth, bottleneck = _rle_plan(sd)
     out = _apply(sd, entries, "RLE checkpoint")
     overrides = _resnet_overrides(depth, bottleneck, ["res5"]) + [
         "MODEL.TOPDOWN.HEAD", "RLERegressionHead",
