@@ -34,7 +34,8 @@ def _add_data(cfg: CN) -> None:
     # half-body augmentation probability, and the labelled keypoints a person needs for it
     t.HALF_BODY_PROB = 0.3
     t.HALF_BODY_MIN_KEYPOINTS = 8
-    # target codec: "regression" (normalised coordinates), "msra" or "udp" (heatmaps)
+    # target codec (CODEC_REGISTRY): "regression" (normalised coordinates), "msra" or "udp" (heatmaps);
+    # methods register their own (TransPose: "transpose", the authors' (W-1)/(w-1) heatmap frame)
     t.CODEC = "msra"
     # heatmap stride, Gaussian sigma (cells), unbiased sub-pixel centres, decoding ("dark"/"argmax")
     t.HEATMAP_STRIDE = 4

@@ -20,12 +20,17 @@ MODEL.TRANSPOSE.POS_EMBEDDING "fixed" when it is the authors' sine table (a froz
 bilinearly for other crop sizes.
 
 Inference as the authors': ImageNet mean / std on RGB (the shipped configs' normalisation), heatmap
-targets of sigma 2 with unbiased centres ("msra" codec), DARK decoding, flip test without a shift
-(TEST.KEYPOINT_FLIP_SHIFT "none"), box score x mean keypoint score above 0.2, OKS-NMS 0.9.
+targets of sigma 2 with unbiased centres in the authors' heatmap frame (codec "transpose",
+`d2pose_transpose.codec`: cell = (47 / 191) x crop pixel index on both axes, not 1/4; decoding maps
+cells back through it), DARK decoding, flip test without a shift (TEST.KEYPOINT_FLIP_SHIFT "none",
+exact for that codec), box score x mean keypoint score above 0.2, OKS-NMS 0.9.
+
+`transpose_name_table(state_dict)` gives the plan's names ({official: d2pose}) without converting.
 """
 import math
 import re
-from typing import List, Tuple
+from collections import OrderedDict
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -34,7 +39,7 @@ from d2pose.checkpoint.convert import (StateDict, _BN, _apply, _copy, _copy_all,
 
 from .encoder import TokenPositionEmbedding
 
-__all__ = ["convert_transpose_official"]
+__all__ = ["convert_transpose_official", "transpose_name_table"]
 
 _HEADS = {"R": 8, "H": 1}
 
@@ -56,13 +61,9 @@ def _grid(tokens: int, stride: int) -> Tuple[int, int]:
     return h, w
 
 
-@register_converter("transpose")
-def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
-    """The authors' TransPoseR / TransPoseH state_dict -> (d2pose state_dict, config overrides).
-
-    Every official key must be explained by the layout read from the tensors and every key that
-    layout needs must exist; otherwise ValueError lists them (`d2pose.checkpoint.convert._apply`).
-    """
+def _plan(state_dict: StateDict):
+    """(state_dict with BatchNorm counters filled, the conversion plan: [(d2pose name, (official
+    names,), function)], config overrides) of the authors' TransPoseR / TransPoseH state_dict."""
     sd = _fill_num_batches_tracked(state_dict)
     for key in ("reduce.weight", "final_layer.weight", "global_encoder.layers.0.linear1.weight"):
         if key not in sd:
@@ -121,12 +122,8 @@ def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[s
         overrides += ["MODEL.TRANSPOSE.POS_EMBEDDING", mode, "INPUT.TOPDOWN.INPUT_SIZE", f"({w * stride}, {h * stride})"]
     else:  # trained without position embedding (Table 4's first row)
         overrides += ["MODEL.TRANSPOSE.POS_EMBEDDING", "none"]
-    out = _apply(sd, entries, f"TransPose-{kind} checkpoint")
 
     if kind == "R":
-        if not bottleneck:
-            raise ValueError("TransPose-R checkpoint: basic-block ResNet stems are not a TransPose layout "
-                             "(layer1.0.conv3.weight missing)")
         if blocks == [3, 4]:
             backbone = ["MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.RESNETS.DEPTH", "50"]
         else:
@@ -145,9 +142,32 @@ def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[s
         "MODEL.TRANSPOSE.NUM_LAYERS", str(layers), "MODEL.TRANSPOSE.DIM_FEEDFORWARD", str(ffn),
         "MODEL.TRANSPOSE.UPSAMPLE", upsample, "MODEL.TRANSPOSE.DECONV_DIM", str(deconv_dim),
     ] + overrides + [
-        "INPUT.TOPDOWN.CODEC", "msra", "INPUT.TOPDOWN.UNBIASED", "True", "INPUT.TOPDOWN.SIGMA", "2.0",
+        "INPUT.TOPDOWN.CODEC", "transpose", "INPUT.TOPDOWN.UNBIASED", "True", "INPUT.TOPDOWN.SIGMA", "2.0",
         "INPUT.TOPDOWN.HEATMAP_STRIDE", "4", "INPUT.TOPDOWN.DECODE", "dark",
         "TEST.KEYPOINT_FLIP_SHIFT", "none", "TEST.KEYPOINT_RESCORE", "box_x_mean", "TEST.OKS_NMS_THRESH", "0.9",
         "INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]", "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
     ]
+    return sd, entries, overrides, kind
+
+
+@register_converter("transpose")
+def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
+    """The authors' TransPoseR / TransPoseH state_dict -> (d2pose state_dict, config overrides).
+
+    Every official key must be explained by the layout read from the tensors and every key that
+    layout needs must exist; otherwise ValueError lists them (`d2pose.checkpoint.convert._apply`).
+    """
+    sd, entries, overrides, kind = _plan(state_dict)
+    out = _apply(sd, entries, f"TransPose-{kind} checkpoint")
+    if kind == "R" and "layer1.0.conv3.weight" not in sd:
+        raise ValueError("TransPose-R checkpoint: basic-block ResNet stems are not a TransPose layout "
+                         "(layer1.0.conv3.weight missing)")
     return out, overrides
+
+
+def transpose_name_table(state_dict: StateDict) -> Dict[str, str]:
+    """{official name: d2pose name} of every tensor the converter copies from `state_dict` (the
+    converter's own plan, so it cannot drift from it). Inverted, it names d2pose's parameters the
+    authors' way (the training-parity test compares per-parameter gradients by those names)."""
+    _, entries, _, _ = _plan(state_dict)
+    return OrderedDict((sources[0], dst) for dst, sources, _ in entries if len(sources) == 1)

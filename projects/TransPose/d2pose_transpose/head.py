@@ -6,9 +6,10 @@ upsampling to the heatmap stride -> 1x1 conv to K heatmaps. Upsampling (MODEL.TR
 "deconv": one 4x4 stride-2 transposed convolution + BN + ReLU per factor 2 (TP-R), "bilinear":
 bilinear interpolation (TP-R-A3*), "none": the tokens already sit at the heatmap stride (TP-H).
 
-Targets and decoding are the core's heatmap codecs ("msra" with unbiased Gaussian centres, the
-authors' DARK encoding; or "udp"), the loss the core's `heatmap_mse_loss` (the authors'
-JointsMSELoss with target weights), decoding DARK (INPUT.TOPDOWN.DECODE). Flip test: heatmaps of
+Targets and decoding are heatmap codecs: "transpose" (`d2pose_transpose.codec`, the authors' heatmap
+frame and target-weight rule, unbiased Gaussian centres = their DARK encoding; the COCO configs) or
+the core's "msra" (cell = pixel / stride; the synthetic recipe) and "udp"; the loss the core's
+`heatmap_mse_loss` (the authors' JointsMSELoss with target weights), decoding DARK (INPUT.TOPDOWN.DECODE). Flip test: heatmaps of
 the mirrored crop are mapped back with TEST.KEYPOINT_FLIP_SHIFT ("exact" by default, "none" as the
 authors' code) and averaged.
 
@@ -59,7 +60,7 @@ class TransPoseHead(nn.Module):
         Args:
             in_channels, in_feature, in_stride: the backbone feature the tokens come from.
             num_keypoints: K.
-            codec: a heatmap codec ("msra" / "udp"): heatmap size, targets, decoding, flip-back.
+            codec: a heatmap codec ("transpose" / "msra" / "udp"): heatmap size, targets, decoding, flip-back.
             d_model, nhead, num_layers, dim_feedforward, dropout, activation: the encoder (Table 1).
             pos_embedding: "sine", "fixed", "learnable" or "none" (d2pose_transpose.encoder).
             upsample: "deconv", "bilinear" or "none" (from the token stride to the heatmap stride).
@@ -68,7 +69,7 @@ class TransPoseHead(nn.Module):
             attention_layers: encoder layers whose attention maps the outputs carry.
         """
         super().__init__()
-        check_codec(codec, ("msra", "udp"), f"MODEL.TOPDOWN.HEAD {type(self).__name__!r}")
+        check_codec(codec, ("transpose", "msra", "udp"), f"MODEL.TOPDOWN.HEAD {type(self).__name__!r}")
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"MODEL.TRANSPOSE.UPSAMPLE must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         if flip_shift not in FLIP_SHIFTS:

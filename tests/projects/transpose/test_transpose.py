@@ -12,7 +12,7 @@ from d2pose.config import get_d2pose_cfg
 from d2pose.modeling.complexity import topdown_complexity
 from d2pose.modeling.losses import heatmap_mse_loss
 from d2pose_transpose import TokenPositionEmbedding, affected_areas, dependency_areas
-from d2pose_transpose.convert import convert_transpose_official
+from d2pose_transpose.convert import convert_transpose_official, transpose_name_table
 from d2pose_transpose.dependency import keypoint_tokens
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -168,6 +168,85 @@ def test_heatmap_mse_loss_is_the_authors_joints_mse():
         heatmap_mse_loss(pred, target[..., :4], weight)
 
 
+def test_transpose_codec_is_the_authors_heatmap_frame():
+    """Codec "transpose": cell = the authors' (size - 1) get_affine_transform of the crop, s = 47 / 191 on
+    both axes with the crop centre at the heatmap centre (their trans_heatmap: x_h = 0.24607 x,
+    y_h = 0.24607 y + 0.12565 in pixel indices); decoding and the soft-argmax grid invert it."""
+    from d2pose_transpose.codec import TransPoseHeatmap
+
+    codec = TransPoseHeatmap((192, 256), (48, 64), sigma=2.0)
+    s = 47 / 191
+    idx = np.array([[0.0, 0.0], [191.0, 255.0], [95.5, 127.5], [10.0, 20.0]])
+    want = [[0.0, 31.5 - 127.5 * s], [47.0, 31.5 + 127.5 * s], [23.5, 31.5], [10 * s, 20 * s + 31.5 - 127.5 * s]]
+    np.testing.assert_allclose(codec.to_cells(idx + 0.5), want, atol=1e-12)
+    np.testing.assert_allclose(codec.to_pixels(codec.to_cells(idx + 0.5)), idx + 0.5, atol=1e-12)
+    gx, gy = codec.grid(64, 48)
+    torch.testing.assert_close(codec.to_pixels(torch.tensor([[3.0, 5.0]])), torch.stack([gx[3], gy[5]])[None])
+    kps = np.random.default_rng(1).uniform(20, 170, size=(17, 2))
+    hm, weight = codec.encode(kps, np.full(17, 2))
+    assert hm.shape == (17, 64, 48) and weight.min() == 1
+    # whole-map Gaussians (no 3 sigma window) at the exact sub-cell centre
+    cells = codec.to_cells(kps)
+    ref = np.exp(-((np.arange(48) - cells[0, 0]) ** 2)[None] / 8 - ((np.arange(64) - cells[0, 1]) ** 2)[:, None] / 8)
+    np.testing.assert_allclose(hm[0], ref, atol=1e-7)
+    coords, _ = codec.decode(torch.from_numpy(hm)[None].double())
+    assert np.abs(coords[0].numpy() - kps).max() < 0.05
+
+
+def test_transpose_codec_flips_exactly_without_a_shift():
+    """A mirrored crop (x -> W - x) mirrors the heatmap exactly (cell u -> w - 1 - u): the authors'
+    flip test without a shift is exact for their targets ("exact" = "none" for this codec)."""
+    from d2pose_transpose.codec import TransPoseHeatmap
+
+    codec = TransPoseHeatmap((192, 256), (48, 64), sigma=2.0)
+    assert codec._flip_delta() == pytest.approx(0.0, abs=1e-12)
+    kps = np.random.default_rng(2).uniform(5, 185, size=(17, 2))
+    mirrored = np.stack([192.0 - kps[:, 0], kps[:, 1]], -1)
+    h0, _ = codec.encode(kps, np.ones(17))
+    h1, _ = codec.encode(mirrored, np.ones(17))
+    for shift in ("exact", "none"):
+        back = codec.flip_back(torch.from_numpy(h1)[None], list(range(17)), shift=shift)[0].numpy()
+        np.testing.assert_allclose(back, h0, atol=1e-6)
+
+
+def test_transpose_codec_target_weight_is_the_authors_rule():
+    """Weight 0 only when the int-truncated window [mu - 3 sigma, mu + 3 sigma + 1) misses the map
+    (the authors' adjust_target_weight): a centre 7.5 cells left of the map keeps weight 1 (a nearly
+    empty Gaussian), where "msra" drops it; 8.5 cells left both drop. encode_torch agrees."""
+    from d2pose.data.codecs import MSRAHeatmap
+    from d2pose_transpose.codec import TransPoseHeatmap
+
+    codec = TransPoseHeatmap((192, 256), (48, 64), sigma=2.0)
+    msra = MSRAHeatmap((192, 256), (48, 64), sigma=2.0)
+
+    def at_cell(c, cx, cy):  # crop point whose cell is (cx, cy) for codec c
+        return c.to_pixels(np.array([[cx, cy]]))
+
+    for cx, cy, keeps in ((-7.5, 30.0, True), (-8.5, 30.0, False), (53.9, 30.0, True), (54.0, 30.0, False),
+                          (20.0, -7.5, True), (20.0, 69.9, True), (20.0, 70.0, False)):
+        hm, w = codec.encode(at_cell(codec, cx, cy), np.ones(1))
+        assert w[0] == float(keeps) and (hm.max() > 0) == keeps, (cx, cy)
+    assert msra.encode(at_cell(msra, -7.5, 30.0), np.ones(1))[1][0] == 0
+    rng = np.random.default_rng(3)
+    coords = rng.uniform(-0.3, 1.3, size=(4, 17, 2))
+    vis = rng.integers(0, 3, size=(4, 17))
+    hm_t, w_t = codec.encode_torch(torch.as_tensor(coords), torch.as_tensor((vis > 0).astype(np.float64)))
+    for i in range(4):
+        hm, w = codec.encode(coords[i] * np.array([192, 256]), vis[i])
+        np.testing.assert_allclose(w_t[i].numpy(), w)
+        np.testing.assert_allclose(hm_t[i].numpy(), hm, atol=1e-6)
+
+
+def test_coco_configs_train_with_the_authors_targets():
+    """The COCO configs (paper reproduction) use the authors' target frame; the synthetic recipe keeps
+    d2pose's "msra" frame it was measured with."""
+    from d2pose.data.codecs import build_codec
+
+    for config in MODELS:
+        assert build_codec(_cfg(config)).name == "transpose", config
+    assert build_codec(_cfg("synthetic_transpose_r.yaml")).name == "msra"
+
+
 def test_head_trains_decodes_and_flips():
     model = _model("synthetic_transpose_r.yaml")
     head = model.head
@@ -277,6 +356,10 @@ def test_converter_reads_the_layout_and_names_every_bad_key():
     assert ov["MODEL.TRANSPOSE.NHEAD"] == "8" and ov["MODEL.TRANSPOSE.POS_EMBEDDING"] == "fixed"
     assert ov["INPUT.TOPDOWN.INPUT_SIZE"] == "(192, 256)" and ov["TEST.KEYPOINT_FLIP_SHIFT"] == "none"
     assert set(converted) == set(own) - {"pixel_mean", "pixel_std"}
+    # the converter's name table (the training-parity test inverts it): every official key, once
+    table = transpose_name_table(official)
+    assert set(table) == set(official) and sorted(table.values()) == sorted(converted)
+    assert table["layer2.9.bn3.running_var"] == "backbone.res3.9.conv3.norm.running_var"
     # a learned table (not the sine one) converts to a trainable "learnable" embedding
     learned = dict(official, pos_embedding=official["pos_embedding"] + 0.01 * torch.randn_like(official["pos_embedding"]))
     ov = dict(zip(*[iter(convert_transpose_official(learned)[1])] * 2))
