@@ -26,7 +26,7 @@ def _bottomup_mapper(cfg, is_train):
     return BottomUpDatasetMapper(is_train, flip_indices=meta.keypoint_flip_indices, input_size=b.INPUT_SIZE,
                                  stride=b.STRIDE, test_short_side=b.TEST_SHORT_SIDE, image_format=cfg.INPUT.FORMAT,
                                  max_rotation=b.MAX_ROTATION, scale_range=tuple(b.SCALE_RANGE),
-                                 max_translation=b.MAX_TRANSLATION, flip_prob=b.FLIP_PROB)
+                                 max_translation=b.MAX_TRANSLATION, flip_prob=b.FLIP_PROB, protocol=b.PROTOCOL)
 
 
 def build_pose_train_loader(cfg):

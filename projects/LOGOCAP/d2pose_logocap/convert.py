@@ -12,18 +12,21 @@ Mapping: `backbone.*` -> `backbone.body.*` (timm's HRNet names are the official 
 
 Overrides: the backbone (build_hrnet_concat_backbone, hrnet_w32 / w48), the head and KAM widths, and
 the authors' input normalisation (RGB, ImageNet mean / std on 0-255 values).
+
+`logocap_name_table(state_dict)` gives the plan's names ({official: d2pose}) without converting.
 """
 import re
-from typing import List, Tuple
+from collections import OrderedDict
+from typing import Dict, List, Tuple
 
 from d2pose.checkpoint.convert import StateDict, _BN, _apply, _copy, _copy_all, _fill_num_batches_tracked, register_converter
 
-__all__ = ["convert_logocap_official"]
+__all__ = ["convert_logocap_official", "logocap_name_table"]
 
 
-@register_converter("logocap")
-def convert_logocap_official(sd: StateDict) -> Tuple[StateDict, List[str]]:
-    """Authors' LOGO-CAP state_dict -> (d2pose state_dict, config overrides)."""
+def _plan(sd: StateDict):
+    """(state_dict with num_batches_tracked filled in, the copy plan, the keypoint count, the KAM
+    network's convolution indices, widths and attentive-BN flags) of an authors' LOGO-CAP state_dict."""
     sd = _fill_num_batches_tracked(sd)
     for key in ("backbone.transition1.0.0.weight", "final_layer_cls.weight", "final_layer_reg.weight",
                 "transition_embedding.0.weight", "joints_mlp.0.weight"):
@@ -59,7 +62,15 @@ def convert_logocap_official(sd: StateDict) -> Tuple[StateDict, List[str]]:
             entries += _copy_all(f"kam_net.{i + 1}.", norm, _BN)
     last = convs[-1]
     entries += _copy_all(f"kam_net.{last}.", f"joints_mlp.{last}.")
+    return sd, entries, K, convs, channels, attentive
+
+
+@register_converter("logocap")
+def convert_logocap_official(sd: StateDict) -> Tuple[StateDict, List[str]]:
+    """Authors' LOGO-CAP state_dict -> (d2pose state_dict, config overrides)."""
+    sd, entries, K, convs, channels, attentive = _plan(sd)
     out = _apply(sd, entries, "LOGO-CAP checkpoint")
+    width = int(sd["backbone.transition1.0.0.weight"].shape[0])
     an = [i for i, a in zip(convs, attentive) if a]
     num_affine = int(sd[f"joints_mlp.{an[0] + 1}.weight_"].shape[0]) if an else 20
     embed = int(sd["transition_embedding.0.weight"].shape[0])
@@ -77,3 +88,11 @@ def convert_logocap_official(sd: StateDict) -> Tuple[StateDict, List[str]]:
         "INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]", "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
     ]
     return out, overrides
+
+
+def logocap_name_table(state_dict: StateDict) -> Dict[str, str]:
+    """{official name: d2pose name} of every tensor the converter copies from `state_dict` (the
+    converter's own plan, so it cannot drift from it). Inverted, it names d2pose's parameters the
+    authors' way (the training-parity test compares per-parameter gradients by those names)."""
+    _, entries, *_ = _plan(state_dict)
+    return OrderedDict((sources[0], dst) for dst, sources, _ in entries if len(sources) == 1)

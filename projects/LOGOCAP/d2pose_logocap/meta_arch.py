@@ -18,12 +18,15 @@ centre, input pixels; d2pose.modeling.bottomup) right after the head. The local 
 steps use the authors' pixel-index coordinates (`sample_bilinear`); results are continuous
 coordinates (+0.5), as everywhere in d2pose.
 
-Training (paper Sec. 3.2, the authors' code): heatmap MSE + offset smooth-L1 on the dense targets of
-`BottomUpDatasetMapper`; the decoder runs on the detached predicted centres and offsets, each
-candidate is matched to the ground-truth person with the best mesh OKS, kept when its best pose in
-the mesh reaches MATCH_OKS, and trains the KAM (MSE against the per-cell OKS) and the adapted
-heatmaps (MSE against a Gaussian at the ground truth), both weighted per keypoint by how much the
-mesh improves on its centre cell.
+Training (paper Sec. 3.2, the authors' code): heatmap MSE + offset smooth-L1 (weight 1 / sqrt(person
+area in input pixels)) on the dense targets of `BottomUpDatasetMapper` (INPUT.BOTTOMUP.PROTOCOL
+"dekr": the authors' targets exactly); the decoder runs on the detached predicted centres and
+offsets, each candidate is matched to the ground-truth person with the best mesh OKS, kept when its
+best pose in the mesh reaches MATCH_OKS, and trains the KAM (MSE against the per-cell OKS) and the
+adapted heatmaps (MSE against a Gaussian at the ground truth), both weighted per keypoint by how much
+the mesh improves on its centre cell. `training_outputs` returns every intermediate of that forward,
+`training_losses` the four terms (tests/projects/logocap/test_train_parity.py compares both with the
+authors' training step).
 """
 import logging
 from typing import Dict, List
@@ -228,16 +231,13 @@ class LOGOCAP(BottomUpPoseEstimator):
     def global_windows(self, heatmaps_hr: torch.Tensor, centers_index: torch.Tensor):
         """(K, H, W) upsampled keypoint heatmaps, (P, K, 2) pixel-index keypoints -> windows
         (P, K, L, L) x the Gaussian prior, and the window offsets xx, yy (L, L)."""
+        if self.training:  # grid_sample's cheap backward (the same values, see _training_windows)
+            win, xx, yy, prior = self._training_windows(heatmaps_hr, centers_index)
+            return win * prior, xx, yy
         xx, yy, prior = self.window_grid(heatmaps_hr.device, heatmaps_hr.dtype)
-        if self.training:  # grid_sample's cheap backward; equal values but on the last-pixel band
-            px = (centers_index[..., 0, None, None] + xx).transpose(0, 1)  # (K, P, L, L)
-            py = (centers_index[..., 1, None, None] + yy).transpose(0, 1)
-            win = sample_bilinear_per_channel(heatmaps_hr, px, py).transpose(0, 1)
-        else:  # the authors' sampling exactly (integer window offsets: one block + 2x2 blend per window)
-            steps = xx[0]
-            win = sample_bilinear_windows(heatmaps_hr, centers_index[..., 0].t(), centers_index[..., 1].t(), steps)
-            win = win.transpose(0, 1)
-        return win * prior, xx, yy
+        # the authors' sampling exactly (integer window offsets: one block + 2x2 blend per window)
+        win = sample_bilinear_windows(heatmaps_hr, centers_index[..., 0].t(), centers_index[..., 1].t(), xx[0])
+        return win.transpose(0, 1) * prior, xx, yy
 
     def adapt(self, meshes_index: torch.Tensor, embedding: torch.Tensor, heatmaps_hr: torch.Tensor) -> torch.Tensor:
         """Local-global contextual adaptation of (P, S, S, K, 2) pixel-index meshes -> (P, K, 3)
@@ -296,85 +296,159 @@ class LOGOCAP(BottomUpPoseEstimator):
                     centers=centers, heatmaps=heatmaps_hr, offsets=offsets, raw=out)
 
     # -- training ----------------------------------------------------------------------------
+    def heatmap_loss_weights(self, batched_inputs: List[Dict], device=None) -> torch.Tensor:
+        """(N, K + 1, h, w) weights of the heatmap MSE: the ignore mask x (1 on the foreground, the
+        background weight elsewhere). The foreground comes with the targets ("heatmap_foreground" of
+        `BottomUpDatasetMapper`: the union of the authors' Gaussian windows with INPUT.BOTTOMUP.PROTOCOL
+        "dekr", within 3 sigma of a keypoint or centre with "d2pose"), else within 3 sigma (exp(-4.5))."""
+        mask = torch.stack([x["heatmap_weights"] for x in batched_inputs]).to(device)
+        if all("heatmap_foreground" in x for x in batched_inputs):
+            fg = torch.stack([x["heatmap_foreground"] for x in batched_inputs]).to(device=device, dtype=mask.dtype)
+        else:
+            target = torch.stack([x["heatmaps"] for x in batched_inputs]).to(device)
+            fg = (target > 0.011).any(1, keepdim=True).to(mask.dtype)
+        return mask * (fg + (1 - fg) * self.heatmap_bg_weight)
+
     def _heatmap_loss(self, pred: torch.Tensor, batched_inputs: List[Dict]) -> torch.Tensor:
+        # the mean over all N x (K + 1) x h x w elements (the authors' HeatmapLoss)
         target = torch.stack([x["heatmaps"] for x in batched_inputs]).to(pred.device)
-        mask = torch.stack([x["heatmap_weights"] for x in batched_inputs]).to(pred.device)
-        # foreground: within 3 sigma of any keypoint or centre (exp(-4.5)); background weighs less
-        fg = (target > 0.011).any(1, keepdim=True).to(pred.dtype)
-        weight = mask * (fg + (1 - fg) * self.heatmap_bg_weight)
+        weight = self.heatmap_loss_weights(batched_inputs, pred.device)
         return ((pred.float() - target) ** 2 * weight).mean()
 
+    def offset_loss_targets(self, batched_inputs: List[Dict], device=None):
+        """The offset targets in the head's units, (cell - keypoint) / stride (the authors' offsets.t),
+        and their weights 1 / sqrt(person area in input pixels): (N, 2K, h, w) each."""
+        target = torch.stack([x["offsets"] for x in batched_inputs]).to(device)
+        weight = torch.stack([x["offset_weights"] for x in batched_inputs]).to(device)
+        return -target / self.stride, weight
+
     def _offset_loss(self, raw: torch.Tensor, batched_inputs: List[Dict]) -> torch.Tensor:
-        target = torch.stack([x["offsets"] for x in batched_inputs]).to(raw.device)
-        weight = torch.stack([x["offset_weights"] for x in batched_inputs]).to(raw.device)
-        # the head's units: (cell - keypoint) / stride; 1 / sqrt(area) with the area in output cells
-        t = -target / self.stride
-        w = weight * self.stride
+        t, w = self.offset_loss_targets(batched_inputs, raw.device)
         diff = (raw.float() - t).abs()
         beta = 1.0 / 9
         l = torch.where(diff < beta, 0.5 * diff ** 2 / beta, diff - 0.5 * beta)
+        # normalised by the number of weighted entries (x and y counted apart), as the authors' OffsetsLoss
         return (l * w).sum() / max(int((w > 0).sum()), 1)
 
     def _decoder_targets(self, meshes: torch.Tensor, gt: torch.Tensor, areas: torch.Tensor):
-        """Matches candidates (C, S, S, K, 2) continuous to ground truth: kept mask (C,), per-cell OKS
-        (C, K, S, S), KAM weights (C, K), the matched ground truth (C, K, 3) and how many candidates
-        reach MATCH_OKS (the first candidate is kept, with weight 0, when none does)."""
+        """Matches candidates (C, S, S, K, 2) continuous to ground truth (G, K, 3), areas (G,):
+        {"keep" (C,): candidates whose best mesh pose reaches MATCH_OKS (the first one when none
+        does, with weight 0), "assignment" (C,): each candidate's person (the best mean over
+        keypoints of each keypoint's best cell), "parts" (C, K, S, S) per-cell keypoint OKS with it,
+        "person" (C, S, S) their mean, "weight" (C, K): how much the mesh beats its centre cell (0
+        below MATCH_OKS), "gt" (C, K, 3) the assigned person, "matched": how many reach MATCH_OKS}."""
         sig = self.sigma_values.to(meshes.device) * self.kam_oks_sigma_scale
         parts, person, best = mesh_oks(meshes, gt, areas, sig)
         assign = best.argmax(-1)  # (C,)
         idx = torch.arange(meshes.shape[0], device=meshes.device)
         parts = parts[idx, :, :, assign]  # (C, S, S, K)
         person = person[idx, :, :, assign]  # (C, S, S)
-        keep = person.amax(dim=(1, 2)) >= self.match_oks
-        n_matched = int(keep.sum())
+        matched = person.amax(dim=(1, 2)) >= self.match_oks
+        keep = matched.clone()
         if not keep.any():
             keep[0] = True
         r = self.kem_size // 2
         weight = parts.amax(dim=(1, 2)) - parts[:, r, r]  # (C, K): how much the mesh beats its centre
-        weight = weight * (person.amax(dim=(1, 2)) >= self.match_oks)[:, None].to(weight.dtype)
-        return keep, parts.permute(0, 3, 1, 2), weight, gt[assign], n_matched
+        weight = weight * matched[:, None].to(weight.dtype)
+        return dict(keep=keep, assignment=assign, parts=parts.permute(0, 3, 1, 2), person=person, weight=weight,
+                    gt=gt[assign], matched=int(matched.sum()))
 
-    def losses(self, images: torch.Tensor, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+    def training_outputs(self, images: torch.Tensor, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        """The training forward up to the losses, with every intermediate (the training-parity test
+        reads them): the network's dense outputs ("heatmaps", "raw_offsets", "embedding", ...),
+        "heatmaps_hr" (upsampled), the decoder on the detached maps ("centers" (N, C, 3), "meshes"
+        (N, C, S, S, K, 2), continuous), the matching ("keep" (N, C), "assignment" (N, C), the kept
+        candidates' "cand_image" / "cand_index" (n,)), and per kept candidate "kams" (n, K, S, S,
+        unclamped), "windows_raw" (n, K, L, L) (the heatmap windows before the prior), "windows"
+        (x the prior), "adapted" (n, K, L, L) and the targets "kam_targets" (n, K, S, S),
+        "kam_person" (n, S, S), "kam_weights" (n, K), "hm_targets" (n, K, L, L), "matched_gt"
+        (n, K, 3), "num_matched"."""
         out = self.network(images)
-        heatmaps, raw = out["heatmaps"], out["raw_offsets"]
-        w = self.loss_weights
-        losses = {"loss_heatmap": w["heatmap"] * self._heatmap_loss(heatmaps, batched_inputs),
-                  "loss_offset": w["offset"] * self._offset_loss(raw, batched_inputs)}
-        heatmaps_hr = F.interpolate(heatmaps.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+        heatmaps_hr = F.interpolate(out["heatmaps"].float(), size=images.shape[-2:], mode="bilinear",
+                                    align_corners=False)
         with torch.no_grad():
-            _, initial = decode_center_offsets(heatmaps_hr[:, -1:].detach(), out["offsets"].detach().float(),
-                                               self.stride, self.topk_centers, self.nms_kernel)
+            centers, initial = decode_center_offsets(heatmaps_hr[:, -1:].detach(), out["offsets"].detach().float(),
+                                                     self.stride, self.topk_centers, self.nms_kernel)
             meshes = keypoint_expansion(initial, self.sigmas, self.kem_size)  # (N, C, S, S, K, 2)
-        codes, windows, kam_t, kam_w, hm_t, matched_counts = [], [], [], [], [], []
-        r = self.kem_size // 2
+        N, C = meshes.shape[:2]
+        K, r = self.num_keypoints, self.kem_size // 2
+        keep_all = torch.zeros(N, C, dtype=torch.bool, device=meshes.device)
+        assign_all = torch.zeros(N, C, dtype=torch.long, device=meshes.device)
+        codes, raw_windows, prior, cand_image, cand_index, matched_count = [], [], None, [], [], 0
+        kam_t, kam_p, kam_w, hm_t, gts = [], [], [], [], []
         for b, x in enumerate(batched_inputs):
-            gt = x.get("keypoints")
+            gt, areas = x.get("keypoints"), x.get("areas")
             if gt is None or len(gt) == 0 or not (gt[..., 2] > 0).any():
-                continue
-            gt = gt.to(images.device).float()
-            areas = x["areas"].to(images.device).float()
-            keep, parts, weight, matched, n_matched = self._decoder_targets(meshes[b], gt, areas)
-            matched_counts.append(n_matched)
-            m = meshes[b][keep]
-            m_index = m - 0.5
+                # no labelled person: the first candidate still enters the KAM network (its train-mode
+                # BatchNorm statistics), with weight 0, as in the authors' code (zero ground truth)
+                gt = torch.zeros(1, K, 3)
+                gt[..., :2] = 0.5
+                areas = torch.zeros(1)
+            gt = gt.to(meshes.device).float()
+            d = self._decoder_targets(meshes[b], gt, areas.to(meshes.device).float())
+            keep = d["keep"]
+            keep_all[b], assign_all[b] = keep, d["assignment"]
+            matched_count += d["matched"]
+            idx = keep.nonzero()[:, 0]
+            cand_image.append(torch.full_like(idx, b))
+            cand_index.append(idx)
+            m_index = meshes[b][keep] - 0.5  # the authors' pixel indices
             codes.append(self.sample_embeddings(out["embedding"][b].float(), m_index))
-            win, xx, yy = self.global_windows(heatmaps_hr[b, :-1], m_index[:, r, r])
-            windows.append(win)
-            kam_t.append(parts[keep])
-            kam_w.append(weight[keep])
-            g = matched[keep][..., :2] - 0.5  # pixel index
+            win, xx, yy, prior = self._training_windows(heatmaps_hr[b, :-1], m_index[:, r, r])
+            raw_windows.append(win)
+            kam_t.append(d["parts"][keep])
+            kam_p.append(d["person"][keep])
+            kam_w.append(d["weight"][keep])
+            matched = d["gt"][keep]
+            gts.append(matched)
+            g = matched[..., :2] - 0.5  # pixel index
             px = m_index[:, r, r, :, 0, None, None] + xx - g[..., 0, None, None]
             py = m_index[:, r, r, :, 1, None, None] + yy - g[..., 1, None, None]
             hm_t.append(torch.exp(-(px ** 2 + py ** 2) / (2 * self.output_heatmap_sigma ** 2)))
-        if not codes:  # no labelled person in the batch: the decoder terms are zero, graph kept
-            zero = out["embedding"].sum() * 0.0 + sum(p.sum() * 0.0 for p in self.kam_net.parameters())
+        result = dict(out, heatmaps_hr=heatmaps_hr, centers=centers, meshes=meshes, keep=keep_all,
+                      assignment=assign_all, num_matched=matched_count)
+        if not codes:  # an empty batch
+            return result
+        kams = self.kam_net(torch.cat(codes))
+        windows_raw = torch.cat(raw_windows)
+        windows = windows_raw * prior
+        result.update(cand_image=torch.cat(cand_image), cand_index=torch.cat(cand_index), kams=kams,
+                      windows_raw=windows_raw, windows=windows, adapted=dynamic_window_conv(windows, kams.float()),
+                      kam_targets=torch.cat(kam_t), kam_person=torch.cat(kam_p), kam_weights=torch.cat(kam_w),
+                      hm_targets=torch.cat(hm_t), matched_gt=torch.cat(gts))
+        return result
+
+    def _training_windows(self, heatmaps_hr: torch.Tensor, centers_index: torch.Tensor):
+        """Training windows (P, K, L, L) of (K, H, W) upsampled heatmaps around (P, K, 2) pixel-index
+        keypoints, before the prior: the authors' bilinear sampling exactly (values and gradients), as
+        `grid_sample` (border padding: a cheap backward) times their fade from 0 at exactly W - 1 to the
+        last value at W (H - 1 to H) on the band past the last pixel centre. Also the window offsets
+        xx, yy and the prior (L, L)."""
+        xx, yy, prior = self.window_grid(heatmaps_hr.device, heatmaps_hr.dtype)
+        _, H, W = heatmaps_hr.shape
+        px = (centers_index[..., 0, None, None] + xx).transpose(0, 1)  # (K, P, L, L)
+        py = (centers_index[..., 1, None, None] + yy).transpose(0, 1)
+        win = sample_bilinear_per_channel(heatmaps_hr, px, py)
+        fade = torch.where((px >= W - 1) & (px < W), px - (W - 1), torch.ones_like(px))
+        fade = fade * torch.where((py >= H - 1) & (py < H), py - (H - 1), torch.ones_like(py))
+        return (win * fade).transpose(0, 1), xx, yy, prior
+
+    def training_losses(self, t: Dict[str, torch.Tensor], batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        """The four weighted losses of `training_outputs`' result (the authors' LossEvaluator)."""
+        w = self.loss_weights
+        losses = {"loss_heatmap": w["heatmap"] * self._heatmap_loss(t["heatmaps"], batched_inputs),
+                  "loss_offset": w["offset"] * self._offset_loss(t["raw_offsets"], batched_inputs)}
+        if "kams" not in t:  # an empty batch: zero decoder terms, graph kept
+            zero = t["embedding"].sum() * 0.0 + sum(p.sum() * 0.0 for p in self.kam_net.parameters())
             losses.update(loss_kam=zero, loss_output_heatmap=zero)
             return losses
-        kams = self.kam_net(torch.cat(codes))
-        kam_t, kam_w = torch.cat(kam_t), torch.cat(kam_w)
-        n = max(float(sum(matched_counts)), 1.0)  # candidates that reach MATCH_OKS
-        loss_kam = (((kams.float() - kam_t) ** 2) * kam_w[:, :, None, None]).mean(dim=(1, 2, 3)).sum() / n
-        adapted = dynamic_window_conv(torch.cat(windows), kams.float())
-        loss_hm = ((adapted - torch.cat(hm_t)) ** 2 * kam_w[:, :, None, None]).mean()
+        kams, kam_t, kam_w = t["kams"].float(), t["kam_targets"], t["kam_weights"]
+        n = max(float(t["num_matched"]), 1.0)  # candidates that reach MATCH_OKS
+        loss_kam = (((kams - kam_t) ** 2) * kam_w[:, :, None, None]).mean(dim=(1, 2, 3)).sum() / n
+        # normalised by all n x K x L x L elements (the authors' HeatmapLoss on the adapted windows)
+        loss_hm = ((t["adapted"] - t["hm_targets"]) ** 2 * kam_w[:, :, None, None]).mean()
         losses.update(loss_kam=w["kam"] * loss_kam, loss_output_heatmap=w["output_heatmap"] * loss_hm)
         return losses
+
+    def losses(self, images: torch.Tensor, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        return self.training_losses(self.training_outputs(images, batched_inputs), batched_inputs)

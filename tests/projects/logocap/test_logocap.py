@@ -186,6 +186,36 @@ def test_grid_sample_variant_matches_inside():
                                sample_bilinear(maps, px, py, channel_per_point=True))
 
 
+def test_training_windows_are_the_authors_sampling_with_gradients():
+    """The training windows (grid_sample x the fade on the last-pixel band) equal the authors'
+    per-point sampling everywhere, the band past the last pixel centre and exactly W - 1 included,
+    and so do the gradients w.r.t. the heatmaps."""
+    from types import SimpleNamespace
+
+    from d2pose_logocap import LOGOCAP
+
+    K, H, W, r = 2, 9, 11, 3
+    g = torch.Generator().manual_seed(8)
+    maps = torch.rand(K, H, W, generator=g, dtype=torch.float64)
+    centers = torch.rand(5, K, 2, generator=g, dtype=torch.float64) * torch.tensor([W + 6.0, H + 6.0]) - 3.0
+    centers[0, 0] = torch.tensor([W - 1.0, H - 1.0])  # windows through exactly W - 1 / H - 1
+    centers[1, 1] = torch.tensor([W - 2 + 0.3, H - 2 + 0.6])  # through the band [W - 1, W)
+    host = SimpleNamespace(window_radius=r, prior_sigma=2.0)
+    host.window_grid = lambda device, dtype: LOGOCAP.window_grid(host, device, dtype)
+    m1, m2 = maps.clone().requires_grad_(), maps.clone().requires_grad_()
+    ours, xx, yy, _ = LOGOCAP._training_windows(host, m1, centers)
+    px = (centers[..., 0, None, None] + xx).transpose(0, 1)
+    py = (centers[..., 1, None, None] + yy).transpose(0, 1)
+    theirs = sample_bilinear(m2, px, py, channel_per_point=True).transpose(0, 1)
+    assert ours.shape == (5, K, 2 * r + 1, 2 * r + 1)
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+    assert (ours[0, 0, r, :] == 0).all() and (ours[0, 0, :, r] == 0).all()  # the fade reaches 0 at W - 1, H - 1
+    w = torch.rand(ours.shape, generator=g, dtype=torch.float64)
+    (ours * w).sum().backward()
+    (theirs * w).sum().backward()
+    torch.testing.assert_close(m1.grad, m2.grad, rtol=1e-10, atol=1e-12)
+
+
 def test_window_sampling_blocks_match_per_point_sampling():
     """The block + 2x2 blend window sampler against the per-point sampler (the authors' edge rules):
     windows inside the map, across every border, wholly outside, and centred exactly on W - 1 / H - 1
@@ -282,6 +312,12 @@ def test_training_losses_and_decoder_targets_with_oracle_maps():
     losses = model(empty)
     assert float(losses["loss_kam"]) == 0.0 and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
+    # as in the authors' code, each such image's first candidate still goes through the KAM network
+    # (its train-mode BatchNorm statistics), with weight 0
+    images = model.normalize(torch.stack([x["image"] for x in empty]))
+    t = model.training_outputs(images, empty)
+    assert t["keep"][:, 0].all() and t["keep"].sum() == len(empty) and t["num_matched"] == 0
+    assert t["kams"].shape[0] == len(empty) and (t["kam_weights"] == 0).all()
 
 
 @pytest.mark.parametrize("adaptation", ["full", "partial", "none"])
