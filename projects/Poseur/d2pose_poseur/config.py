@@ -51,8 +51,26 @@ def add_poseur_config(cfg: CN) -> None:
     p.COARSE_LOSS_WEIGHT = 1.0
     # weight of each decoder layer's RLE loss (lambda)
     p.DECODER_LOSS_WEIGHT = 1.0
-    # hidden C -> C layers of the decoder's coordinate MLPs (1: C-C-2; the authors' checkpoints: 2)
+    # hidden C -> C layers of the decoder's coordinate MLPs (1: C-C-2; the authors' code: 2, the COCO configs)
     p.NUM_REG_FCS = 1
+    # the decoder's sigma branches: "linear" (one Linear C -> 2, d2pose) or "stacked" (the authors'
+    # code, the COCO configs: NUM_REG_FCS Linear C -> C without activation, then Linear C -> 2; the same
+    # function, trained as a product of matrices; the converter folds a checkpoint's into "linear")
+    p.SIGMA_BRANCH = "linear"
+    # initialisation of the head: "d2pose" (coordinate MLPs end in a zero layer so mu_l starts at the
+    # reference point, sigma layers xavier gain 0.01 with zero bias, EMSDA as Deformable-DETR, coarse FCs
+    # as RLE's) or "official" (the authors' code, the COCO configs: coordinate MLPs with PyTorch's default
+    # Linear init, one draw shared by every layer's refinement and output branch; sigma branches default
+    # init but the last layer xavier gain 0.01, one draw shared by the layers; EMSDA xavier on every
+    # matrix, its value bias included; FFN and keypoint-encoder biases and both flows default init;
+    # top-down coarse FCs xavier gain 1 with default biases, so the coarse points start near the crop's
+    # top-left corner as theirs do)
+    p.INIT = "d2pose"
+    # normalisation of every RLE loss term: "instance" (d2pose: summed over keypoints and query groups,
+    # divided by the number of instances) or "query" (the authors' RLELoss_poseur, the COCO configs: the
+    # mean over instances x queries, i.e. / (R K) for the coarse term and / (R (1 + G) K) per decoder
+    # layer, so the noisy groups are averaged with the coarse group, not added)
+    p.LOSS_NORMALIZATION = "instance"
     # the authors' extra per-layer coordinate branch added to each layer's output (not the references)
     p.OUTPUT_DELTA = True
     # feature pooled for the coarse proposal: "backbone" (last raw level, the paper) or "neck" (the code)

@@ -4,7 +4,7 @@ mappings are the core's (`d2pose.checkpoint.convert`). `tools/convert_checkpoint
 runs it. Layout differences beyond renaming are listed in `d2pose.checkpoint.convert`.
 """
 import re
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -15,7 +15,7 @@ from d2pose.checkpoint.upgrade import rename_legacy_keys
 
 from .refiner import REFINER_STATE_RENAMES
 
-__all__ = ["convert_poseur_official"]
+__all__ = ["convert_poseur_official", "poseur_official_names"]
 
 
 def _fold_linears(*tensors: torch.Tensor) -> torch.Tensor:
@@ -58,8 +58,11 @@ def _poseur_decoder_entries(sd: StateDict, L: int, M: int, C: int) -> List[_Entr
     return entries
 
 
-def _poseur_branch_entries(sd: StateDict, L: int, num_reg_fcs: int, output_delta: bool) -> List[_Entry]:
-    """Per-layer coordinate / sigma branches -> `head.decoder.fc_*_branches.{l}`."""
+def _poseur_branch_entries(sd: StateDict, L: int, num_reg_fcs: int, output_delta: bool,
+                           fold_sigma: bool = True) -> List[_Entry]:
+    """Per-layer coordinate / sigma branches -> `head.decoder.fc_*_branches.{l}`; the sigma branch
+    folded into one Linear (`fold_sigma`, MODEL.POSEUR.SIGMA_BRANCH "linear") or kept as the
+    authors' stack of linears ("stacked": `.{k}` for the hidden ones, `.{num_reg_fcs}` the last)."""
     entries = []
     names = ["fc_coord_branches"] + (["fc_coord_output_branches"] if output_delta else [])
     for l in range(L):
@@ -67,29 +70,24 @@ def _poseur_branch_entries(sd: StateDict, L: int, num_reg_fcs: int, output_delta
             for k in range(0, 2 * num_reg_fcs + 1, 2):
                 entries += _copy_all(f"head.decoder.{name}.{l}.{k}.", f"keypoint_head.{name}.{l}.{k}.")
         s = f"keypoint_head.fc_sigma_branches.{l}."
+        d = f"head.decoder.fc_sigma_branches.{l}."
+        if not fold_sigma:
+            for k in range(num_reg_fcs):
+                entries += _copy_all(f"{d}{k}.", f"{s}{k}.")
+            entries += _copy_all(f"{d}{num_reg_fcs}.", f"{s}{num_reg_fcs}.linear.")
+            continue
         sources = []
         for k in range(num_reg_fcs):
             sources += [f"{s}{k}.weight", f"{s}{k}.bias"]
         sources += [f"{s}{num_reg_fcs}.linear.weight", f"{s}{num_reg_fcs}.linear.bias"]
-        folded = f"head.decoder.fc_sigma_branches.{l}."
-        entries.append((folded + "weight", tuple(sources), lambda *t: _fold_linears(*t)[:, :-1]))
-        entries.append((folded + "bias", tuple(sources), lambda *t: _fold_linears(*t)[:, -1]))
+        entries.append((d + "weight", tuple(sources), lambda *t: _fold_linears(*t)[:, :-1]))
+        entries.append((d + "bias", tuple(sources), lambda *t: _fold_linears(*t)[:, -1]))
     return entries
 
 
-@register_converter("poseur")
-def convert_poseur_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
-    """The authors' Poseur (mmpose ResNet `backbone`, ChannelMapper `neck`, `keypoint_head` with
-    PoseurTransformer, branches and flows) -> d2pose's TopDownPoseEstimator with PoseurHead.
-
-    The overrides set the authors' architecture options (NUM_REG_FCS, OUTPUT_DELTA, the coarse FC on
-    the neck output, flow prior mean 0.5) and their inference rules: keypoint score mean(1 - sigma)
-    of the last layer and flip fusion by averaging (the `default` `filp_fuse_type` of the COCO
-    configs). Only ResNet backbones are converted.
-
-    Returns:
-        the d2pose state_dict (backbone.*, head.*) and the overrides.
-    """
+def _poseur_plan(state_dict: StateDict, fold_sigma: bool) -> Tuple[StateDict, List[_Entry], List[str]]:
+    """(the checkpoint with num_batches_tracked filled, the conversion entries with d2pose names
+    before the refiner rename, the overrides)."""
     sd = _fill_num_batches_tracked(state_dict)
     depth, bottleneck, blocks = _resnet_layout(sd, "backbone.")
     entries = _resnet_entries("backbone.", "backbone.", bottleneck, blocks)
@@ -126,11 +124,9 @@ def convert_poseur_official(state_dict: StateDict) -> Tuple[StateDict, List[str]
     entries += _copy_all("head.keypoint_encoder.pos_trans_norm.", f"{t}pos_trans_norm.")
     entries.append(_copy("head.keypoint_encoder.pos_embed.weight", f"{t}pos_embed.weight"))
     entries += _poseur_decoder_entries(sd, L, M, C)
-    entries += _poseur_branch_entries(sd, L, num_reg_fcs, output_delta)
+    entries += _poseur_branch_entries(sd, L, num_reg_fcs, output_delta, fold_sigma)
     entries += _flow_entries("keypoint_head.enc_flow.", "head.enc_loss.flow.", sd)
     entries += _flow_entries("keypoint_head.dec_flow.", "head.dec_loss.flow.", sd)
-    out = _apply(sd, entries, "Poseur checkpoint")
-    rename_legacy_keys(out, "head.", REFINER_STATE_RENAMES)  # the refiner's parts under head.refiner.
     overrides = _resnet_overrides(depth, bottleneck, ["res2", "res3", "res4", "res5"]) + [
         "MODEL.TOPDOWN.HEAD", "PoseurHead",
         "INPUT.TOPDOWN.CODEC", "regression",
@@ -140,6 +136,7 @@ def convert_poseur_official(state_dict: StateDict) -> Tuple[StateDict, List[str]
         "MODEL.POSEUR.NUM_POINTS", str(P),
         "MODEL.POSEUR.FFN_DIM", str(ffn),
         "MODEL.POSEUR.NUM_REG_FCS", str(num_reg_fcs),
+        "MODEL.POSEUR.SIGMA_BRANCH", "linear" if fold_sigma else "stacked",
         "MODEL.POSEUR.OUTPUT_DELTA", str(output_delta),
         "MODEL.POSEUR.COARSE_FEATURE", "neck",  # the coarse FC pools the neck's last level
         "MODEL.POSEUR.FLOW_PRIOR_MEAN", "0.5",  # both flows' prior N(0.5, I) in the authors' code
@@ -151,4 +148,40 @@ def convert_poseur_official(state_dict: StateDict) -> Tuple[StateDict, List[str]
         "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
         "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
     ]
+    return sd, entries, overrides
+
+
+@register_converter("poseur")
+def convert_poseur_official(state_dict: StateDict, fold_sigma: bool = True) -> Tuple[StateDict, List[str]]:
+    """The authors' Poseur (mmpose ResNet `backbone`, ChannelMapper `neck`, `keypoint_head` with
+    PoseurTransformer, branches and flows) -> d2pose's TopDownPoseEstimator with PoseurHead.
+
+    The overrides set the authors' architecture options (NUM_REG_FCS, OUTPUT_DELTA, the coarse FC on
+    the neck output, flow prior mean 0.5, the sigma branch's form) and their inference rules:
+    keypoint score mean(1 - sigma) of the last layer and flip fusion by averaging (the `default`
+    `filp_fuse_type` of the COCO configs). Only ResNet backbones are converted.
+
+    Args:
+        state_dict: the authors' state_dict.
+        fold_sigma: fold each layer's stacked sigma linears into one Linear (exact; the default,
+            for inference) or keep the authors' stack (MODEL.POSEUR.SIGMA_BRANCH "stacked": their
+            parametrisation, for training on from their weights).
+
+    Returns:
+        the d2pose state_dict (backbone.*, head.*) and the overrides.
+    """
+    sd, entries, overrides = _poseur_plan(state_dict, fold_sigma)
+    out = _apply(sd, entries, "Poseur checkpoint")
+    rename_legacy_keys(out, "head.", REFINER_STATE_RENAMES)  # the refiner's parts under head.refiner.
     return out, overrides
+
+
+def poseur_official_names(state_dict: StateDict, fold_sigma: bool = False) -> Dict[str, str]:
+    """The converter's name table inverted: {d2pose name: the authors' name} for every converted
+    tensor made from exactly one official tensor (copies, the coarse bias shift, the EMSDA value
+    table's reshape). With `fold_sigma` the folded sigma branches have no single source and are left
+    out. Used to report d2pose's gradients under the authors' names (training parity)."""
+    _, entries, _ = _poseur_plan(state_dict, fold_sigma)
+    names = {dst: sources[0] for dst, sources, _ in entries if len(sources) == 1}
+    rename_legacy_keys(names, "head.", REFINER_STATE_RENAMES)
+    return names

@@ -20,12 +20,25 @@ zero-initialised so that mu_l starts at ref_{l+1}).
 Checkpoint names: the class embedding is `pos_embed` and the query projection `pos_trans` /
 `pos_trans_norm` (the official transformer's names); branches are `fc_coord_branches`,
 `fc_coord_output_branches` and `fc_sigma_branches`. The authors' sigma branch stacks three linear
-layers without activations: a converter folds them into the single Linear used here
-(W = W3 W2 W1, b = W3 (W2 b1 + b2) + b3), which is exact.
+layers without activations (`sigma_branch="stacked"`, their parametrisation and init); d2pose's
+default is one Linear (`"linear"`), into which the converter can fold theirs exactly
+(W = W3 W2 W1, b = W3 (W2 b1 + b2) + b3): the same function, trained differently (gradient steps on
+a product of matrices are not steps on the product).
+
+Initialisation (`init`): "d2pose" ends every coordinate MLP in a zero layer (mu_l starts at the
+reference point) and starts sigma at 0.5; "official" reproduces the authors' code, whose
+`init_weights` loop never reaches the branches' Linear layers (it iterates over the Sequentials):
+the coordinate MLPs keep PyTorch's default Linear init, drawn once and copied to every layer's
+refinement and output branch (their `_get_clones`), the sigma branches likewise (default init, the
+last layer xavier with gain 0.01), EMSDA gets xavier on every matrix, its per-head value bias
+(an Embedding there) included (their transformer's `init_weights`), and the FFN biases PyTorch's
+default.
 
 Shape shorthand: R instances (crops or ROIs), K keypoints, G groups, Q = G * K queries per
 instance, C channels, S memory tokens, L levels, M heads, P points, N_img images (memory rows).
 """
+import copy
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -114,15 +127,22 @@ def noisy_reference_points(
     return torch.cat([coarse, copies], dim=1).clamp(*clip)
 
 
+def default_linear_bias_(linear: nn.Linear) -> None:
+    """PyTorch's default Linear bias init, U(-1 / sqrt(fan_in), 1 / sqrt(fan_in)), in place."""
+    bound = 1.0 / math.sqrt(linear.in_features) if linear.in_features > 0 else 0.0
+    nn.init.uniform_(linear.bias, -bound, bound)
+
+
 class KeypointEncoder(nn.Module):
     """Reference points (R, G*K, 2) -> query content and positional query, both (R, G*K, C)."""
 
-    def __init__(self, num_keypoints: int, embed_dim: int = 256, temperature: float = 10000):
+    def __init__(self, num_keypoints: int, embed_dim: int = 256, temperature: float = 10000, init: str = "d2pose"):
         """
         Args:
             num_keypoints: K (one class embedding per keypoint, shared by all groups).
             embed_dim: C (divisible by 4: C / 2 sine channels per axis, in sin / cos pairs).
             temperature: of the coordinate sine embedding.
+            init: "d2pose" (zero projection bias) or "official" (PyTorch's default bias, the authors').
         """
         super().__init__()
         if embed_dim % 4 != 0:
@@ -134,7 +154,10 @@ class KeypointEncoder(nn.Module):
         self.pos_trans_norm = nn.LayerNorm(embed_dim)
         self.pos_embed = nn.Embedding(num_keypoints, embed_dim)  # class embedding Q_c
         nn.init.xavier_uniform_(self.pos_trans.weight)
-        nn.init.zeros_(self.pos_trans.bias)
+        if init == "official":
+            default_linear_bias_(self.pos_trans)
+        else:
+            nn.init.zeros_(self.pos_trans.bias)
         nn.init.xavier_uniform_(self.pos_embed.weight)  # the authors' code: xavier on every matrix
 
     def forward(self, reference_points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +206,8 @@ class PoseurDecoderLayer(nn.Module):
             dropout: after self-attention weights and outputs, EMSDA outputs and in the FFN.
             num_levels, num_points: EMSDA's L and P.
             backend: MSDA backend (see :func:`d2pose.layers.ms_deform_attn`).
-            emsda_init: EMSDA's "deformable" or "official" init.
+            emsda_init: EMSDA's "deformable" or "official" init ("official" also gives the FFN's
+                biases PyTorch's default init, as the authors' mmcv FFN).
             offset_scales: per level, the factor on EMSDA's initial sampling offsets (see
                 :class:`d2pose.layers.EMSDA`; None = Deformable-DETR's).
         """
@@ -203,6 +227,9 @@ class PoseurDecoderLayer(nn.Module):
         for fc in (self.linear1, self.linear2, self.self_attn.out_proj):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
+        if emsda_init == "official":  # the authors' FFN (mmcv's) keeps PyTorch's default biases
+            for fc in (self.linear1, self.linear2):
+                default_linear_bias_(fc)
 
     def _self_attention(self, qk: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """`self.self_attn(qk, qk, v)` (nn.MultiheadAttention's parameters and semantics, including a
@@ -310,15 +337,40 @@ class PoseurDecoderLayer(nn.Module):
         return (tgt, loc, attn) if return_sampling else tgt
 
 
-def _mlp(embed_dim: int, hidden_layers: int, out_dim: int = 2) -> nn.Sequential:
-    """hidden_layers x (Linear C -> C, ReLU), then Linear C -> out_dim, the last one zero-initialised."""
+def _mlp(embed_dim: int, hidden_layers: int, out_dim: int = 2, zero_last: bool = True) -> nn.Sequential:
+    """hidden_layers x (Linear C -> C, ReLU), then Linear C -> out_dim, the last one zero-initialised
+    unless `zero_last` is False (PyTorch's default init everywhere, the authors')."""
     layers: List[nn.Module] = []
     for _ in range(hidden_layers):
         layers += [nn.Linear(embed_dim, embed_dim), nn.ReLU(inplace=True)]
     layers.append(nn.Linear(embed_dim, out_dim))
-    nn.init.zeros_(layers[-1].weight)
-    nn.init.zeros_(layers[-1].bias)
+    if zero_last:
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
     return nn.Sequential(*layers)
+
+
+#: values of PoseurDecoder's `sigma_branch` and `init` (MODEL.POSEUR.SIGMA_BRANCH / INIT)
+SIGMA_BRANCHES = ("linear", "stacked")
+INITS = ("d2pose", "official")
+
+
+def _sigma_branch(embed_dim: int, hidden_layers: int, kind: str) -> nn.Module:
+    """The per-layer sigma branch (its output goes through a sigmoid), PyTorch's default init:
+    "linear" is one Linear C -> 2; "stacked" is `hidden_layers` Linear C -> C without activation, then
+    Linear C -> 2 (the authors'), as an nn.Sequential. See :func:`_init_sigma_branch`."""
+    if kind == "linear":
+        return nn.Linear(embed_dim, 2)
+    return nn.Sequential(*[nn.Linear(embed_dim, embed_dim) for _ in range(hidden_layers)], nn.Linear(embed_dim, 2))
+
+
+def _init_sigma_branch(branch: nn.Module, init: str) -> None:
+    """The last Linear of a sigma branch: xavier with gain 0.01 (sigma starts near 0.5) and a zero
+    bias ("d2pose") or PyTorch's default bias ("official"); hidden layers keep the default init."""
+    last = branch[-1] if isinstance(branch, nn.Sequential) else branch
+    nn.init.xavier_uniform_(last.weight, gain=0.01)
+    if init != "official":
+        nn.init.zeros_(last.bias)
 
 
 class PoseurDecoder(nn.Module):
@@ -339,6 +391,8 @@ class PoseurDecoder(nn.Module):
         num_reg_fcs: int = 1,
         output_delta: bool = True,
         offset_scales: Optional[Sequence[float]] = None,
+        sigma_branch: str = "linear",
+        init: str = "d2pose",
     ):
         """
         Args:
@@ -347,27 +401,50 @@ class PoseurDecoder(nn.Module):
             embed_dim, num_heads, ffn_dim, dropout, num_levels, num_points, backend, emsda_init,
                 offset_scales: see :class:`PoseurDecoderLayer`.
             num_reg_fcs: hidden C -> C layers (ReLU) of the coordinate branches: 1 gives the MLP
-                C-C-2; the authors' checkpoints use 2 (C-C-C-2).
+                C-C-2; the authors' code uses 2 (C-C-C-2).
             output_delta: add the authors' second coordinate branch (same shape as reg_l) to each
                 layer's output mu_l (it does not move the reference points).
+            sigma_branch: "linear" (one Linear C -> 2) or "stacked" (the authors': num_reg_fcs
+                Linear C -> C without activation, then C -> 2); see the module docstring.
+            init: "d2pose" or "official" (the authors' init, EMSDA's included: it overrides
+                `emsda_init`); see the module docstring.
         """
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if sigma_branch not in SIGMA_BRANCHES:
+            raise ValueError(f"sigma_branch (MODEL.POSEUR.SIGMA_BRANCH) must be one of {SIGMA_BRANCHES}, "
+                             f"got {sigma_branch!r}")
+        if init not in INITS:
+            raise ValueError(f"init (MODEL.POSEUR.INIT) must be one of {INITS}, got {init!r}")
         self.num_keypoints = num_keypoints
+        official = init == "official"
+        if official:
+            emsda_init = "official"
         self.layers = nn.ModuleList([
             PoseurDecoderLayer(embed_dim, num_heads, ffn_dim, dropout, num_levels, num_points, backend, emsda_init,
                                offset_scales)
             for _ in range(num_layers)
         ])
-        self.fc_coord_branches = nn.ModuleList([_mlp(embed_dim, num_reg_fcs) for _ in range(num_layers)])
+        if official:
+            for layer in self.layers:  # their per-head bias is an Embedding(M, C / M): a matrix, so xavier too
+                nn.init.xavier_uniform_(layer.cross_attn.value_proj_bias)
+            # one draw, copied to every branch (the authors' _get_clones of one module)
+            coord = _mlp(embed_dim, num_reg_fcs, zero_last=False)
+            sigma = _sigma_branch(embed_dim, num_reg_fcs, sigma_branch)
+            _init_sigma_branch(sigma, init)
+            make_coord, make_sigma = (lambda: copy.deepcopy(coord)), (lambda: copy.deepcopy(sigma))
+        else:
+            make_coord = lambda: _mlp(embed_dim, num_reg_fcs)  # noqa: E731
+            make_sigma = lambda: _sigma_branch(embed_dim, num_reg_fcs, sigma_branch)  # noqa: E731
+        self.fc_coord_branches = nn.ModuleList([make_coord() for _ in range(num_layers)])
         self.fc_coord_output_branches = (
-            nn.ModuleList([_mlp(embed_dim, num_reg_fcs) for _ in range(num_layers)]) if output_delta else None
+            nn.ModuleList([make_coord() for _ in range(num_layers)]) if output_delta else None
         )
-        self.fc_sigma_branches = nn.ModuleList([nn.Linear(embed_dim, 2) for _ in range(num_layers)])
-        for fc in self.fc_sigma_branches:  # sigma starts at 0.5, as in RLEOutput
-            nn.init.xavier_uniform_(fc.weight, gain=0.01)
-            nn.init.zeros_(fc.bias)
+        self.fc_sigma_branches = nn.ModuleList([make_sigma() for _ in range(num_layers)])
+        if not official:  # sigma starts near 0.5, as in RLEOutput
+            for branch in self.fc_sigma_branches:
+                _init_sigma_branch(branch, init)
 
     @property
     def num_layers(self) -> int:
@@ -411,9 +488,11 @@ class PoseurDecoder(nn.Module):
         Returns:
             dict with "coords" (num_layers, R, Q, 2) mu_l, "sigmas" (num_layers, R, Q, 2) in (0, 1)
             (a leading dimension of 1, the last layer, with all_layers=False),
-            "references" (num_layers, R, Q, 2) the reference point each layer attended around; with
-            return_sampling, "sampling_locations" (num_layers, R, Q, M, L, P, 2) and
-            "attention_weights" (num_layers, R, Q, M, L, P).
+            "references" (num_layers, R, Q, 2) the reference point each layer attended around,
+            "refined_references" (num_layers, R, Q, 2) the point each layer refined it to (the
+            next layer's reference; the authors' `inter_references`); with return_sampling,
+            "sampling_locations" (num_layers, R, Q, M, L, P, 2) and "attention_weights"
+            (num_layers, R, Q, M, L, P).
         """
         R, Q, _ = query.shape
         K = self.num_keypoints
@@ -427,7 +506,7 @@ class PoseurDecoder(nn.Module):
         to_u = (lambda x: (x + frame_margin) / span) if frame_margin else (lambda x: x)
         to_x = (lambda u: u * span - frame_margin) if frame_margin else (lambda u: u)
         h, ref = query, reference_points
-        coords, sigmas, refs, locs, weights = [], [], [], [], []
+        coords, sigmas, refs, refined, locs, weights = [], [], [], [], [], []
         for l, layer in enumerate(self.layers):
             refs.append(ref)
             at = ref if memory_boxes is None else memory_boxes[:, None, :2] + ref * memory_boxes[:, None, 2:]
@@ -442,12 +521,14 @@ class PoseurDecoder(nn.Module):
             with torch.autocast(h.device.type, enabled=False):  # coordinates and sigmas in float32
                 hf = h.to(torch.promote_types(h.dtype, torch.float32))
                 ref = to_x(torch.sigmoid(self.fc_coord_branches[l](hf) + inverse_sigmoid(to_u(ref))))  # not detached (official)
+                refined.append(ref)
                 if not all_layers and l < self.num_layers - 1:
                     continue
                 mu = ref if self.fc_coord_output_branches is None else ref + self.fc_coord_output_branches[l](hf)
                 coords.append(mu)
                 sigmas.append(torch.sigmoid(self.fc_sigma_branches[l](hf)))
-        result = dict(coords=torch.stack(coords), sigmas=torch.stack(sigmas), references=torch.stack(refs))
+        result = dict(coords=torch.stack(coords), sigmas=torch.stack(sigmas), references=torch.stack(refs),
+                      refined_references=torch.stack(refined))
         if return_sampling:
             result.update(sampling_locations=torch.stack(locs), attention_weights=torch.stack(weights))
         return result

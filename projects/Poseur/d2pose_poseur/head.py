@@ -36,6 +36,7 @@ from d2pose.modeling.losses import check_heatmap_kl_args
 from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
 
 from .config import check_test_output
+from .decoder import default_linear_bias_
 from .neck import ChannelMapper
 from .refiner import REFINER_STATE_RENAMES, PoseurRefiner
 
@@ -60,7 +61,7 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
                  codec: RegressionCoords, refiner: PoseurRefiner, embed_dim: int = 256, flip_fuse_mode: str = "mean",
                  coarse_feature: str = "backbone", neck_groups: int = 32, coarse_coords: str = "fc",
                  coarse_heatmap_stride: int = 4, heatmap_loss_weight: float = 0.0, heatmap_loss_sigma: float = 1.0,
-                 test_output: str = "decoder"):
+                 test_output: str = "decoder", init: str = "d2pose"):
         """
         Args:
             in_features, in_channels: the backbone levels the decoder reads (finest first) and their
@@ -80,6 +81,11 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
                 `coarse_heatmap_stride`).
             heatmap_loss_weight, heatmap_loss_sigma: with the integral proposal, weight (0: off) and
                 Gaussian sigma (cells) of a training-only KL term on its logit maps.
+            init: MODEL.POSEUR.INIT of the coarse FCs: "d2pose" (RLE's: xavier gain 0.01, zero
+                biases: mu starts at the crop centre, sigma at 0.5) or "official" (the authors' code,
+                whose transformer re-initialises every matrix with xavier gain 1 and leaves the
+                biases at PyTorch's default: their raw coordinate output, d2pose's mu - 0.5, starts
+                near 0, the crop's top-left corner). The refiner's `init` is set by its own argument.
         """
         super().__init__()
         if len(in_features) != len(in_channels) or not in_features:
@@ -106,6 +112,16 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
             nn.init.normal_(self.coarse_heatmap.weight, std=0.001)  # near-uniform: mu starts at the centre
             nn.init.zeros_(self.coarse_heatmap.bias)
         self.coarse = RLEOutput(coarse_channels, num_keypoints, offset=0.5, coords=self.coarse_heatmap is None)
+        if init not in ("d2pose", "official"):
+            raise ValueError(f"MODEL.POSEUR.INIT must be 'd2pose' or 'official', got {init!r}")
+        if init == "official":
+            fcs = [self.coarse.fc_sigma] + ([self.coarse.fc_coord.linear] if self.coarse.fc_coord is not None else [])
+            for fc in fcs:
+                nn.init.xavier_uniform_(fc.weight)
+                default_linear_bias_(fc)
+            if self.coarse.fc_coord is not None:  # their raw output is d2pose's mu - offset
+                with torch.no_grad():
+                    self.coarse.fc_coord.linear.bias.sub_(self.coarse.offset)
         check_heatmap_kl_args(heatmap_loss_weight, heatmap_loss_sigma, self.coarse_heatmap is not None,
                               "MODEL.POSEUR.COARSE_COORDS")
         self.heatmap_loss_weight, self.heatmap_loss_sigma = float(heatmap_loss_weight), float(heatmap_loss_sigma)
@@ -134,7 +150,7 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
             embed_dim=p.EMBED_DIM, flip_fuse_mode=cfg.TEST.KEYPOINT_FLIP_FUSE, coarse_feature=p.COARSE_FEATURE,
             coarse_coords=p.COARSE_COORDS, coarse_heatmap_stride=input_shape[features[0]].stride,
             heatmap_loss_weight=cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT,
-            heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA, test_output=p.TEST_OUTPUT,
+            heatmap_loss_sigma=cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA, test_output=p.TEST_OUTPUT, init=p.INIT,
         )
 
     @property

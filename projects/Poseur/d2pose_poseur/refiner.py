@@ -7,9 +7,13 @@
 and its losses (Sec. 3.2): RLE on the coarse proposal with its own flow (`enc_loss`, the authors'
 `enc_flow`) and RLE on every decoder layer with a second flow shared by the layers (`dec_loss`,
 `dec_flow`); every query group (the coarse group and the noisy groups) is supervised with the same
-targets, each loss divided by the number of instances, so the groups of one layer add up (the
-authors tile the targets along the keypoints). The heads differ only in where the proposal and the
-memory come from and in the coordinate frame (crop-normalised or box-relative).
+targets (the authors tile the targets along the keypoints). Normalisation (`loss_normalization`):
+"instance" divides each term's sum over keypoints (and groups) by the number of instances, so the
+groups of one layer add up; "query" is the authors' `RLELoss_poseur`, the mean over instances x
+queries (R K for the coarse term, R (1 + G) K per decoder layer), so the groups are averaged and each
+term is 1 / K (coarse) or 1 / ((1 + G) K) (a decoder layer) of the "instance" one. The heads differ
+only in where the proposal and the memory come from and in the coordinate frame (crop-normalised or
+box-relative).
 
 Shape shorthand: R instances (crops or ROIs), K keypoints, G noisy groups, C channels, L layers.
 """
@@ -23,7 +27,8 @@ from d2pose.modeling.losses import RLELoss, heatmap_kl_loss, rle_loss_from_confi
 
 from .decoder import KeypointEncoder, PoseurDecoder, noisy_reference_points
 
-__all__ = ["PoseurRefiner", "offset_scales_from_config", "OFFSET_INITS", "poseur_rle_losses", "REFINER_STATE_RENAMES"]
+__all__ = ["PoseurRefiner", "offset_scales_from_config", "OFFSET_INITS", "LOSS_NORMALIZATIONS", "poseur_rle_losses",
+           "REFINER_STATE_RENAMES"]
 
 #: checkpoint names the refiner took over from the heads (d2pose <= 0.1.0 stored them on the head)
 REFINER_STATE_RENAMES = (("level_embeds", "refiner.level_embeds"), ("keypoint_encoder.", "refiner.keypoint_encoder."),
@@ -41,6 +46,8 @@ def poseur_rle_losses(cfg) -> Dict[str, RLELoss]:
 
 #: values of MODEL.POSEUR.OFFSET_INIT
 OFFSET_INITS = ("level", "finest")
+#: values of MODEL.POSEUR.LOSS_NORMALIZATION
+LOSS_NORMALIZATIONS = ("instance", "query")
 
 
 def offset_scales_from_config(cfg, strides: Sequence[int]) -> List[float]:
@@ -65,7 +72,8 @@ class PoseurRefiner(nn.Module):
                  dropout: float = 0.1, num_points: int = 4, backend: str = "auto", num_reg_fcs: int = 1,
                  output_delta: bool = True, num_noisy_groups: int = 3, num_noisy_points: int = 12,
                  noise_std: float = 0.2 ** 0.5, noise_slots: str = "batch", coarse_loss_weight: float = 1.0,
-                 decoder_loss_weight: float = 1.0, offset_scales: Optional[Sequence[float]] = None):
+                 decoder_loss_weight: float = 1.0, offset_scales: Optional[Sequence[float]] = None,
+                 sigma_branch: str = "linear", init: str = "d2pose", loss_normalization: str = "instance"):
         """
         Args:
             num_keypoints: K.
@@ -81,16 +89,31 @@ class PoseurRefiner(nn.Module):
                 decoder layer's loss (lambda).
             offset_scales: per memory level, the factor on EMSDA's initial sampling offsets (see
                 :func:`offset_scales_from_config`; None = Deformable-DETR's init).
+            sigma_branch, init: the decoder's sigma branches and the initialisation, "d2pose" or
+                "official" (see :class:`PoseurDecoder`; the keypoint encoder follows `init`, and
+                "official" gives both flows PyTorch's default Linear init, as the authors' Poseur,
+                which never calls its RealNVP's xavier `_init`).
+            loss_normalization: "instance" or "query" (the authors'), see the module docstring.
         """
         super().__init__()
+        if loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"MODEL.POSEUR.LOSS_NORMALIZATION must be one of {LOSS_NORMALIZATIONS}, "
+                             f"got {loss_normalization!r}")
         self.num_keypoints = num_keypoints
+        self.loss_normalization = loss_normalization
         self.level_embeds = nn.Parameter(torch.empty(num_levels, embed_dim))
         nn.init.normal_(self.level_embeds)
-        self.keypoint_encoder = KeypointEncoder(num_keypoints, embed_dim)
+        self.keypoint_encoder = KeypointEncoder(num_keypoints, embed_dim, init=init)
         self.decoder = PoseurDecoder(num_decoder_layers, num_keypoints, embed_dim, num_heads, ffn_dim, dropout,
                                      num_levels, num_points, backend, num_reg_fcs=num_reg_fcs,
-                                     output_delta=output_delta, offset_scales=offset_scales)
+                                     output_delta=output_delta, offset_scales=offset_scales,
+                                     sigma_branch=sigma_branch, init=init)
         self.enc_loss, self.dec_loss = enc_loss, dec_loss
+        if init == "official":  # the authors' Poseur never calls their RealNVP's _init: PyTorch's default
+            for loss in (enc_loss, dec_loss):
+                for m in (loss.flow.modules() if loss.flow is not None else ()):
+                    if isinstance(m, nn.Linear):
+                        m.reset_parameters()
         self.num_noisy_groups, self.num_noisy_points, self.noise_std = num_noisy_groups, num_noisy_points, noise_std
         if noise_slots not in ("batch", "instance"):
             raise ValueError(f"MODEL.POSEUR.NOISE_SLOTS must be 'batch' or 'instance', got {noise_slots!r}")
@@ -160,21 +183,28 @@ class PoseurRefiner(nn.Module):
             target: (R, K, 2) in the outputs' frame; weight: (R, K) keypoint weights.
             coarse_weight: the coarse proposal's weights where they differ (ROI heads: an integral
                 proposal cannot leave the box), default `weight`.
+
+        Each term is normalised as `loss_normalization` says (module docstring); the heatmap KL
+        term is not (it is d2pose's, per instance).
         """
         coarse_weight = weight if coarse_weight is None else coarse_weight
+        K = self.num_keypoints
+        # "query": RLELoss's sum / R divided by the queries per instance (the authors' mean over R x Q)
+        per_query = self.loss_normalization == "query"
         with torch.autocast(target.device.type, enabled=False):
-            losses = {"loss_coarse": self.enc_loss(outputs["coarse_coords"], outputs["coarse_sigma"], target, coarse_weight)
-                      * self.coarse_loss_weight}
+            coarse = self.enc_loss(outputs["coarse_coords"], outputs["coarse_sigma"], target, coarse_weight)
+            losses = {"loss_coarse": (coarse / K if per_query else coarse) * self.coarse_loss_weight}
             if "coarse_logits" in outputs:
                 gx, gy = outputs["coarse_grid"]
                 losses["loss_coarse_heatmap"] = heatmap_loss_weight * heatmap_kl_loss(
                     outputs["coarse_logits"], gx, gy, target, coarse_weight, heatmap_loss_sigma)
             coords, sigmas = outputs["dec_coords"], outputs["dec_sigmas"]
-            groups = coords.shape[2] // self.num_keypoints
+            groups = coords.shape[2] // K
             target = target.repeat(1, groups, 1)
             weight = weight.repeat(1, groups, *([1] * (weight.dim() - 2)))
+            scale = self.decoder_loss_weight / (groups * K) if per_query else self.decoder_loss_weight
             for l in range(coords.shape[0]):
-                losses[f"loss_dec_{l}"] = self.dec_loss(coords[l], sigmas[l], target, weight) * self.decoder_loss_weight
+                losses[f"loss_dec_{l}"] = self.dec_loss(coords[l], sigmas[l], target, weight) * scale
         return losses
 
     @staticmethod
@@ -190,4 +220,5 @@ class PoseurRefiner(nn.Module):
             num_noisy_groups=p.NUM_NOISY_GROUPS, num_noisy_points=p.NUM_NOISY_POINTS, noise_std=p.NOISE_STD,
             noise_slots=p.NOISE_SLOTS,
             coarse_loss_weight=p.COARSE_LOSS_WEIGHT, decoder_loss_weight=p.DECODER_LOSS_WEIGHT,
+            sigma_branch=p.SIGMA_BRANCH, init=p.INIT, loss_normalization=p.LOSS_NORMALIZATION,
         )

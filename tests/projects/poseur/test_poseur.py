@@ -396,6 +396,97 @@ def test_poseur_head_options_and_bf16_features():
         build_topdown_head(cfg, SPECS)
 
 
+def test_poseur_authors_switches_loss_normalization_init_sigma_branch():
+    """MODEL.POSEUR.LOSS_NORMALIZATION "query" is the "instance" loss over the queries per instance
+    (K coarse, (1 + G) K per decoder layer); INIT "official" draws each branch kind once for every
+    layer (coordinate MLPs: PyTorch's default init, no zero layer), EMSDA xavier and the coarse FC
+    near the crop's corner; SIGMA_BRANCH "stacked" is NUM_REG_FCS linears + the output linear."""
+    K, R, G = 17, 3, 2
+    g = torch.Generator().manual_seed(0)
+    feats, samples = _features(R, g), _samples(R, K, g)
+    torch.manual_seed(0)
+    head = build_topdown_head(_head_cfg(NUM_NOISY_GROUPS=G, DROPOUT=0.0), SPECS).train()
+    assert head.refiner.loss_normalization == "instance"
+    torch.manual_seed(1)
+    out = head(feats)
+    instance = head.losses(out, samples)
+    head.refiner.loss_normalization = "query"
+    query = head.losses(out, samples)
+    torch.testing.assert_close(query["loss_coarse"], instance["loss_coarse"] / K)
+    for l in range(2):
+        torch.testing.assert_close(query[f"loss_dec_{l}"], instance[f"loss_dec_{l}"] / ((1 + G) * K))
+    with pytest.raises(ValueError, match="LOSS_NORMALIZATION"):
+        build_topdown_head(_head_cfg(LOSS_NORMALIZATION="batch"), SPECS)
+
+    cfg = _head_cfg(INIT="official", SIGMA_BRANCH="stacked", NUM_REG_FCS=2, COARSE_FEATURE="neck")
+    head = build_topdown_head(cfg, SPECS)
+    dec = head.decoder
+    first = dec.fc_coord_branches[0].state_dict()
+    for branch in list(dec.fc_coord_branches) + list(dec.fc_coord_output_branches):
+        for k, v in branch.state_dict().items():
+            assert torch.equal(v, first[k]), k  # one draw, copied (the authors' _get_clones)
+    assert dec.fc_coord_branches[0][-1].weight.abs().min() > 0  # no zero layer
+    sigma = dec.fc_sigma_branches[0]
+    assert [type(m) for m in sigma] == [torch.nn.Linear] * 3 and sigma[-1].weight.abs().max() < 0.01
+    assert torch.equal(dec.fc_sigma_branches[1][0].weight, sigma[0].weight)
+    assert dec.layers[0].cross_attn.sampling_offsets.weight.abs().max() > 0  # xavier, not Deformable-DETR's 0
+    assert dec.layers[0].cross_attn.attention_weights.weight.abs().max() > 0
+    assert dec.layers[0].cross_attn.value_proj_bias.abs().min() > 0
+    # the flows keep PyTorch's default init (bound 1 / sqrt(2) on the first layer), not xavier gain 0.01
+    assert head.refiner.dec_loss.flow.s[0][0].weight.abs().max() > 0.1
+    coarse_bias = head.coarse.fc_coord.linear.bias
+    assert (coarse_bias + 0.5).abs().max() <= 1.0 / math.sqrt(C)  # their raw output starts near 0
+    head.train()
+    out = head(_features(R, g))
+    losses = head.losses(out, _samples(R, K, g))
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert sigma[0].weight.grad.abs().sum() > 0
+    # the d2pose defaults: zero last coordinate layer, one sigma Linear, Deformable-DETR's EMSDA init
+    head = build_topdown_head(_head_cfg(), SPECS)
+    assert head.decoder.fc_coord_branches[0][-1].weight.abs().max() == 0
+    assert isinstance(head.decoder.fc_sigma_branches[0], torch.nn.Linear)
+    assert head.decoder.layers[0].cross_attn.sampling_offsets.weight.abs().max() == 0
+    assert head.refiner.dec_loss.flow.s[0][0].weight.abs().max() < 0.01
+    for key, bad in (("INIT", "mmpose"), ("SIGMA_BRANCH", "folded")):
+        with pytest.raises(ValueError, match=f"MODEL.POSEUR.{key}"):
+            build_topdown_head(_head_cfg(**{key: bad}), SPECS)
+
+
+def test_poseur_converter_keeps_or_folds_the_sigma_branch(parity_data):
+    """fold_sigma=False keeps the authors' stacked sigma linears (SIGMA_BRANCH "stacked"); both forms
+    give the same sigmas, and the inverted name table names every converted tensor of the stacked form."""
+    import importlib.util
+    import os
+
+    from d2pose_poseur.convert import convert_poseur_official, poseur_official_names
+
+    spec = importlib.util.spec_from_file_location("parity_synth_weights", os.path.join(parity_data, "synth_weights.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = os.path.join(parity_data, "poseur_r50")
+    if not os.path.isdir(folder):
+        pytest.skip(f"parity fixture not found at {folder}")
+    official = module.load_fixture_state_dict(folder)
+    folded, ov_folded = convert_poseur_official(official)
+    stacked, ov_stacked = convert_poseur_official(official, fold_sigma=False)
+    assert dict(zip(ov_folded[0::2], ov_folded[1::2]))["MODEL.POSEUR.SIGMA_BRANCH"] == "linear"
+    assert dict(zip(ov_stacked[0::2], ov_stacked[1::2]))["MODEL.POSEUR.SIGMA_BRANCH"] == "stacked"
+    p = "head.refiner.decoder.fc_sigma_branches.5."
+    x = torch.randn(7, 256, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = x
+    for k in range(3):
+        y = y @ stacked[f"{p}{k}.weight"].double().T + stacked[f"{p}{k}.bias"].double()
+    torch.testing.assert_close(x @ folded[p + "weight"].double().T + folded[p + "bias"].double(), y,
+                               rtol=1e-5, atol=1e-5)
+    names = poseur_official_names(official)
+    assert set(names) == set(stacked) and len(set(names.values())) == len(names)
+    assert names[p + "2.weight"] == "keypoint_head.fc_sigma_branches.5.2.linear.weight"
+    assert names["head.refiner.decoder.layers.5.cross_attn.value_proj_weight"] == \
+        "keypoint_head.transformer.decoder.layers.5.attentions.1.value_proj_weight.weight"
+    assert not any(k.startswith(p) for k in poseur_official_names(official, fold_sigma=True))
+
+
 def test_poseur_integral_coarse_proposal():
     """COARSE_COORDS "integral": mu_f is the soft-argmax of K maps from the finest neck level (cell
     centres in crop pixels), sigma_f still from the pooled FC; the decoder starts from it as from the FC's."""
