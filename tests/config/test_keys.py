@@ -63,8 +63,13 @@ def test_key_count():
     """67 keys at 0.2.0; TransPose adds TEST.KEYPOINT_FLIP_SHIFT (core: every heatmap head's flip
     test) and its 11 MODEL.TRANSPOSE keys; the top-down person detector adds 6
     (MODEL.TOPDOWN.DETECTOR.*); reproducible and multi-process training add SOLVER.DETERMINISTIC and
-    MODEL.DDP_FIND_UNUSED_PARAMETERS (2026-12-03)."""
+    MODEL.DDP_FIND_UNUSED_PARAMETERS (2026-12-03); training parity with the authors adds
+    INPUT.TOPDOWN.REGRESSION_SUPERVISE_OUTSIDE (RLE), INPUT.BOTTOMUP.PROTOCOL (LOGO-CAP) and
+    MODEL.POSEUR.LOSS_NORMALIZATION / INIT / SIGMA_BRANCH (2026-12-07)."""
     keys = d2pose_keys()
-    assert len(keys) == 125, (len(keys), keys)
+    assert len(keys) == 130, (len(keys), keys)
+    for key in ("INPUT.TOPDOWN.REGRESSION_SUPERVISE_OUTSIDE", "INPUT.BOTTOMUP.PROTOCOL", "MODEL.POSEUR.LOSS_NORMALIZATION",
+                "MODEL.POSEUR.INIT", "MODEL.POSEUR.SIGMA_BRANCH"):
+        assert key in keys
     assert sum(k.startswith("MODEL.TOPDOWN.DETECTOR.") for k in keys) == 6
     assert sum(k.startswith("MODEL.TRANSPOSE.") for k in keys) == 11
