@@ -16,6 +16,15 @@ Documented differences, checked as such:
 - RLE flip test, sigma: the authors' `flip_output` swaps left/right for pred_jts and maxvals but not
   for sigma, so their fused sigma averages mismatched joints; d2pose swaps. Their value is compared
   with the average of d2pose's two unfused passes; the fused scores (maxvals) agree directly.
+- Poseur coordinates: the authors' targets are pixel indices / W with no centring, and the
+  converter sets INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX, so d2pose decodes u as W u + 0.5 (continuous)
+  and flips a mirror's u back as (W - 1) / W - u; the test removes d2pose's +0.5 from both axes.
+- Poseur flip test, x: the authors flip a mirror's u back as 1 - u (the continuous mirror applied to
+  pixel-index coordinates), 1 / W more than the pixel-index mirror (W - 1) / W - u, so their averaged
+  x is 1 / (2W), 0.5 crop px, larger than d2pose's (their y and their unflipped x carry no such
+  shift); the test removes it from their `test_preds`. Without flip test d2pose's keypoints are
+  compared with the authors' decoding of the fixture's unflipped last layer (their
+  keypoints_from_regression, `dec_pred_jts[-1]` x (W, H) for the fixture's identity box).
 - Poseur `test_boxes` (centre, scale, area, box score) come from the inputs' img_metas, not from
   the model: not compared. Poseur's flows have no output in the fixture (and its flow masks are
   not RealNVP's alternating masks, see the fixture's keys.json), so they are only loaded.
@@ -196,6 +205,9 @@ def poseur(request, parity_data):
         maps = head.neck([features[f] for f in head.in_features])
         out = head(features)
         instances = model.inference([_crop_inputs(x)])[0]["instances"]  # flip test, crop pixels
+        model.flip_test = False
+        no_flip = model.inference([_crop_inputs(x)])[0]["instances"]
+        model.flip_test = True
     ours = {f"neck_out{i}": m for i, m in enumerate(maps)}
     ours.update({
         # the authors' coarse output is the raw FC output; the converter moved their 0 offset into
@@ -206,18 +218,23 @@ def poseur(request, parity_data):
         "dec_pred_jts": out["dec_coords"],
         "dec_sigma": out["dec_sigmas"],
         "dec_maxvals": head.predict(out)[1][..., None],
-        # the authors' flip test: coords and scores averaged (mirrored x -> 1 - x), times (W, H)
-        "test_preds_xy": instances.pred_keypoints[..., :2],
+        # crop pixels, continuous -> the authors' pixel indices (-0.5; see the module docstring)
+        "test_preds_xy": instances.pred_keypoints[..., :2] - 0.5,
         "test_preds_score": instances.pred_keypoints[..., 2],
+        "no_flip_test_preds_xy": no_flip.pred_keypoints[..., :2] - 0.5,
     })
-    expected["test_preds_xy"] = expected["test_preds"][..., :2]
+    # the authors' flip test: coords and scores averaged, the mirror's u flipped back as 1 - u, times
+    # (W, H): their x is 0.5 px right of the pixel-index mirror's, removed here (module docstring)
+    expected["test_preds_xy"] = expected["test_preds"][..., :2] - np.array([0.5, 0.0], dtype=np.float32)
     expected["test_preds_score"] = expected["test_preds"][..., 2]
+    # without flip test their keypoints_from_regression: the last layer's u times (W, H) (identity box)
+    expected["no_flip_test_preds_xy"] = expected["dec_pred_jts"][-1] * np.array([W, H], dtype=np.float32)
     return dict(ours=ours, expected=expected, state_dict=state_dict, overrides=overrides, model=model)
 
 
 @pytest.mark.parametrize("name", [
     "neck_out0", "neck_out1", "neck_out2", "neck_out3", "enc_pred_jts", "enc_sigma", "enc_maxvals",
-    "dec_pred_jts", "dec_sigma", "dec_maxvals", "test_preds_xy", "test_preds_score",
+    "dec_pred_jts", "dec_sigma", "dec_maxvals", "test_preds_xy", "test_preds_score", "no_flip_test_preds_xy",
 ])
 def test_poseur_matches_the_authors_code(poseur, name):
     assert_matches(name, poseur["ours"][name], poseur["expected"][name])
@@ -235,6 +252,7 @@ def test_poseur_overrides_and_priors(poseur):
     ov = dict(zip(poseur["overrides"][0::2], poseur["overrides"][1::2]))
     assert ov["MODEL.POSEUR.NUM_REG_FCS"] == "2" and ov["MODEL.POSEUR.NUM_DECODER_LAYERS"] == "6"
     assert ov["MODEL.POSEUR.COARSE_FEATURE"] == "neck" and ov["MODEL.POSEUR.OUTPUT_DELTA"] == "True"
+    assert ov["INPUT.TOPDOWN.REGRESSION_CENTERED"] == "False" and ov["INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX"] == "True"
     head = poseur["model"].head
     for loss in (head.refiner.enc_loss, head.refiner.dec_loss):
         assert torch.equal(loss.flow.prior_mean, torch.full((2,), 0.5))

@@ -44,8 +44,8 @@ def _add_data(cfg: CN) -> None:
     t.DECODE = "dark"
     # regression targets as x / W - 0.5 (RLE's official form) instead of x / W
     t.REGRESSION_CENTERED = False
-    # regression coordinates in the pixel-index convention of the authors' RLE code (pixel i at
-    # x = i): set for models converted from their checkpoints (tools/convert_checkpoint.py does)
+    # regression coordinates in the pixel-index convention of the authors' RLE and Poseur code (pixel i
+    # at x = i): set for models converted from their checkpoints (tools/convert_checkpoint.py does)
     t.REGRESSION_PIXEL_INDEX = False
     # regression targets: labelled keypoints outside the crop keep weight 1 (the authors' RLE training
     # code) instead of 0 (d2pose's default, Poseur's authors)

@@ -15,7 +15,18 @@ from d2pose.checkpoint.upgrade import rename_legacy_keys
 
 from .refiner import REFINER_STATE_RENAMES
 
-__all__ = ["convert_poseur_official", "poseur_official_names"]
+__all__ = ["CODEC_OVERRIDES", "convert_poseur_official", "poseur_official_names"]
+
+# The authors' coordinates: targets joints / image_size with joints in pixel indices (pixel i at x = i)
+# and no centring, so a converted model predicts x_index / W. REGRESSION_PIXEL_INDEX makes d2pose decode
+# x = W u + 0.5 (continuous) and flip a mirrored crop's u back as (W - 1) / W - u (the pixel-index mirror):
+# right with and without flip test. (The authors flip back as 1 - u, the continuous mirror, so their own
+# flip-tested x is 0.5 crop pixels right of their unflipped one; see tests/test_parity.py.)
+CODEC_OVERRIDES = [
+    "INPUT.TOPDOWN.CODEC", "regression",
+    "INPUT.TOPDOWN.REGRESSION_CENTERED", "False",
+    "INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX", "True",
+]
 
 
 def _fold_linears(*tensors: torch.Tensor) -> torch.Tensor:
@@ -129,7 +140,7 @@ def _poseur_plan(state_dict: StateDict, fold_sigma: bool) -> Tuple[StateDict, Li
     entries += _flow_entries("keypoint_head.dec_flow.", "head.dec_loss.flow.", sd)
     overrides = _resnet_overrides(depth, bottleneck, ["res2", "res3", "res4", "res5"]) + [
         "MODEL.TOPDOWN.HEAD", "PoseurHead",
-        "INPUT.TOPDOWN.CODEC", "regression",
+        *CODEC_OVERRIDES,
         "MODEL.POSEUR.NUM_DECODER_LAYERS", str(L),
         "MODEL.POSEUR.EMBED_DIM", str(C),
         "MODEL.POSEUR.NUM_HEADS", str(M),
@@ -142,7 +153,6 @@ def _poseur_plan(state_dict: StateDict, fold_sigma: bool) -> Tuple[StateDict, Li
         "MODEL.POSEUR.FLOW_PRIOR_MEAN", "0.5",  # both flows' prior N(0.5, I) in the authors' code
         "TEST.KEYPOINT_SCORE", "rle",  # official maxvals: mean over x, y of 1 - sigma
         "TEST.KEYPOINT_FLIP_FUSE", "mean",  # official default fusion: coords and scores averaged
-        "INPUT.TOPDOWN.REGRESSION_CENTERED", "False",
         # official preprocessing (mmpose NormalizeTensor on RGB)
         "INPUT.FORMAT", "RGB",
         "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
@@ -159,7 +169,9 @@ def convert_poseur_official(state_dict: StateDict, fold_sigma: bool = True) -> T
     The overrides set the authors' architecture options (NUM_REG_FCS, OUTPUT_DELTA, the coarse FC on
     the neck output, flow prior mean 0.5, the sigma branch's form) and their inference rules:
     keypoint score mean(1 - sigma) of the last layer and flip fusion by averaging (the `default`
-    `filp_fuse_type` of the COCO configs). Only ResNet backbones are converted.
+    `filp_fuse_type` of the COCO configs). The codec overrides (`CODEC_OVERRIDES`: non-centred
+    pixel-index coordinates, INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX) make the predictions decode to
+    d2pose's continuous coordinates with and without flip test. Only ResNet backbones are converted.
 
     Args:
         state_dict: the authors' state_dict.

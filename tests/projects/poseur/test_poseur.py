@@ -596,6 +596,67 @@ def test_test_output_coarse_predicts_the_proposal_alone():
         build_model(cfg)
 
 
+def _authors_target_predictions(overrides, flip_test: bool, fuse: str = "mean"):
+    """(keypoints decoded by d2pose, their true continuous positions), both (K, 2) float64, for a
+    model that predicts exactly the authors' Poseur target (pixel index / size, no centring) built
+    with `overrides`. Keypoint k is the crop pixel of value k + 1 in channel 0, at continuous position
+    (column + 0.5, row + 0.5); a marker in channel 1 at column 0 tells the "model" whether it sees the
+    mirrored crop, where, as a trained model would, it reports for keypoint k its mirror partner's
+    pixel (the person's left k is the original's right). The crop frame is the image frame."""
+    W, H = 48, 64
+    cfg = _model_cfg(18, (W, H), 2)
+    cfg.merge_from_list(list(overrides) + [
+        "MODEL.PIXEL_MEAN", "[0.0, 0.0, 0.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]", "TEST.OKS_NMS_THRESH", "0.0",
+        "TEST.KEYPOINT_FLIP", str(flip_test), "TEST.KEYPOINT_FLIP_FUSE", fuse])
+    model = build_model(cfg).eval()
+    K, flip = model.head.num_keypoints, model.flip_indices
+    assert model.flip_test == flip_test and flip != list(range(K))
+    rng = torch.Generator().manual_seed(0)
+    cells = torch.cat([torch.tensor([0, W * H - 1]), torch.randperm(W * H - 2, generator=rng)[:K - 2] + 1])
+    rows, cols = cells // W, cells % W
+    crop = torch.zeros(1, 3, H, W)
+    crop[0, 0, rows, cols] = torch.arange(1, K + 1, dtype=torch.float32)
+    crop[0, 1, 0, 0] = 1.0
+
+    def authors_target_model(images):  # stands in for backbone + head.forward
+        mirrored = bool(images[0, 1, 0, W - 1] > 0)
+        coords = torch.zeros(len(images), K, 2)
+        for k in range(K):
+            row, col = (images[0, 0] == (flip[k] if mirrored else k) + 1).nonzero()[0].tolist()
+            coords[:, k] = torch.tensor([col / W, row / H])
+        return dict(coords=coords, sigma=torch.full((len(images), K, 2), 0.1))
+
+    model.backbone = torch.nn.Identity()
+    model.head.forward = authors_target_model
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=torch.float64)
+    inputs = dict(image=crop, crop_matrices_inv=identity, boxes=torch.tensor([[0.0, 0.0, W, H]]),
+                  box_scores=torch.ones(1), height=H, width=W)
+    with torch.no_grad():
+        keypoints = model.inference([inputs])[0]["instances"].pred_keypoints[0, :, :2].double()
+    return keypoints, torch.stack([cols, rows], -1).double() + 0.5
+
+
+@pytest.mark.parametrize("flip_test,fuse", [(False, "mean"), (True, "mean"), (True, "official"), (True, "sigma")])
+def test_converted_poseur_decodes_the_authors_targets_exactly(flip_test, fuse):
+    """Checkpoints converted from the authors' Poseur predict pixel index / W (their targets, no
+    centring): with the converter's codec overrides (REGRESSION_PIXEL_INDEX) d2pose decodes them to
+    the true continuous positions, with and without flip test. Without the switch (the converter
+    before 2026-12-07) y came out 0.5 crop px too small, and x too without flip test (with it, the
+    continuous flip-back 1 - u cancelled x's half pixel)."""
+    from d2pose_poseur.convert import CODEC_OVERRIDES
+
+    ov = dict(zip(CODEC_OVERRIDES[0::2], CODEC_OVERRIDES[1::2]))
+    assert ov == {"INPUT.TOPDOWN.CODEC": "regression", "INPUT.TOPDOWN.REGRESSION_CENTERED": "False",
+                  "INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX": "True"}
+    keypoints, true = _authors_target_predictions(CODEC_OVERRIDES, flip_test, fuse)
+    torch.testing.assert_close(keypoints, true, rtol=0, atol=1e-5)
+    old = ["INPUT.TOPDOWN.CODEC", "regression", "INPUT.TOPDOWN.REGRESSION_CENTERED", "False",
+           "INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX", "False"]
+    keypoints, true = _authors_target_predictions(old, flip_test, fuse)
+    shift = torch.tensor([0.0 if flip_test else -0.5, -0.5], dtype=torch.float64)
+    torch.testing.assert_close(keypoints - true, shift.expand_as(true), rtol=0, atol=1e-5)
+
+
 def test_r50_poseur_params_and_flops_match_paper():
     """Paper Table 1e (R-50, 3 decoder layers, 256x192): 28.8M parameters, 4.48 GFLOPs. Counted as
     for RLE: backbone + head without the training-only flows; fvcore, one crop, eval, no flip."""
