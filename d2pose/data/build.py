@@ -15,12 +15,14 @@ from .robust import SkipUnreadableImages, drop_missing_images
 from .samplers import PositionedMapDataset, ResumableTrainingSampler
 from .topdown import TopDownDatasetMapper, attach_person_detections, person_instances
 
-__all__ = ["build_pose_train_loader", "build_pose_test_loader"]
+__all__ = ["build_pose_train_loader", "build_pose_test_loader", "build_bottomup_mapper"]
 
 logger = logging.getLogger(__name__)
 
 
-def _bottomup_mapper(cfg, is_train):
+def build_bottomup_mapper(cfg, is_train: bool) -> BottomUpDatasetMapper:
+    """The bottom-up pipeline's mapper of cfg (INPUT.BOTTOMUP, the flip indices of the first training
+    or test dataset), for training or for testing."""
     b = cfg.INPUT.BOTTOMUP
     meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0])
     return BottomUpDatasetMapper(is_train, flip_indices=meta.keypoint_flip_indices, input_size=b.INPUT_SIZE,
@@ -56,7 +58,7 @@ def build_pose_train_loader(cfg):
             dataset = person_instances(dataset, min_keypoints=cfg.INPUT.TOPDOWN.MIN_KEYPOINTS)
             mapper = TopDownDatasetMapper(cfg, is_train=True)
         else:
-            mapper = _bottomup_mapper(cfg, True)
+            mapper = build_bottomup_mapper(cfg, True)
     sampler = ResumableTrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None, positions=deterministic)
     mapper = SkipUnreadableImages(mapper)
     extra = {}
@@ -88,6 +90,6 @@ def build_pose_test_loader(cfg, dataset_name: str):
                                                                               skip=False),
                                            num_workers=cfg.DATALOADER.NUM_WORKERS)
     if pipeline == "bottomup":
-        return build_detection_test_loader(dicts, mapper=SkipUnreadableImages(_bottomup_mapper(cfg, False), skip=False),
-                                           num_workers=cfg.DATALOADER.NUM_WORKERS)
+        mapper = SkipUnreadableImages(build_bottomup_mapper(cfg, False), skip=False)
+        return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
     raise ValueError(f"INPUT.PIPELINE must be 'detectron2', 'topdown' or 'bottomup', got {pipeline!r}")

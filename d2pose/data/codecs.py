@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.utils.registry import Registry
 
-__all__ = ["KeypointCodec", "CODEC_REGISTRY", "register_codec", "build_codec", "check_codec", "MSRAHeatmap", "UDPHeatmap",
-           "RegressionCoords", "BoxRelativeCoords", "SCORE_FORMS", "sigma_to_score", "dark_refine", "gaussian_blur"]
+__all__ = ["KeypointCodec", "CODEC_REGISTRY", "register_codec", "build_codec", "check_codec", "HeatmapCodec",
+           "MSRAHeatmap", "UDPHeatmap", "RegressionCoords", "BoxRelativeCoords", "SCORE_FORMS", "sigma_to_score",
+           "dark_refine", "gaussian_blur"]
 
 CODEC_REGISTRY = Registry("KEYPOINT_CODEC")
 CODEC_REGISTRY.__doc__ = """Keypoint codecs by their `name` (INPUT.TOPDOWN.CODEC): classes with `from_config(cfg)`."""
@@ -94,8 +95,10 @@ def check_codec(codec: KeypointCodec, supported: Sequence[str], head: str, key: 
                          f"gives {codec.name!r}: set {key} to {supported[0]!r}")
 
 
-class _HeatmapCodec(KeypointCodec):
-    """Common encode/decode; subclasses define the pixel <-> cell mapping."""
+class HeatmapCodec(KeypointCodec):
+    """Common encode/decode of Gaussian heatmaps; subclasses define the pixel <-> cell mapping
+    (`_scale`, or `to_cells` / `to_pixels`) and may replace the rule that drops a keypoint whose
+    Gaussian misses the heatmap (`gaussian_misses`)."""
 
     outputs = "heatmaps"
 
@@ -176,7 +179,7 @@ class _HeatmapCodec(KeypointCodec):
             if weights[k] == 0:
                 continue
             mu = cells[k] if self.unbiased else np.floor(cells[k] + 0.5)
-            if mu[0] + radius < 0 or mu[1] + radius < 0 or mu[0] - radius >= w or mu[1] - radius >= h:
+            if self.gaussian_misses(mu, radius):
                 weights[k] = 0.0
                 continue
             gx = np.exp(-((xs - mu[0]) ** 2) / (2 * self.sigma**2))
@@ -186,6 +189,12 @@ class _HeatmapCodec(KeypointCodec):
                 gy[np.abs(ys - mu[1]) > radius] = 0
             heatmaps[k] = np.outer(gy, gx)
         return heatmaps, weights
+
+    def gaussian_misses(self, mu: np.ndarray, radius: float) -> bool:
+        """Whether the Gaussian of a keypoint at cell `mu` (2,) lies entirely off the heatmap, its
+        3 sigma `radius` included (`encode` then gives the keypoint an empty map and weight 0)."""
+        w, h = self.heatmap_size
+        return bool(mu[0] + radius < 0 or mu[1] + radius < 0 or mu[0] - radius >= w or mu[1] - radius >= h)
 
     def encode_torch(self, coords: torch.Tensor, weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Unbiased Gaussian heatmaps of a batch, in torch (on the tensors' device), for heads that
@@ -333,7 +342,7 @@ def dark_refine(heatmaps: torch.Tensor, cells: torch.Tensor, blur_kernel: int = 
 
 
 @register_codec
-class MSRAHeatmap(_HeatmapCodec):
+class MSRAHeatmap(HeatmapCodec):
     """Heatmaps whose cell u sits at crop pixel index u * stride (stride = W / w)."""
 
     name = "msra"
@@ -343,7 +352,7 @@ class MSRAHeatmap(_HeatmapCodec):
 
 
 @register_codec
-class UDPHeatmap(_HeatmapCodec):
+class UDPHeatmap(HeatmapCodec):
     """Unbiased data processing: cell u sits at pixel index u * (W - 1) / (w - 1)."""
 
     name = "udp"

@@ -31,7 +31,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 
-from d2pose.data.codecs import _HeatmapCodec, register_codec
+from d2pose.data.codecs import HeatmapCodec, register_codec
 
 __all__ = ["TransPoseHeatmap"]
 
@@ -44,7 +44,7 @@ def _window_misses(mu: np.ndarray, radius: float, size: Sequence[int]) -> bool:
 
 
 @register_codec
-class TransPoseHeatmap(_HeatmapCodec):
+class TransPoseHeatmap(HeatmapCodec):
     """Heatmaps in the authors' TransPose convention; see the module docstring."""
 
     name = "transpose"
@@ -81,29 +81,10 @@ class TransPoseHeatmap(_HeatmapCodec):
         c = self._scale()[0] * (self.input_size[0] - 1) + 2.0 * self._offset()[0]
         return float(c - (self.heatmap_size[0] - 1))
 
-    def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Gaussian heatmaps (K, h, w) float32 and weights (K,) of crop keypoints (K, 2), the authors' way."""
-        w, h = self.heatmap_size
-        K = keypoints.shape[0]
-        heatmaps = np.zeros((K, h, w), dtype=np.float32)
-        weights = (np.asarray(visible).reshape(-1) > 0).astype(np.float32)
-        cells = self.to_cells(keypoints)
-        radius = 3.0 * self.sigma
-        xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
-        for k in range(K):
-            if weights[k] == 0:
-                continue
-            mu = cells[k] if self.unbiased else np.floor(cells[k] + 0.5)
-            if _window_misses(mu, radius, (w, h)):
-                weights[k] = 0.0
-                continue
-            gx = np.exp(-((xs - mu[0]) ** 2) / (2 * self.sigma**2))
-            gy = np.exp(-((ys - mu[1]) ** 2) / (2 * self.sigma**2))
-            if not self.unbiased:
-                gx[np.abs(xs - mu[0]) > radius] = 0
-                gy[np.abs(ys - mu[1]) > radius] = 0
-            heatmaps[k] = np.outer(gy, gx)
-        return heatmaps, weights
+    def gaussian_misses(self, mu: np.ndarray, radius: float) -> bool:
+        """The authors' `adjust_target_weight`: `encode` (the core's Gaussians) drops a keypoint only
+        when its int-truncated window misses the heatmap on an axis."""
+        return _window_misses(mu, radius, self.heatmap_size)
 
     def encode_torch(self, coords: torch.Tensor, weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """As `encode` with unbiased centres, for a batch of crop-normalised coordinates (N, K, 2)

@@ -366,9 +366,9 @@ def test_any_keypoint_set_from_the_metadata(shared_data):
     with torch.no_grad():
         inst = model([{"image": torch.randint(0, 256, (3, 128, 128), dtype=torch.uint8)}])[0]["instances"]
     assert inst.pred_keypoints.shape[1:] == (14, 3)
-    from d2pose.data.build import _bottomup_mapper
+    from d2pose.data.build import build_bottomup_mapper
 
-    batch = [_bottomup_mapper(cfg, True)(r) for r in DatasetCatalog.get(name)[:2]]
+    batch = [build_bottomup_mapper(cfg, True)(r) for r in DatasetCatalog.get(name)[:2]]
     model.train()
     losses = model(batch)
     assert all(torch.isfinite(v) for v in losses.values())

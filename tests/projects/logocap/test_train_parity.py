@@ -23,53 +23,24 @@ Coordinates: the authors' are pixel indices, d2pose's continuous (+0.5); the tes
 The perturbed-fixture tests check that the comparison can fail: a keypoint moved by 3 px, and one
 weight changed, each make the report fail on the arrays they must move.
 """
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
 
-from d2pose.config import get_d2pose_cfg
-from d2pose.data.build import _bottomup_mapper
+from d2pose.data.build import build_bottomup_mapper
 from d2pose_logocap.convert import convert_logocap_official, logocap_name_table
-from tests.conftest import PARITY_DATA
-from tests.train_parity import ParityReport, TrainParityFixture, gradients_by_official_name, train_parity_fixture
+from tests.train_parity import (RAW_INPUT, ParityReport, TrainParityFixture, affine_to_pixel_index, authors_state_dict,
+                                changed_weight, config_path, moved_keypoint, train_parity_fixture, training_cfg,
+                                with_fixture_input)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FIXTURE = "logocap_w32"
-CONFIG = os.path.join(ROOT, "configs", "LOGOCAP", "logocap_hrnet_w32_512_coco.yaml")
-# fixture inputs are raw network tensors (no pixel normalisation); the authors' data pipeline
-RAW_INPUT = ["MODEL.PIXEL_MEAN", "[0.0, 0.0, 0.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"]
+CONFIG = config_path("LOGOCAP", "logocap_hrnet_w32_512_coco.yaml")
+# the authors' data pipeline
 AUTHORS_DATA = ["INPUT.BOTTOMUP.PROTOCOL", "dekr"]
 # augmentation off: the input is the image (identity affine), no flip
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 INDEX = np.array([0.5, 0.5, 0.0])  # continuous (x, y, v) -> the authors' pixel indices: subtract
-
-
-def _official_state_dict(fixture: TrainParityFixture):
-    """The authors' state_dict by the forward fixture's rule (its synth_weights.py), with the training
-    fixture's weight_overrides (none for this fixture; a perturbed fixture replaces entries)."""
-    folder = os.path.join(PARITY_DATA, fixture.name)
-    if not os.path.isdir(folder):
-        pytest.skip(f"forward parity fixture not found at {folder}")
-    spec = importlib.util.spec_from_file_location("parity_synth_weights", os.path.join(PARITY_DATA, "synth_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    state_dict = module.load_fixture_state_dict(folder)
-    for name, value in fixture.weight_overrides.items():
-        if name not in state_dict:
-            raise KeyError(f"weight override {name!r} is not a parameter of the authors' model")
-        state_dict[name] = value
-    return state_dict
-
-
-def _cfg(*opts):
-    cfg = get_d2pose_cfg()
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + list(opts))
-    return cfg
 
 
 def _dataset_dicts(annotations):
@@ -96,7 +67,7 @@ def make_targets(fixture: TrainParityFixture, report: ParityReport, cfg):
     off), with the targets that depend on the annotations only compared with the authors'."""
     size = fixture.annotations["input_size"]
     W, H = size["width"], size["height"]
-    mapper = _bottomup_mapper(cfg, True)
+    mapper = build_bottomup_mapper(cfg, True)
     assert mapper.protocol == "dekr"
     records = _dataset_dicts(fixture.annotations)
     samples = [mapper.training_targets(r, IDENTITY, False, input_wh=(W, H)) for r in records]
@@ -110,11 +81,12 @@ def make_targets(fixture: TrainParityFixture, report: ParityReport, cfg):
         areas[i, :n] = s["areas"][:n].double().numpy()
         theirs = int((fixture.targets["meta_areas"][i] > 0).sum())  # zero-padded rows
         if len(s["keypoints"]) != theirs:
-            report._fail(f"target meta_kpts: image {i} has {len(s['keypoints'])} people as ground truth, the "
-                         f"authors' {theirs}")
+            report.fail(f"target meta_kpts: image {i} has {len(s['keypoints'])} people as ground truth, the "
+                        f"authors' {theirs}")
     report.target("meta_kpts", kpts)
     report.target("meta_areas", areas)
-    report.target("meta_transform", np.stack([np.vstack([IDENTITY, [0.0, 0.0, 1.0]])] * len(samples)))
+    transform = np.vstack([affine_to_pixel_index(IDENTITY), [0.0, 0.0, 1.0]])  # the identity on pixel indices too
+    report.target("meta_transform", np.stack([transform] * len(samples)))
     return samples
 
 
@@ -132,17 +104,16 @@ def check_logocap_train_parity(fixture: TrainParityFixture) -> ParityReport:
     """Targets, training forward, losses and gradients of d2pose's LOGO-CAP W32 against the authors'
     (see the module docstring)."""
     report = ParityReport(fixture)
-    official = _official_state_dict(fixture)
+    official = authors_state_dict(fixture)
     state_dict, overrides = convert_logocap_official(official)
-    cfg = _cfg(*(list(overrides) + RAW_INPUT + AUTHORS_DATA))
+    cfg = training_cfg(CONFIG, *overrides, *RAW_INPUT, *AUTHORS_DATA)
     samples = make_targets(fixture, report, cfg)
 
     torch.manual_seed(0)
     model = build_model(cfg)
     model.load_state_dict(state_dict, strict=True)
     model.train()
-    x = torch.from_numpy(fixture.input["input"])
-    batch = [dict(s, image=x[i]) for i, s in enumerate(samples)]
+    batch = with_fixture_input(fixture, samples)
 
     # the targets the losses read, in the authors' form: heatmap weights (one channel), offsets in the
     # head's units (cell - keypoint) / stride and their weights
@@ -168,8 +139,8 @@ def check_logocap_train_parity(fixture: TrainParityFixture) -> ParityReport:
     centers = t["centers"].double().numpy() - INDEX
     order = _candidate_order(centers, exp["decoder_centers"])
     if any(i is None for o in order for i in o):
-        report._fail(f"decoder_centers: the top-{centers.shape[1]} centres differ from the authors' "
-                     f"({[sum(i is None for i in o) for o in order]} of theirs not ours per image)")
+        report.fail(f"decoder_centers: the top-{centers.shape[1]} centres differ from the authors' "
+                    f"({[sum(i is None for i in o) for o in order]} of theirs not ours per image)")
         order = [list(range(centers.shape[1]))] * centers.shape[0]
     perm = [np.asarray(o) for o in order]
     report.array("decoder_centers", np.stack([centers[b, p] for b, p in enumerate(perm)]))
@@ -186,8 +157,8 @@ def check_logocap_train_parity(fixture: TrainParityFixture) -> ParityReport:
     report.array("candidate_index", np.array([order[b].index(i) if i in order[b] else -1
                                               for b, i in zip(t["cand_image"].tolist(), t["cand_index"].tolist())]))
     if any(r is None for r in rows) or len(rows) != len(ours_rows):
-        report._fail(f"candidate_mask: kept candidates {sorted(ours_rows)} are not the authors' "
-                     f"{list(zip(their_image.tolist(), their_index.tolist()))}")
+        report.fail(f"candidate_mask: kept candidates {sorted(ours_rows)} are not the authors' "
+                    f"{list(zip(their_image.tolist(), their_index.tolist()))}")
         rows = list(range(min(len(ours_rows), len(their_index))))
     rows = torch.as_tensor(rows, dtype=torch.long)
 
@@ -221,13 +192,8 @@ def check_logocap_train_parity(fixture: TrainParityFixture) -> ParityReport:
     report.array("grad_embedding", t["embedding"].grad)
     report.array("grad_oks_pred", t["kams"].grad[rows])
     report.array("grad_out_hm", t["adapted"].grad[rows])
-    table = logocap_name_table(official)  # {official: d2pose}
-    to_official = {ours: theirs for theirs, ours in table.items()}
-    grads, numel = gradients_by_official_name(model, to_official.get)
-    report.grad_norms(grads, numel)
-    params = dict(model.named_parameters())
-    for name in fixture.last_layer_grads:
-        report.last_layer(name, params[table[name]].grad)
+    to_official = {ours: theirs for theirs, ours in logocap_name_table(official).items()}
+    report.parameter_gradients(model, to_official.get)
     return report
 
 
@@ -239,32 +205,23 @@ def fixture():
 def test_logocap_matches_the_authors_training_step(fixture):
     report = check_logocap_train_parity(fixture)
     report.assert_ok()
-    expected = {"target:heatmaps.t", "target:heatmaps.w", "target:offsets.t", "target:offsets.w", "target:meta_kpts",
-                "target:meta_areas", "heatmaps", "offsets", "embedding", "decoder_centers", "decoder_allposes",
-                "candidate_mask", "candidate_assignment", "candidate_image", "candidate_index", "oks_pred",
-                "in_hm_windows", "out_hm", "target:oks.joints", "target:oks.person", "target:oks_weight",
-                "target:out_hm", "target:pose_gt", "loss:loss_heatmaps", "loss:loss_offsets", "loss:loss_oks",
-                "loss:loss_hm", "loss:total", "grad_heatmaps", "grad_offsets", "grad_embedding", "grad_oks_pred",
-                "grad_out_hm", "grad_norms"}
-    assert expected <= set(report.checked)
-    assert len([c for c in report.checked if c.startswith("last:")]) == len(fixture.last_layer_grads)
-
-
-def _move_keypoint(annotations):
-    """Image 1's large person: its left shoulder (index 5, visible, inside the input) 3 px to the right."""
-    person = annotations["images"][0]["people"][1]
-    assert person["role"] == "large" and person["keypoints"][5][2] > 0
-    person["keypoints"][5][0] += 3.0
+    report.assert_compared({
+        "target:heatmaps.t", "target:heatmaps.w", "target:offsets.t", "target:offsets.w", "target:meta_kpts",
+        "target:meta_areas", "heatmaps", "offsets", "embedding", "decoder_centers", "decoder_allposes",
+        "candidate_mask", "candidate_assignment", "candidate_image", "candidate_index", "oks_pred",
+        "in_hm_windows", "out_hm", "target:oks.joints", "target:oks.person", "target:oks_weight",
+        "target:out_hm", "target:pose_gt", "loss:loss_heatmaps", "loss:loss_offsets", "loss:loss_oks",
+        "loss:loss_hm", "loss:total", "grad_heatmaps", "grad_offsets", "grad_embedding", "grad_oks_pred",
+        "grad_out_hm", "grad_norms"})
 
 
 def test_logocap_train_parity_fails_on_a_moved_keypoint(fixture):
-    report = check_logocap_train_parity(fixture.perturbed(annotations=_move_keypoint))
+    """Image 1's large person: its left shoulder (index 5, visible, inside the input) 3 px to the right."""
+    move = moved_keypoint(0, 1, 5, require=lambda person, kp: person["role"] == "large")
+    report = check_logocap_train_parity(fixture.perturbed(annotations=move))
     report.assert_fails("target heatmaps.t", "target offsets.t", "grad_heatmaps")
 
 
 def test_logocap_train_parity_fails_on_a_changed_weight(fixture):
-    official = _official_state_dict(fixture)
-    weight = official["final_layer_cls.weight"].clone()
-    weight[0, 0, 0, 0] += 0.05
-    report = check_logocap_train_parity(fixture.perturbed(weight_overrides={"final_layer_cls.weight": weight}))
+    report = check_logocap_train_parity(changed_weight(fixture, "final_layer_cls.weight", (0, 0, 0, 0), 0.05))
     report.assert_fails("heatmaps", "loss loss_heatmaps", "grad_heatmaps", "last:final_layer_cls.weight")

@@ -32,10 +32,6 @@ nf_loss): d2pose masks them before the flow (both codes weight them by 0). The a
 `reference_points.clamp(0, 1)`. A ReLU gate whose input is within float32 rounding of 0 may be
 crossed differently by the two codes: see `check_poseur_train_parity`.
 """
-import functools
-import importlib.util
-import json
-import os
 from typing import Optional
 
 import numpy as np
@@ -43,17 +39,15 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from d2pose.config import get_d2pose_cfg
-from d2pose.data import load_keypoint_json
-from d2pose.data.topdown import TopDownDatasetMapper, person_instances
 from d2pose_poseur.convert import convert_poseur_official, poseur_official_names
+from tests.train_parity import (NO_AUGMENTATION, RAW_INPUT, UNPADDED_BOX, OutputRecorder, ParityReport,
+                                ReluGateProbe, TrainParityFixture, authors_state_dict, changed_weight,
+                                check_across_rounding_gates, config_path, moved_keypoint, topdown_training_samples,
+                                train_parity_fixture, training_cfg, with_fixture_input)
 
-from tests.conftest import PARITY_DATA
-from tests.train_parity import ParityReport, TrainParityFixture, gradients_by_official_name, train_parity_fixture
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-POSEUR_CONFIG = os.path.join(ROOT, "configs", "Poseur", "poseur_R_50_256x192_coco.yaml")
+POSEUR_CONFIG = config_path("Poseur", "poseur_R_50_256x192_coco.yaml")
 FIXTURES = ["poseur_r50", "poseur_r50_groups3"]
+FORWARD_FIXTURE = "poseur_r50"  # the forward fixture whose weights both training fixtures start from
 # d2pose loss name -> the authors'
 LOSS_NAMES = {"loss_coarse": "enc_rle_loss", **{f"loss_dec_{l}": f"dec_rle_loss_{l}" for l in range(6)}}
 
@@ -62,23 +56,9 @@ LOSS_NAMES = {"loss_coarse": "enc_rle_loss", **{f"loss_dec_{l}": f"dec_rle_loss_
 GATE_ROUNDING = 1e-5
 
 
-@functools.lru_cache(maxsize=1)
-def _forward_fixture_state_dict():
-    """The authors' state_dict of the forward fixture, rebuilt by the fixtures' own synth_weights.py."""
-    folder = os.path.join(PARITY_DATA, "poseur_r50")
-    if not os.path.isdir(folder):
-        pytest.skip(f"parity fixture not found at {folder}")
-    spec = importlib.util.spec_from_file_location("parity_synth_weights", os.path.join(PARITY_DATA, "synth_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_fixture_state_dict(folder)
-
-
 def _official_state_dict(fixture: TrainParityFixture):
-    """The forward fixture's weights with the training fixture's overrides on top."""
-    state = dict(_forward_fixture_state_dict())
-    state.update(fixture.weight_overrides)
-    return state
+    """The forward fixture's weights with the training fixture's overrides (the RealNVP masks) on top."""
+    return authors_state_dict(fixture, FORWARD_FIXTURE)
 
 
 def _noisy_groups(fixture: TrainParityFixture) -> int:
@@ -86,135 +66,32 @@ def _noisy_groups(fixture: TrainParityFixture) -> int:
 
 
 def _cfg(fixture: TrainParityFixture, overrides):
-    cfg = get_d2pose_cfg()
-    cfg.merge_from_file(POSEUR_CONFIG)
     W, H = fixture.annotations["crop_size"]
-    cfg.merge_from_list(list(overrides) + [
-        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
-        # the fixture's input is the raw network tensor
-        "MODEL.PIXEL_MEAN", "[0.0, 0.0, 0.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]",
-        "MODEL.POSEUR.DROPOUT", "0.0",
-        "MODEL.POSEUR.NUM_NOISY_GROUPS", str(_noisy_groups(fixture)),
-        "MODEL.POSEUR.NUM_NOISY_POINTS", str(int(fixture.losses["num_noise_verts"])),
-        "INPUT.TOPDOWN.INPUT_SIZE", f"({W}, {H})",
-        # the authors' targets: pixel index / W
-        "INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX", "True",
-        # augmentation off: the crop is the identity
-        "INPUT.TOPDOWN.PADDING", "1.0", "INPUT.TOPDOWN.SCALE_FACTOR", "0.0", "INPUT.TOPDOWN.ROTATION_PROB", "0.0",
-        "INPUT.TOPDOWN.FLIP_PROB", "0.0", "INPUT.TOPDOWN.HALF_BODY_PROB", "0.0", "INPUT.TOPDOWN.CACHE_IMAGES", "False",
-    ])
-    return cfg
+    return training_cfg(POSEUR_CONFIG, *overrides, *RAW_INPUT, *UNPADDED_BOX, *NO_AUGMENTATION,
+                        "MODEL.POSEUR.DROPOUT", "0.0",
+                        "MODEL.POSEUR.NUM_NOISY_GROUPS", str(_noisy_groups(fixture)),
+                        "MODEL.POSEUR.NUM_NOISY_POINTS", str(int(fixture.losses["num_noise_verts"])),
+                        "INPUT.TOPDOWN.INPUT_SIZE", f"({W}, {H})",
+                        # the authors' targets: pixel index / W
+                        "INPUT.TOPDOWN.REGRESSION_PIXEL_INDEX", "True",
+                        "INPUT.TOPDOWN.CACHE_IMAGES", "False")
 
 
-def _coco_json(fixture: TrainParityFixture, folder: str) -> str:
-    """annotations.json as a COCO person-keypoint json (keypoints as stored: pixel indices) with a
-    blank image per crop; the person box is the crop itself (the fixture's crop box)."""
-    from PIL import Image
-
-    images, annotations = [], []
-    for image in fixture.annotations["images"]:
-        W, H = image["crop_size"]
-        name = f"{image['image_id']:06d}.png"
-        Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(os.path.join(folder, name))
-        images.append(dict(id=image["image_id"], file_name=name, width=W, height=H))
-        for person in image["people"]:
-            kps = np.asarray(person["keypoints"], dtype=np.float64)
-            annotations.append(dict(id=len(annotations) + 1, image_id=image["image_id"], category_id=1,
-                                    keypoints=kps.reshape(-1).tolist(), num_keypoints=int((kps[:, 2] > 0).sum()),
-                                    bbox=[0.0, 0.0, float(W), float(H)], area=float(W * H), iscrowd=0))
-    path = os.path.join(folder, "person_keypoints.json")
-    with open(path, "w") as f:
-        json.dump(dict(images=images, annotations=annotations,
-                       categories=[dict(id=1, name="person", supercategory="person")]), f)
-    return path
-
-
-def _training_samples(cfg, fixture: TrainParityFixture, folder: str, report: ParityReport):
-    """The mapper's training samples of the fixture's people, in the fixture's order."""
-    records = person_instances(load_keypoint_json(_coco_json(fixture, folder), folder))
-    mapper = TopDownDatasetMapper(cfg, is_train=True)
-    samples = [mapper(r) for r in records]
-    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    for i, s in enumerate(samples):
-        if not np.allclose(s["crop_matrix"].double().numpy(), identity, atol=1e-6):
-            report._fail(f"sample {i}: the mapper's crop is not the identity: {s['crop_matrix'].tolist()}")
-    return samples
-
-
-class _FlowProbe:
-    """Wraps a flow's `log_prob` to keep each call's input (bar_mu) and output (log phi, gradient kept)."""
-
-    def __init__(self, flow):
-        self.flow, self.inputs, self.outputs = flow, [], []
-        self._log_prob = flow.log_prob
-
-    def __call__(self, z):
-        out = self._log_prob(z)
-        if out.requires_grad:
-            out.retain_grad()
-        self.inputs.append(z.detach())
-        self.outputs.append(out)
-        return out
-
-    def __enter__(self):
-        self.flow.log_prob = self
-        return self
-
-    def __exit__(self, *exc):
-        del self.flow.log_prob  # the instance attribute; the class method is back
-
-
-def _capture(model):
-    """Forward hooks keeping the head's outputs, the neck levels, the decoder's refined references and
-    every decoder layer's hidden state, with gradients retained."""
-    seen, handles = {}, []
-
-    def keep(t):
-        if t.requires_grad:
-            t.retain_grad()
-        return t
-
-    def on_head(_, __, out):
-        seen["head"] = {k: keep(v) for k, v in out.items() if isinstance(v, torch.Tensor)}
-
-    def on_neck(_, __, out):
-        seen["neck"] = [keep(m) for m in out]
-
-    def on_decoder(_, __, out):
-        seen["decoder"] = out
-
+def _record(model) -> OutputRecorder:
+    """The head's outputs, the neck levels, the decoder's refined references, every decoder layer's
+    hidden state and each call of the two flows' `log_prob` (its input bar_mu, detached, and its
+    output log phi), gradients retained."""
     head = model.head
-    handles.append(head.register_forward_hook(on_head))
-    handles.append(head.neck.register_forward_hook(on_neck))
-    handles.append(head.refiner.decoder.register_forward_hook(on_decoder))
-    seen["hidden"] = []
+    rec = OutputRecorder()
+    rec.outputs(head, lambda out: {"head": {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}})
+    rec.outputs(head.neck, lambda out: {"neck": list(out)})
+    rec.outputs(head.refiner.decoder, lambda out: {"decoder": out})
     for layer in head.refiner.decoder.layers:
-        handles.append(layer.register_forward_hook(lambda _, __, out: seen["hidden"].append(out)))
-    return seen, handles
-
-
-def _masked(ours, theirs, mask):
-    """(ours, theirs) as float64 arrays with the unsupervised entries zeroed in both."""
-    ours = ours.detach().double().numpy() if isinstance(ours, torch.Tensor) else np.asarray(ours, np.float64)
-    theirs = np.asarray(theirs, np.float64)
-    mask = np.broadcast_to(mask, theirs.shape)
-    return np.where(mask, ours.reshape(theirs.shape), 0.0), np.where(mask, theirs, 0.0)
-
-
-def _gate_probe(layer, flip: Optional[torch.Tensor]):
-    """A forward hook on a decoder layer's first FFN Linear: keeps its output (the ReLU's input) and,
-    with `flip` (a boolean mask of that output), moves the masked entries to the other side of 0
-    (x -> -x, at most 2 |x| away) while passing their gradient on unchanged: the ReLU gates there
-    are taken the other way. Returns (the handle, a dict whose "pre" is the kept output)."""
-    kept = {}
-
-    def hook(_, __, out):
-        kept["pre"] = out.detach()
-        if flip is not None:
-            return out + torch.where(flip, -2.0 * out, torch.zeros_like(out)).detach()
-        return out
-
-    return layer.linear1.register_forward_hook(hook), kept
+        rec.outputs(layer, lambda out: {"hidden": out}, collect=True)
+    for name, loss in (("enc", head.refiner.enc_loss), ("dec", head.refiner.dec_loss)):
+        rec.calls(loss.flow, "log_prob", lambda args, out, name=name: {f"{name}_bar_mu": args[0].detach(),
+                                                                        f"{name}_log_phi": out}, collect=True)
+    return rec
 
 
 def _check(fixture: TrainParityFixture, tmp_dir: str, flip: Optional[torch.Tensor] = None):
@@ -225,7 +102,8 @@ def _check(fixture: TrainParityFixture, tmp_dir: str, flip: Optional[torch.Tenso
     cfg = _cfg(fixture, overrides)
 
     # 1. targets through d2pose's data path
-    samples = _training_samples(cfg, fixture, tmp_dir, report)
+    samples = topdown_training_samples(fixture, cfg, tmp_dir)
+    report.identity_crops(samples, atol=1e-6)
     target = torch.stack([s["target"] for s in samples])
     weight = torch.stack([s["target_weight"] for s in samples])
     report.target("coord_target", target)
@@ -236,25 +114,17 @@ def _check(fixture: TrainParityFixture, tmp_dir: str, flip: Optional[torch.Tenso
     model = build_model(cfg)
     model.load_state_dict(state_dict, strict=True)
     model.train()
-    x = torch.from_numpy(fixture.input["input"])
-    if len(samples) != x.shape[0]:
-        report._fail(f"{len(samples)} training samples from the annotations, {x.shape[0]} crops in the input")
-        return report, None
-    batch = [dict(s, image=x[i]) for i, s in enumerate(samples)]
-    head = model.head
-    seen, handles = _capture(model)
-    gate_handle, gate = _gate_probe(head.refiner.decoder.layers[-1], flip)
-    handles.append(gate_handle)
+    batch = with_fixture_input(fixture, samples)
+    gate = ReluGateProbe(model.head.refiner.decoder.layers[-1].linear1, flip)
     try:
-        with _FlowProbe(head.refiner.enc_loss.flow) as enc, _FlowProbe(head.refiner.dec_loss.flow) as dec:
+        with _record(model) as seen:
             losses = model(batch)
     finally:
-        for h in handles:
-            h.remove()
+        gate.remove()
     total = sum(losses.values())
     theirs = fixture.losses["losses"]
     if set(LOSS_NAMES[k] for k in losses if k in LOSS_NAMES) != set(theirs) or set(losses) - set(LOSS_NAMES):
-        report._fail(f"loss terms {sorted(losses)} do not match the authors' {sorted(theirs)}")
+        report.fail(f"loss terms {sorted(losses)} do not match the authors' {sorted(theirs)}")
     for name, value in losses.items():
         if name in LOSS_NAMES:
             report.loss(LOSS_NAMES[name], value, theirs[LOSS_NAMES[name]])
@@ -273,16 +143,16 @@ def _check(fixture: TrainParityFixture, tmp_dir: str, flip: Optional[torch.Tenso
     for l in (2, 3):
         report.array(f"neck_out{l}", seen["neck"][l])
     # the flows: enc called once (R K points), dec once per layer (R Q points each)
+    e = fixture.expected
     supervised = fixture.targets["coord_target_weight"][..., :1] > 0  # (B, K, 1)
     dec_supervised = np.tile(supervised, (1, Q // K, 1))[None]  # (1, B, Q, 1)
-    enc_mu, enc_phi = torch.stack(enc.inputs), torch.stack([o.detach() for o in enc.outputs])
-    dec_mu, dec_phi = torch.stack(dec.inputs), torch.stack([o.detach() for o in dec.outputs])
-    report.array("enc_bar_mu", *_masked(enc_mu, fixture.expected["enc_bar_mu"], supervised))
-    report.array("enc_log_phi", *_masked(enc_phi, fixture.expected["enc_log_phi"], supervised))
+    enc_mu, enc_phi = torch.stack(seen["enc_bar_mu"]), torch.stack([o.detach() for o in seen["enc_log_phi"]])
+    dec_mu, dec_phi = torch.stack(seen["dec_bar_mu"]), torch.stack([o.detach() for o in seen["dec_log_phi"]])
     nf = torch.log(out["coarse_sigma"].detach()) - enc_phi.view(B, K, 1)
-    report.array("enc_nf_loss", *_masked(nf, fixture.expected["enc_nf_loss"], supervised))
-    report.array("dec_bar_mu", *_masked(dec_mu, fixture.expected["dec_bar_mu"], dec_supervised))
-    report.array("dec_log_phi", *_masked(dec_phi, fixture.expected["dec_log_phi"], dec_supervised))
+    for key, ours, mask in (("enc_bar_mu", enc_mu, supervised), ("enc_log_phi", enc_phi, supervised),
+                            ("enc_nf_loss", nf, supervised), ("dec_bar_mu", dec_mu, dec_supervised),
+                            ("dec_log_phi", dec_phi, dec_supervised)):
+        report.array(key, ours.reshape(e[key].shape), mask=mask)
 
     # 3. back-propagation
     total.backward()
@@ -290,26 +160,16 @@ def _check(fixture: TrainParityFixture, tmp_dir: str, flip: Optional[torch.Tenso
     report.array("grad_enc_sigma", out["coarse_sigma"].grad)
     report.array("grad_dec_pred_jts", out["dec_coords"].grad)
     report.array("grad_dec_sigma", out["dec_sigmas"].grad)
-    report.array("grad_enc_log_phi", enc.outputs[0].grad.view(B, K, 1))
-    report.array("grad_dec_log_phi", torch.stack([o.grad for o in dec.outputs]).view(L, B, Q, 1))
+    report.array("grad_enc_log_phi", seen["enc_log_phi"][0].grad.view(B, K, 1))
+    report.array("grad_dec_log_phi", torch.stack([o.grad for o in seen["dec_log_phi"]]).view(L, B, Q, 1))
     for l, m in enumerate(seen["neck"]):
         report.array(f"neck_out{l}_grad_channel_sum", m.grad.sum(dim=(2, 3)))
         report.array(f"neck_out{l}_grad_norm", m.grad.double().norm())
         if f"grad_neck_out{l}" in fixture.expected:
             report.array(f"grad_neck_out{l}", m.grad)
-    names = poseur_official_names(official)
-    params = dict(model.named_parameters())
-    by_official = {o: params[n] for n, o in names.items() if n in params}
-    for name, theirs_grad in fixture.last_layer_grads.items():
-        p = by_official.get(name)
-        if p is None:
-            report._fail(f"last layer {name}: no d2pose counterpart")
-        else:
-            grad = torch.zeros_like(p) if p.grad is None else p.grad
-            report.last_layer(name, grad.reshape(theirs_grad.shape) if grad.numel() == theirs_grad.size else grad)
-    grads, numel = gradients_by_official_name(model, names.get)
-    report.grad_norms(grads, numel)
-    return report, gate["pre"]
+    # d2pose holds the value projection per head: (8, 256, 32) for the authors' (2048, 32)
+    report.parameter_gradients(model, poseur_official_names(official).get, reshape_last_layers=True)
+    return report, gate.pre
 
 
 def check_poseur_train_parity(fixture: TrainParityFixture, tmp_dir: str) -> ParityReport:
@@ -320,22 +180,12 @@ def check_poseur_train_parity(fixture: TrainParityFixture, tmp_dir: str) -> Pari
     gradients of the last decoder layer (the one layer whose gradients are compared entry by entry)
     and that layer's FFN has ReLU inputs within float32 rounding of 0 (|x| < GATE_ROUNDING x their
     std), the check runs again with exactly those gates taken the other way (the forward moves by
-    < 2 |x|) and returns that run's report, noted in `checked`. With the synthetic weights the
-    `poseur_r50_groups3` fixture has one such gate (input 6e-7, in all four query groups): the
-    authors' float32 run closed it, d2pose's float32 run opens it."""
-    report, pre = _check(fixture, tmp_dir)
-    if pre is None:
-        return report
+    < 2 |x|) and returns that run's report, noted in its `notes` (`check_across_rounding_gates`). With
+    the synthetic weights the `poseur_r50_groups3` fixture has one such gate (input 6e-7, in all four
+    query groups): the authors' float32 run closed it, d2pose's float32 run opens it."""
     last = f"last:keypoint_head.transformer.decoder.layers.{_num_layers(fixture) - 1}."
-    only_last_layer = report.failures and all(f.split(": ", 1)[1].startswith(last) for f in report.failures)
-    near_zero = pre.abs() < GATE_ROUNDING * pre.std()
-    if not only_last_layer or not near_zero.any():
-        return report
-    retry, _ = _check(fixture, tmp_dir, flip=near_zero)
-    retry.checked.append(f"gates: {int(near_zero.sum())} ReLU gate(s) of the last decoder layer's FFN within "
-                         f"rounding of 0 (|x| <= {float(pre.abs()[near_zero].max()):.2g}) taken the other way; "
-                         f"as computed, {len(report.failures)} last-layer gradient(s) differed")
-    return retry
+    return check_across_rounding_gates(lambda flip: _check(fixture, tmp_dir, flip), last, GATE_ROUNDING,
+                                       "the last decoder layer's FFN")
 
 
 def _num_layers(fixture: TrainParityFixture) -> int:
@@ -354,11 +204,7 @@ def test_poseur_training_matches_the_authors_code(name, tmp_path):
 def test_a_moved_annotation_keypoint_fails(tmp_path):
     """One labelled keypoint moved by 3 px: the targets and the losses no longer match."""
     fixture = train_parity_fixture("poseur_r50")
-
-    def move(annotations):
-        annotations["images"][1]["people"][0]["keypoints"][5][0] += 3.0
-
-    report = check_poseur_train_parity(fixture.perturbed(annotations=move), str(tmp_path))
+    report = check_poseur_train_parity(fixture.perturbed(annotations=moved_keypoint(1, 0, 5)), str(tmp_path))
     report.assert_fails("target coord_target:", "loss enc_rle_loss", "loss dec_rle_loss_5", "grad_dec_pred_jts")
 
 
@@ -368,9 +214,6 @@ def test_a_changed_weight_fails(tmp_path):
     layer on no longer match, while the targets still do."""
     fixture = train_parity_fixture("poseur_r50")
     name = "keypoint_head.transformer.decoder.layers.1.ffns.0.layers.1.bias"
-    changed = _forward_fixture_state_dict()[name].clone()
-    changed[0] += 0.1
-    report = check_poseur_train_parity(fixture.perturbed(weight_overrides=lambda w: {**w, name: changed}),
-                                       str(tmp_path))
+    report = check_poseur_train_parity(changed_weight(fixture, name, 0, 0.1, FORWARD_FIXTURE), str(tmp_path))
     report.assert_fails("loss dec_rle_loss_1", "dec_pred_jts", "grad norms")
     assert not any("target" in f for f in report.failures), report.failures

@@ -5,9 +5,10 @@ The fixture holds what yangsenius/TransPose computed for the forward fixture's d
 and 4 fixed crops: targets from the annotations, the training forward (train mode, dropout 0),
 JointsMSELoss, and the gradients of one backward. `check_transpose_train_parity` reproduces each
 step with d2pose's own code and lists every mismatch in a ParityReport:
-1. targets from annotations.json through d2pose's data path (`person_instances` ->
-   `TopDownDatasetMapper` with the COCO config's codec, augmentation off: identity crop, no flip,
-   rotation, scale or half-body), never from targets.npz;
+1. targets from annotations.json through d2pose's data path (a COCO json read by d2pose's loader:
+   + 0.5, the continuous convention; `person_instances` -> `TopDownDatasetMapper` with the COCO
+   config's codec, augmentation off: identity crop, no flip, rotation, scale or half-body), never
+   from targets.npz;
 2. the converted weights in the training model (`model.train()`, MODEL.TRANSPOSE.DROPOUT 0), the
    training forward on input.npz with those targets: raw outputs (heatmaps, the `reduce` output),
    the loss total and its per-joint terms;
@@ -17,87 +18,23 @@ step with d2pose's own code and lists every mismatch in a ParityReport:
 The perturbed-fixture tests check that the comparison can fail: a keypoint moved by 3 px, and one
 weight changed, each make the report fail on the arrays they must move.
 """
-import functools
-import importlib.util
-import os
-import tempfile
-from collections import OrderedDict
-
-import cv2
 import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
 
-from d2pose.config import get_d2pose_cfg
-from d2pose.data.topdown import TopDownDatasetMapper, person_instances
+from d2pose.data.codecs import build_codec
 from d2pose.modeling.losses import heatmap_mse_loss
 from d2pose_transpose.convert import convert_transpose_official, transpose_name_table
-from tests.conftest import PARITY_DATA
-from tests.train_parity import ParityReport, TrainParityFixture, gradients_by_official_name, train_parity_fixture
+from tests.train_parity import (NO_AUGMENTATION, RAW_INPUT, UNPADDED_BOX, OutputRecorder, ParityReport,
+                                TrainParityFixture, affine_to_pixel_index, authors_state_dict, changed_weight,
+                                config_path, moved_keypoint, topdown_training_samples, train_parity_fixture,
+                                training_cfg, with_fixture_input)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 FIXTURE = "transpose_r_a4"
-CONFIG = os.path.join(ROOT, "configs", "TransPose", "transpose_r_a4_256x192_coco.yaml")
-# fixture inputs are raw network tensors (no pixel normalisation); the authors' step ran with every dropout 0
-RAW_INPUT = ["MODEL.PIXEL_MEAN", "[0.0, 0.0, 0.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"]
+CONFIG = config_path("TransPose", "transpose_r_a4_256x192_coco.yaml")
+# the authors' step ran with every dropout 0
 NO_DROPOUT = ["MODEL.TRANSPOSE.DROPOUT", "0.0"]
-# the identity crop: the whole crop as the box, no padding, and every augmentation off
-NO_AUGMENTATION = ["INPUT.TOPDOWN.PADDING", "1.0", "INPUT.TOPDOWN.SCALE_FACTOR", "0.0",
-                   "INPUT.TOPDOWN.ROTATION_PROB", "0.0", "INPUT.TOPDOWN.FLIP_PROB", "0.0",
-                   "INPUT.TOPDOWN.HALF_BODY_PROB", "0.0"]
-
-
-@functools.lru_cache(maxsize=1)
-def _synthetic_weights(folder: str):
-    spec = importlib.util.spec_from_file_location("parity_synth_weights", os.path.join(PARITY_DATA, "synth_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_fixture_state_dict(folder)
-
-
-def _official_state_dict(fixture: TrainParityFixture):
-    """The authors' state_dict by the forward fixture's rule (its synth_weights.py), with the training
-    fixture's weight_overrides (empty for this fixture; a perturbed fixture replaces entries).
-    Tensors are shared with a cache: never modify them in place."""
-    folder = os.path.join(PARITY_DATA, fixture.name)
-    if not os.path.isdir(folder):
-        pytest.skip(f"forward parity fixture not found at {folder}")
-    state_dict = OrderedDict(_synthetic_weights(folder))
-    for name, value in fixture.weight_overrides.items():
-        if name not in state_dict:
-            raise KeyError(f"weight override {name!r} is not a parameter of the authors' model")
-        state_dict[name] = value
-    return state_dict
-
-
-def _cfg(*opts):
-    cfg = get_d2pose_cfg()
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + list(opts))
-    return cfg
-
-
-def _dataset_dicts(annotations, image_file: str):
-    """annotations.json (pixel-index keypoints, COCO v) as Detectron2 dataset dicts in d2pose's
-    continuous convention (+0.5, as COCO loading does); each person's box is the whole crop."""
-    W, H = annotations["crop_size"]
-    dicts = []
-    for image in annotations["images"]:
-        anns = []
-        for person in image["people"]:
-            kps = np.asarray(person["keypoints"], dtype=np.float64).reshape(-1, 3)
-            kps[:, :2] += 0.5
-            anns.append(dict(bbox=[0.0, 0.0, float(W), float(H)], bbox_mode=0, keypoints=kps.reshape(-1).tolist(),
-                             area=float(person["area"]), iscrowd=int(person.get("iscrowd", 0))))
-        dicts.append(dict(file_name=image_file, image_id=image["image_id"], height=H, width=W, annotations=anns))
-    return dicts
-
-
-def _to_pixel_index(matrix: np.ndarray) -> np.ndarray:
-    """A 2x3 affine on continuous coordinates as the same map on pixel indices (index = x - 0.5)."""
-    A, t = matrix[:, :2], matrix[:, 2]
-    return np.concatenate([A, (A @ np.full(2, 0.5) + t - 0.5)[:, None]], axis=1)
 
 
 def _heatmap_affine(codec) -> np.ndarray:
@@ -111,19 +48,13 @@ def _heatmap_affine(codec) -> np.ndarray:
 def make_targets(fixture: TrainParityFixture, report: ParityReport, data_opts=()):
     """Training samples of the fixture's people through d2pose's data path (the COCO config's
     mapper and codec, plus `data_opts`), compared with the authors' targets; returns the mapper's
-    outputs (targets included)."""
-    annotations = fixture.annotations
-    W, H = annotations["crop_size"]
-    cfg = _cfg(*(NO_AUGMENTATION + list(data_opts)))
+    outputs (targets included) with the fixture's input as their images."""
+    W, H = fixture.annotations["crop_size"]
+    cfg = training_cfg(CONFIG, *UNPADDED_BOX, *NO_AUGMENTATION, *data_opts)
     assert tuple(cfg.INPUT.TOPDOWN.INPUT_SIZE) == (W, H)
-    mapper = TopDownDatasetMapper(cfg, is_train=True)
-    with tempfile.TemporaryDirectory() as tmp:  # the crop's pixels are input.npz's; the file only feeds the mapper
-        image_file = os.path.join(tmp, "crop.png")
-        cv2.imwrite(image_file, np.zeros((H, W, 3), np.uint8))
-        samples = [mapper(r) for r in person_instances(_dataset_dicts(annotations, image_file))]
-    assert len(samples) == len(fixture.input["input"])
-    codec = mapper.codec
-    report.target("trans_input", _to_pixel_index(samples[0]["crop_matrix"].double().numpy()))
+    samples = with_fixture_input(fixture, topdown_training_samples(fixture, cfg))
+    codec = build_codec(cfg)  # the mapper's
+    report.target("trans_input", affine_to_pixel_index(samples[0]["crop_matrix"].double().numpy()))
     report.target("trans_heatmap", _heatmap_affine(codec))
     kps = np.stack([s["keypoints"].double().numpy() for s in samples])
     cells = codec.to_cells(kps[..., :2]) * (kps[..., 2:] > 0)  # the authors store 0 for unlabelled keypoints
@@ -137,30 +68,18 @@ def check_transpose_train_parity(fixture: TrainParityFixture, data_opts=()) -> P
     """Targets, training forward, losses and gradients of d2pose's TransPose-R-A4 against the
     authors' (see the module docstring); `data_opts` are config overrides of the data side only."""
     report = ParityReport(fixture)
-    samples = make_targets(fixture, report, data_opts)
+    batch = make_targets(fixture, report, data_opts)
 
-    official = _official_state_dict(fixture)
+    official = authors_state_dict(fixture)
     state_dict, overrides = convert_transpose_official(official)
     torch.manual_seed(0)
-    model = build_model(_cfg(*(list(overrides) + RAW_INPUT + NO_DROPOUT)))
+    model = build_model(training_cfg(CONFIG, *overrides, *RAW_INPUT, *NO_DROPOUT))
     model.load_state_dict(state_dict, strict=True)
     model.train()
-
-    recorded = {}
-
-    def keep(name, tensor):
-        tensor.retain_grad()
-        recorded[name] = tensor
-
-    hooks = [model.head.register_forward_hook(lambda m, i, out: keep("heatmaps", out["heatmaps"])),
-             model.head.reduce.register_forward_hook(lambda m, i, out: keep("reduce_output", out))]
-    x = torch.from_numpy(fixture.input["input"])
-    batch = [dict(s, image=x[i]) for i, s in enumerate(samples)]
-    try:
+    with OutputRecorder() as recorded:
+        recorded.outputs(model.head, lambda out: {"heatmaps": out["heatmaps"]})
+        recorded.outputs(model.head.reduce, lambda out: {"reduce_output": out})
         losses = model(batch)
-    finally:
-        for h in hooks:
-            h.remove()
     total = sum(losses.values())
     total.backward()
 
@@ -181,17 +100,9 @@ def check_transpose_train_parity(fixture: TrainParityFixture, data_opts=()) -> P
     # gradients: w.r.t. the raw outputs, per parameter by the authors' names, the last layers in full
     report.array("grad_heatmaps", recorded["heatmaps"].grad)
     report.array("grad_reduce_output", recorded["reduce_output"].grad)
-    table = transpose_name_table(official)  # {official: d2pose}
-    to_official = {ours: theirs for theirs, ours in table.items()}
-    grads, numel = gradients_by_official_name(model, to_official.get)
-    buffers = dict(model.named_buffers())
-    for theirs, ours in table.items():  # authors' frozen parameters that d2pose holds as buffers (pos_embedding)
-        if ours in buffers and theirs not in grads:
-            grads[theirs], numel[theirs] = None, buffers[ours].numel()
-    report.grad_norms(grads, numel)
-    params = dict(model.named_parameters())
-    for name in fixture.last_layer_grads:
-        report.last_layer(name, params[table[name]].grad)
+    to_official = {ours: theirs for theirs, ours in transpose_name_table(official).items()}
+    # the authors' frozen pos_embedding is a buffer in d2pose
+    report.parameter_gradients(model, to_official.get, frozen_buffers=True)
     return report
 
 
@@ -203,30 +114,19 @@ def fixture():
 def test_transpose_matches_the_authors_training_step(fixture):
     report = check_transpose_train_parity(fixture)
     report.assert_ok()
-    expected = {"target:target", "target:target_weight", "target:joints_heatmap", "target:trans_heatmap",
-                "target:trans_input", "heatmaps", "reduce_output", "loss", "loss_per_joint", "grad_heatmaps",
-                "grad_reduce_output", "grad_norms"}
-    assert expected <= set(report.checked)
-    assert len([c for c in report.checked if c.startswith("last:")]) == len(fixture.last_layer_grads)
-
-
-def _move_keypoint(annotations):
-    """Image 2's left wrist (index 9, visible, inside the crop) moved 3 px to the right."""
-    person = annotations["images"][1]["people"][0]
-    assert person["keypoints"][9][2] > 0
-    person["keypoints"][9][0] += 3.0
+    report.assert_compared({"target:target", "target:target_weight", "target:joints_heatmap", "target:trans_heatmap",
+                            "target:trans_input", "heatmaps", "reduce_output", "loss", "loss_per_joint",
+                            "grad_heatmaps", "grad_reduce_output", "grad_norms"})
 
 
 def test_transpose_train_parity_fails_on_a_moved_keypoint(fixture):
-    report = check_transpose_train_parity(fixture.perturbed(annotations=_move_keypoint))
+    """Image 2's left wrist (index 9, visible, inside the crop) moved 3 px to the right."""
+    report = check_transpose_train_parity(fixture.perturbed(annotations=moved_keypoint(1, 0, 9)))
     report.assert_fails("target target", "target joints_heatmap", "grad_heatmaps")
 
 
 def test_transpose_train_parity_fails_on_a_changed_weight(fixture):
-    official = _official_state_dict(fixture)
-    weight = official["reduce.weight"].clone()
-    weight[0, 0, 0, 0] += 0.05
-    report = check_transpose_train_parity(fixture.perturbed(weight_overrides={"reduce.weight": weight}))
+    report = check_transpose_train_parity(changed_weight(fixture, "reduce.weight", (0, 0, 0, 0), 0.05))
     report.assert_fails("reduce_output", "heatmaps", "loss loss_heatmap", "grad_reduce_output",
                         "last:final_layer.weight")
 
