@@ -535,18 +535,27 @@ class OutputRecorder:
 
 def moved_keypoint(image: int, person: int, keypoint: int, dx: float = 3.0,
                    require: Optional[Callable[[Mapping, List[float]], bool]] = None) -> Callable[[dict], None]:
-    """An edit of annotations.json for `TrainParityFixture.perturbed(annotations=...)`: keypoint
-    `keypoint` of person `person` of image `image` (indices from 0) moved `dx` pixels to the right.
-    The keypoint must be labelled (v > 0) and, where given, `require(person, keypoint)` true (e.g. the
-    keypoint well inside the crop): otherwise the edit raises AssertionError, so that a perturbed
-    fixture cannot move a keypoint no target reads."""
+    """An edit of annotations.json for `TrainParityFixture.perturbed(annotations=...)`: a labelled
+    keypoint (v > 0, and `require(person, keypoint)` true where given, e.g. well inside the crop)
+    moved `dx` pixels to the right, so that the perturbed fixture moves a keypoint some target reads.
+    The preferred one is keypoint `keypoint` of person `person` of image `image` (indices from 0);
+    when it does not qualify (another batch made the same way, e.g. another seed), the first one that
+    does, in image, person, keypoint order. No qualifying keypoint at all raises AssertionError."""
+
+    def qualifies(who: Mapping, kp: List[float]) -> bool:
+        return kp[2] > 0 and (require is None or require(who, kp))
 
     def move(annotations: dict):
-        who = annotations["images"][image]["people"][person]
-        kp = who["keypoints"][keypoint]
-        assert kp[2] > 0, f"image {image}, person {person}: keypoint {keypoint} is not labelled"
-        assert require is None or require(who, kp), f"image {image}, person {person}: keypoint {keypoint} {kp}"
-        kp[0] += dx
+        people = [who for img in annotations["images"] for who in img["people"]]
+        preferred = annotations["images"][image]["people"][person] if image < len(annotations["images"]) and \
+            person < len(annotations["images"][image]["people"]) else None
+        order = ([(preferred, keypoint)] if preferred is not None and keypoint < len(preferred["keypoints"]) else []) + \
+            [(who, k) for who in people for k in range(len(who["keypoints"]))]
+        for who, k in order:
+            if qualifies(who, who["keypoints"][k]):
+                who["keypoints"][k][0] += dx
+                return
+        raise AssertionError("no labelled keypoint qualifies for the perturbation")
 
     return move
 
