@@ -42,6 +42,7 @@ __all__ = [
     "register_converter",
     "read_checkpoint",
     "load_official_checkpoint",
+    "official_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,14 @@ def _apply(sd: StateDict, entries: List[_Entry], what: str) -> StateDict:
     for dst, sources, fn in entries:
         out[dst] = fn(*[sd[s] for s in sources]).contiguous()
     return out
+
+
+def official_names(entries: List[_Entry]) -> Dict[str, str]:
+    """A converter's plan as a name table: {d2pose name: the authors' name} of every converted tensor
+    made from exactly one official tensor (copies, reshapes, shifts), in plan order. Read from the
+    plan itself, so it cannot drift from the converter: it names d2pose's parameters the authors' way
+    (e.g. to compare per-parameter gradients with theirs, tests/projects/*/test_train_parity.py)."""
+    return OrderedDict((dst, sources[0]) for dst, sources, _ in entries if len(sources) == 1)
 
 
 #: converters by method name ("rle", "poseur", ...), registered by the method packages

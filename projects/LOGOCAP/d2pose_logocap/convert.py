@@ -13,15 +13,16 @@ Mapping: `backbone.*` -> `backbone.body.*` (timm's HRNet names are the official 
 Overrides: the backbone (build_hrnet_concat_backbone, hrnet_w32 / w48), the head and KAM widths, and
 the authors' input normalisation (RGB, ImageNet mean / std on 0-255 values).
 
-`logocap_name_table(state_dict)` gives the plan's names ({official: d2pose}) without converting.
+`logocap_official_names(state_dict)` gives the plan's names ({d2pose: official}) without converting.
 """
 import re
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
-from d2pose.checkpoint.convert import StateDict, _BN, _apply, _copy, _copy_all, _fill_num_batches_tracked, register_converter
+from d2pose.checkpoint.convert import (StateDict, _BN, _apply, _copy, _copy_all, _fill_num_batches_tracked, official_names,
+                                       register_converter)
 
-__all__ = ["convert_logocap_official", "logocap_name_table"]
+__all__ = ["convert_logocap_official", "logocap_official_names"]
 
 
 def _plan(sd: StateDict):
@@ -90,9 +91,9 @@ def convert_logocap_official(sd: StateDict) -> Tuple[StateDict, List[str]]:
     return out, overrides
 
 
-def logocap_name_table(state_dict: StateDict) -> Dict[str, str]:
-    """{official name: d2pose name} of every tensor the converter copies from `state_dict` (the
-    converter's own plan, so it cannot drift from it). Inverted, it names d2pose's parameters the
+def logocap_official_names(state_dict: StateDict) -> Dict[str, str]:
+    """{d2pose name: the authors' name} of every tensor the converter copies from `state_dict` (the
+    converter's own plan, `d2pose.checkpoint.convert.official_names`): d2pose's parameters named the
     authors' way (the training-parity test compares per-parameter gradients by those names)."""
     _, entries, *_ = _plan(state_dict)
-    return OrderedDict((sources[0], dst) for dst, sources, _ in entries if len(sources) == 1)
+    return official_names(entries)

@@ -10,7 +10,7 @@ import torch
 
 from d2pose.checkpoint.convert import (StateDict, _Entry, _apply, _copy, _copy_all, _fill_num_batches_tracked,
                                        _flow_entries, _resnet_entries, _resnet_layout, _resnet_overrides,
-                                       register_converter)
+                                       official_names, register_converter)
 from d2pose.checkpoint.upgrade import rename_legacy_keys
 
 from .refiner import REFINER_STATE_RENAMES
@@ -194,6 +194,6 @@ def poseur_official_names(state_dict: StateDict, fold_sigma: bool = False) -> Di
     table's reshape). With `fold_sigma` the folded sigma branches have no single source and are left
     out. Used to report d2pose's gradients under the authors' names (training parity)."""
     _, entries, _ = _poseur_plan(state_dict, fold_sigma)
-    names = {dst: sources[0] for dst, sources, _ in entries if len(sources) == 1}
+    names = dict(official_names(entries))
     rename_legacy_keys(names, "head.", REFINER_STATE_RENAMES)
     return names

@@ -4,7 +4,8 @@ the core's (`d2pose.checkpoint.convert`). `tools/convert_checkpoint.py --method 
 from typing import Dict, List, Tuple
 
 from d2pose.checkpoint.convert import (StateDict, _apply, _copy_all, _fill_num_batches_tracked, _flow_entries,
-                                       _resnet_entries, _resnet_layout, _resnet_overrides, register_converter)
+                                       _resnet_entries, _resnet_layout, _resnet_overrides, official_names,
+                                       register_converter)
 
 __all__ = ["convert_rle_official", "rle_official_names"]
 
@@ -25,7 +26,7 @@ def rle_official_names(state_dict: StateDict) -> Dict[str, str]:
     authors' checkpoint), read from the converter's own plan: e.g. to compare d2pose's gradients with
     the authors' by parameter (tests/projects/rle/test_train_parity.py)."""
     entries, _, _ = _rle_plan(_fill_num_batches_tracked(state_dict))
-    return {dst: sources[0] for dst, sources, _ in entries if len(sources) == 1}
+    return official_names(entries)
 
 
 @register_converter("rle")

@@ -25,7 +25,7 @@ targets of sigma 2 with unbiased centres in the authors' heatmap frame (codec "t
 cells back through it), DARK decoding, flip test without a shift (TEST.KEYPOINT_FLIP_SHIFT "none",
 exact for that codec), box score x mean keypoint score above 0.2, OKS-NMS 0.9.
 
-`transpose_name_table(state_dict)` gives the plan's names ({official: d2pose}) without converting.
+`transpose_official_names(state_dict)` gives the plan's names ({d2pose: official}) without converting.
 """
 import math
 import re
@@ -35,11 +35,11 @@ from typing import Dict, List, Tuple
 import torch
 
 from d2pose.checkpoint.convert import (StateDict, _BN, _apply, _copy, _copy_all, _fill_num_batches_tracked,
-                                       _resnet_entries, register_converter)
+                                       _resnet_entries, official_names, register_converter)
 
 from .encoder import TokenPositionEmbedding
 
-__all__ = ["convert_transpose_official", "transpose_name_table"]
+__all__ = ["convert_transpose_official", "transpose_official_names"]
 
 _HEADS = {"R": 8, "H": 1}
 
@@ -165,9 +165,9 @@ def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[s
     return out, overrides
 
 
-def transpose_name_table(state_dict: StateDict) -> Dict[str, str]:
-    """{official name: d2pose name} of every tensor the converter copies from `state_dict` (the
-    converter's own plan, so it cannot drift from it). Inverted, it names d2pose's parameters the
+def transpose_official_names(state_dict: StateDict) -> Dict[str, str]:
+    """{d2pose name: the authors' name} of every tensor the converter copies from `state_dict` (the
+    converter's own plan, `d2pose.checkpoint.convert.official_names`): d2pose's parameters named the
     authors' way (the training-parity test compares per-parameter gradients by those names)."""
     _, entries, _, _ = _plan(state_dict)
-    return OrderedDict((sources[0], dst) for dst, sources, _ in entries if len(sources) == 1)
+    return official_names(entries)

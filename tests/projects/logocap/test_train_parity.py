@@ -29,7 +29,7 @@ import torch
 from detectron2.modeling import build_model
 
 from d2pose.data.build import build_bottomup_mapper
-from d2pose_logocap.convert import convert_logocap_official, logocap_name_table
+from d2pose_logocap.convert import convert_logocap_official, logocap_official_names
 from tests.train_parity import (RAW_INPUT, ParityReport, TrainParityFixture, affine_to_pixel_index, authors_state_dict,
                                 changed_weight, config_path, moved_keypoint, train_parity_fixture, training_cfg,
                                 with_fixture_input)
@@ -192,7 +192,7 @@ def check_logocap_train_parity(fixture: TrainParityFixture) -> ParityReport:
     report.array("grad_embedding", t["embedding"].grad)
     report.array("grad_oks_pred", t["kams"].grad[rows])
     report.array("grad_out_hm", t["adapted"].grad[rows])
-    to_official = {ours: theirs for theirs, ours in logocap_name_table(official).items()}
+    to_official = logocap_official_names(official)
     report.parameter_gradients(model, to_official.get)
     return report
 

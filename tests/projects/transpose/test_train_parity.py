@@ -25,7 +25,7 @@ from detectron2.modeling import build_model
 
 from d2pose.data.codecs import build_codec
 from d2pose.modeling.losses import heatmap_mse_loss
-from d2pose_transpose.convert import convert_transpose_official, transpose_name_table
+from d2pose_transpose.convert import convert_transpose_official, transpose_official_names
 from tests.train_parity import (NO_AUGMENTATION, RAW_INPUT, UNPADDED_BOX, OutputRecorder, ParityReport,
                                 TrainParityFixture, affine_to_pixel_index, authors_state_dict, changed_weight,
                                 config_path, moved_keypoint, topdown_training_samples, train_parity_fixture,
@@ -100,7 +100,7 @@ def check_transpose_train_parity(fixture: TrainParityFixture, data_opts=()) -> P
     # gradients: w.r.t. the raw outputs, per parameter by the authors' names, the last layers in full
     report.array("grad_heatmaps", recorded["heatmaps"].grad)
     report.array("grad_reduce_output", recorded["reduce_output"].grad)
-    to_official = {ours: theirs for theirs, ours in transpose_name_table(official).items()}
+    to_official = transpose_official_names(official)
     # the authors' frozen pos_embedding is a buffer in d2pose
     report.parameter_gradients(model, to_official.get, frozen_buffers=True)
     return report

@@ -12,7 +12,7 @@ from d2pose.config import get_d2pose_cfg
 from d2pose.modeling.complexity import topdown_complexity
 from d2pose.modeling.losses import heatmap_mse_loss
 from d2pose_transpose import TokenPositionEmbedding, affected_areas, dependency_areas
-from d2pose_transpose.convert import convert_transpose_official, transpose_name_table
+from d2pose_transpose.convert import convert_transpose_official, transpose_official_names
 from d2pose_transpose.dependency import keypoint_tokens
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -357,9 +357,9 @@ def test_converter_reads_the_layout_and_names_every_bad_key():
     assert ov["INPUT.TOPDOWN.INPUT_SIZE"] == "(192, 256)" and ov["TEST.KEYPOINT_FLIP_SHIFT"] == "none"
     assert set(converted) == set(own) - {"pixel_mean", "pixel_std"}
     # the converter's name table (the training-parity test inverts it): every official key, once
-    table = transpose_name_table(official)
-    assert set(table) == set(official) and sorted(table.values()) == sorted(converted)
-    assert table["layer2.9.bn3.running_var"] == "backbone.res3.9.conv3.norm.running_var"
+    table = transpose_official_names(official)
+    assert set(table.values()) == set(official) and sorted(table) == sorted(converted)
+    assert table["backbone.res3.9.conv3.norm.running_var"] == "layer2.9.bn3.running_var"
     # a learned table (not the sine one) converts to a trainable "learnable" embedding
     learned = dict(official, pos_embedding=official["pos_embedding"] + 0.01 * torch.randn_like(official["pos_embedding"]))
     ov = dict(zip(*[iter(convert_transpose_official(learned)[1])] * 2))
