@@ -19,6 +19,7 @@ from detectron2.structures import Boxes, Instances
 from d2pose.data import register_keypoint_dataset
 from d2pose.data.datasets import register_mpii_dataset
 from d2pose.evaluation import KeypointEvaluator, build_evaluator, evaluate_pckh, evaluate_results_json
+from tests.evaluation.results import results_as_pairs
 
 
 def _name(prefix):
@@ -170,23 +171,6 @@ def test_mpii_pckh_numbers(datasets):
     assert evaluate_pckh(dicts, results)["PCKh@0.5"] == pytest.approx(100.0 * (66 - missed) / 66)
 
 
-def _results_as_pairs(results, image_ids):
-    """Per-image Instances (continuous coordinates, float32 as a model would output) of COCO results."""
-    by_image = defaultdict(list)
-    for r in results:
-        by_image[r["image_id"]].append(r)
-    pairs = []
-    for image_id in image_ids:
-        rs = by_image[image_id]
-        inst = Instances((1000, 1000))
-        k = torch.tensor([r["keypoints"] for r in rs], dtype=torch.float64).reshape(len(rs), -1, 3)
-        k[..., :2] += 0.5
-        inst.pred_keypoints = k.float()
-        inst.scores = torch.tensor([r["score"] for r in rs], dtype=torch.float32)
-        pairs.append(({"image_id": image_id}, {"instances": inst}))
-    return pairs
-
-
 EXAMPLE_COCO = {"AP": 86.09, "AP50": 99.31, "AR": 87.50}
 EXAMPLE_CROWDPOSE = {"AP": 78.77, "AP50": 98.81, "AR": 82.22}
 
@@ -201,7 +185,7 @@ def test_example_coco_predictions(datasets, shared_data, tmp_path):
     name = datasets["coco"]
     image_ids = [r["image_id"] for r in DatasetCatalog.get(name)]
     preds = json.loads(open(preds_file).read())
-    metrics = _run(KeypointEvaluator(name, str(tmp_path), distributed=False), _results_as_pairs(preds, image_ids))
+    metrics = _run(KeypointEvaluator(name, str(tmp_path), distributed=False), results_as_pairs(preds, image_ids))
     for k in direct:
         assert metrics["keypoints"][k] == pytest.approx(direct[k], abs=1e-6), k
 
@@ -250,7 +234,7 @@ def test_missing_json_is_generated_by_the_catalog(shared_data, tmp_path):
     preds = json.loads(open(os.path.join(shared_data, "coco/predictions/example_coco_preds.json")).read())
     evaluator = KeypointEvaluator(name, distributed=False)
     evaluator.reset()
-    for inp, out in _results_as_pairs(preds, sorted({p["image_id"] for p in preds})):
+    for inp, out in results_as_pairs(preds, sorted({p["image_id"] for p in preds})):
         evaluator.process([inp], [out])
     assert not os.path.exists(json_file)
     assert round(evaluator.evaluate()["keypoints"]["AP"], 2) == EXAMPLE_COCO["AP"]

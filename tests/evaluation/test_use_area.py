@@ -8,16 +8,14 @@ import json
 import logging
 import os
 import uuid
-from collections import defaultdict
 
 import numpy as np
 import pytest
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import Instances
 
 from d2pose.data import get_keypoint_metadata, register_keypoint_dataset
 from d2pose.evaluation import KeypointEvaluator, build_evaluator, evaluate_results_json, keypoint_evaluator
+from tests.evaluation.results import results_as_pairs
 
 # xtcocotools keypoints_crowd on the example predictions (../shared/data/README.md)
 EXAMPLE_CROWDPOSE = {"AP": 78.77, "AP50": 98.81, "AR": 82.22}
@@ -47,19 +45,10 @@ def _evaluate(name, results_file, **kw):
         results = json.load(f)
     with open(MetadataCatalog.get(name).json_file) as f:
         image_ids = [im["id"] for im in json.load(f)["images"]]
-    by_image = defaultdict(list)
-    for r in results:
-        by_image[r["image_id"]].append(r)
     evaluator = KeypointEvaluator(name, distributed=False, **kw)
     evaluator.reset()
-    for image_id in image_ids:
-        rs = by_image[image_id]
-        inst = Instances((1000, 1000))
-        k = torch.tensor([r["keypoints"] for r in rs], dtype=torch.float64).reshape(len(rs), -1, 3)
-        k[..., :2] += 0.5
-        inst.pred_keypoints = k.float()
-        inst.scores = torch.tensor([r["score"] for r in rs], dtype=torch.float32)
-        evaluator.process([{"image_id": image_id}], [{"instances": inst}])
+    for inputs, outputs in results_as_pairs(results, image_ids):
+        evaluator.process([inputs], [outputs])
     return evaluator.evaluate()["keypoints"]
 
 
