@@ -2,7 +2,10 @@
 themselves live in the method packages (RLE: `d2pose_rle.convert`, the official `rlepose` code;
 Poseur: `d2pose_poseur.convert`, the official MMPose 0.28 fork) and register in `CONVERTERS`.
 
-Each converter is a pure function `official state_dict -> (d2pose state_dict, overrides)`. The layout
+Each converter is a pure function `official state_dict -> (d2pose state_dict, overrides)`, written
+with the public toolkit below: a plan is a list of `Entry` (d2pose name, official sources, function),
+built with `copy_entry` / `copy_entries` / `resnet_entries` / `flow_entries`, run by `apply_plan`,
+and read back as a name table by `official_names`. The layout
 (depth, decoder layers, widths, heads, ...) is read from the tensors; every official tensor is mapped
 to a d2pose name, reshaped or folded exactly where the layouts differ, and `overrides` (a flat
 [KEY, VALUE, ...] list for `cfg.merge_from_list`) makes a config build a model whose state_dict is
@@ -43,15 +46,28 @@ __all__ = [
     "read_checkpoint",
     "load_official_checkpoint",
     "official_names",
+    # the toolkit the method packages' converters plan with (a plan: a list of Entry)
+    "StateDict",
+    "Entry",
+    "BN_PARAMS",
+    "copy_entry",
+    "copy_entries",
+    "fill_num_batches_tracked",
+    "resnet_layout",
+    "resnet_entries",
+    "resnet_overrides",
+    "flow_entries",
+    "apply_plan",
+    "numpy_safe_globals",
 ]
 
 logger = logging.getLogger(__name__)
 
 StateDict = Dict[str, torch.Tensor]
 # one converted tensor: d2pose name, official source names, function of the sources
-_Entry = Tuple[str, Tuple[str, ...], Callable[..., torch.Tensor]]
+Entry = Tuple[str, Tuple[str, ...], Callable[..., torch.Tensor]]
 
-_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+BN_PARAMS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 # ResNet depth from (bottleneck, blocks per stage)
 _RESNET_DEPTHS = {
     (False, (2, 2, 2, 2)): 18, (False, (3, 4, 6, 3)): 34,
@@ -64,16 +80,16 @@ def _same(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _copy(dst: str, src: str) -> _Entry:
+def copy_entry(dst: str, src: str) -> Entry:
     return dst, (src,), _same
 
 
-def _copy_all(dst: str, src: str, params: Sequence[str] = ("weight", "bias")) -> List[_Entry]:
+def copy_entries(dst: str, src: str, params: Sequence[str] = ("weight", "bias")) -> List[Entry]:
     """`{dst}{p}` <- `{src}{p}` for every p (a module's parameters)."""
-    return [_copy(dst + p, src + p) for p in params]
+    return [copy_entry(dst + p, src + p) for p in params]
 
 
-def _fill_num_batches_tracked(sd: StateDict) -> StateDict:
+def fill_num_batches_tracked(sd: StateDict) -> StateDict:
     """Adds zero `num_batches_tracked` next to BatchNorm statistics that lack it (pre-1.0 PyTorch)."""
     out = OrderedDict(sd)
     for name in sd:
@@ -84,7 +100,7 @@ def _fill_num_batches_tracked(sd: StateDict) -> StateDict:
     return out
 
 
-def _resnet_layout(sd: StateDict, prefix: str) -> Tuple[int, bool, Tuple[int, ...]]:
+def resnet_layout(sd: StateDict, prefix: str) -> Tuple[int, bool, Tuple[int, ...]]:
     """Depth, bottleneck?, blocks per stage of a torchvision-named ResNet stored under `prefix`."""
     if f"{prefix}conv1.weight" not in sd:
         raise ValueError(f"missing key {prefix}conv1.weight: no torchvision-named ResNet under {prefix!r}")
@@ -102,24 +118,24 @@ def _resnet_layout(sd: StateDict, prefix: str) -> Tuple[int, bool, Tuple[int, ..
     return depth, bottleneck, tuple(blocks)
 
 
-def _resnet_entries(src: str, dst: str, bottleneck: bool, blocks: Sequence[int]) -> List[_Entry]:
+def resnet_entries(src: str, dst: str, bottleneck: bool, blocks: Sequence[int]) -> List[Entry]:
     """torchvision ResNet names under `src` -> Detectron2 ResNet names under `dst`."""
-    entries = [_copy(f"{dst}stem.conv1.weight", f"{src}conv1.weight")]
-    entries += _copy_all(f"{dst}stem.conv1.norm.", f"{src}bn1.", _BN)
+    entries = [copy_entry(f"{dst}stem.conv1.weight", f"{src}conv1.weight")]
+    entries += copy_entries(f"{dst}stem.conv1.norm.", f"{src}bn1.", BN_PARAMS)
     convs = 3 if bottleneck else 2
     for i, n in enumerate(blocks, start=1):
         for j in range(n):
             s, d = f"{src}layer{i}.{j}.", f"{dst}res{i + 1}.{j}."
             for k in range(1, convs + 1):
-                entries.append(_copy(f"{d}conv{k}.weight", f"{s}conv{k}.weight"))
-                entries += _copy_all(f"{d}conv{k}.norm.", f"{s}bn{k}.", _BN)
+                entries.append(copy_entry(f"{d}conv{k}.weight", f"{s}conv{k}.weight"))
+                entries += copy_entries(f"{d}conv{k}.norm.", f"{s}bn{k}.", BN_PARAMS)
             if j == 0 and (bottleneck or i > 1):  # the first block of a stage changes width / stride
-                entries.append(_copy(f"{d}shortcut.weight", f"{s}downsample.0.weight"))
-                entries += _copy_all(f"{d}shortcut.norm.", f"{s}downsample.1.", _BN)
+                entries.append(copy_entry(f"{d}shortcut.weight", f"{s}downsample.0.weight"))
+                entries += copy_entries(f"{d}shortcut.norm.", f"{s}downsample.1.", BN_PARAMS)
     return entries
 
 
-def _resnet_overrides(depth: int, bottleneck: bool, out_features: Sequence[str]) -> List[str]:
+def resnet_overrides(depth: int, bottleneck: bool, out_features: Sequence[str]) -> List[str]:
     ov = ["MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.RESNETS.DEPTH", str(depth),
           "MODEL.RESNETS.STRIDE_IN_1X1", "False", "MODEL.RESNETS.NORM", "BN",
           "MODEL.RESNETS.OUT_FEATURES", json.dumps(list(out_features)),
@@ -129,7 +145,7 @@ def _resnet_overrides(depth: int, bottleneck: bool, out_features: Sequence[str])
     return ov
 
 
-def _flow_entries(src: str, dst: str, sd: StateDict) -> List[_Entry]:
+def flow_entries(src: str, dst: str, sd: StateDict) -> List[Entry]:
     """A RealNVP flow (`mask`, `s.{i}`, `t.{i}` 2-64-64-2 nets) copied under a new prefix."""
     if f"{src}mask" not in sd:
         raise ValueError(f"missing key {src}mask (the RealNVP flow)")
@@ -139,15 +155,15 @@ def _flow_entries(src: str, dst: str, sd: StateDict) -> List[_Entry]:
                          f"{tuple(_ALTERNATING_MASKS.shape)}")
     if not torch.equal(mask.float(), _ALTERNATING_MASKS):
         logger.warning("%smask is not RealNVP's alternating [[0, 1], [1, 0]] x 3: copied as stored", src)
-    entries = [_copy(f"{dst}mask", f"{src}mask")]
+    entries = [copy_entry(f"{dst}mask", f"{src}mask")]
     for net in ("s", "t"):
         for i in range(mask.shape[0]):
             for layer in (0, 2, 4):  # Linear, LeakyReLU, Linear, LeakyReLU, Linear[, Tanh]
-                entries += _copy_all(f"{dst}{net}.{i}.{layer}.", f"{src}{net}.{i}.{layer}.")
+                entries += copy_entries(f"{dst}{net}.{i}.{layer}.", f"{src}{net}.{i}.{layer}.")
     return entries
 
 
-def _apply(sd: StateDict, entries: List[_Entry], what: str) -> StateDict:
+def apply_plan(sd: StateDict, entries: List[Entry], what: str) -> StateDict:
     """Runs the plan: every official key must be a source and every source must exist; otherwise
     ValueError names every unexpected and every missing key (unexpected first, in checkpoint order)."""
     used = {s for _, sources, _ in entries for s in sources}
@@ -163,7 +179,7 @@ def _apply(sd: StateDict, entries: List[_Entry], what: str) -> StateDict:
     return out
 
 
-def official_names(entries: List[_Entry]) -> Dict[str, str]:
+def official_names(entries: List[Entry]) -> Dict[str, str]:
     """A converter's plan as a name table: {d2pose name: the authors' name} of every converted tensor
     made from exactly one official tensor (copies, reshapes, shifts), in plan order. Read from the
     plan itself, so it cannot drift from the converter: it names d2pose's parameters the authors' way
@@ -185,7 +201,7 @@ def register_converter(method: str):
     return register
 
 
-def _numpy_safe_globals() -> list:
+def numpy_safe_globals() -> list:
     """numpy scalar / array / dtype reconstructors that mmcv checkpoint metadata may pickle (e.g. a
     best score in `meta.hook_msgs`): they rebuild data, not code, so the weights-only unpickler may
     use them (PyTorch's documented allowlist for numpy values)."""

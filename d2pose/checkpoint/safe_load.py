@@ -113,9 +113,9 @@ def load_pickle_safely(path_or_file, source: str = "") -> Any:
 
 
 def _numpy_globals() -> list:
-    from .convert import _numpy_safe_globals
+    from .convert import numpy_safe_globals
 
-    return _numpy_safe_globals()
+    return numpy_safe_globals()
 
 
 def torch_load_safely(f, source: str = "") -> Any:

@@ -19,8 +19,8 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
-from d2pose.checkpoint.convert import (StateDict, _BN, _apply, _copy, _copy_all, _fill_num_batches_tracked, official_names,
-                                       register_converter)
+from d2pose.checkpoint.convert import (BN_PARAMS, StateDict, apply_plan, copy_entries, copy_entry,
+                                       fill_num_batches_tracked, official_names, register_converter)
 
 __all__ = ["convert_logocap_official", "logocap_official_names"]
 
@@ -28,7 +28,7 @@ __all__ = ["convert_logocap_official", "logocap_official_names"]
 def _plan(sd: StateDict):
     """(state_dict with num_batches_tracked filled in, the copy plan, the keypoint count, the KAM
     network's convolution indices, widths and attentive-BN flags) of an authors' LOGO-CAP state_dict."""
-    sd = _fill_num_batches_tracked(sd)
+    sd = fill_num_batches_tracked(sd)
     for key in ("backbone.transition1.0.0.weight", "final_layer_cls.weight", "final_layer_reg.weight",
                 "transition_embedding.0.weight", "joints_mlp.0.weight"):
         if key not in sd:
@@ -38,31 +38,31 @@ def _plan(sd: StateDict):
     if int(sd["final_layer_reg.weight"].shape[0]) != 2 * K:
         raise ValueError(f"LOGO-CAP checkpoint: final_layer_reg has {sd['final_layer_reg.weight'].shape[0]} outputs "
                          f"for {K} keypoints (final_layer_cls), expected {2 * K}")
-    entries = [_copy(f"backbone.body.{k[len('backbone.'):]}", k) for k in sd if k.startswith("backbone.")]
+    entries = [copy_entry(f"backbone.body.{k[len('backbone.'):]}", k) for k in sd if k.startswith("backbone.")]
     for src, dst in (("transition_cls", "heatmap_head"), ("transition_reg", "offset_head"),
                      ("transition_embedding", "embedding_head")):
-        entries.append(_copy(f"{dst}.0.weight", f"{src}.0.weight"))
-        entries += _copy_all(f"{dst}.1.", f"{src}.1.", _BN)
-    entries += _copy_all("heatmap_head.3.", "final_layer_cls.")
-    entries += _copy_all("offset_head.3.", "final_layer_reg.")
+        entries.append(copy_entry(f"{dst}.0.weight", f"{src}.0.weight"))
+        entries += copy_entries(f"{dst}.1.", f"{src}.1.", BN_PARAMS)
+    entries += copy_entries("heatmap_head.3.", "final_layer_cls.")
+    entries += copy_entries("offset_head.3.", "final_layer_reg.")
     convs = sorted({int(m.group(1)) for k in sd for m in [re.match(r"joints_mlp\.(\d+)\.weight$", k)] if m
                     and sd[k].dim() == 4})
     channels, attentive = [], []
     for i in convs[:-1]:
         channels.append(int(sd[f"joints_mlp.{i}.weight"].shape[0]))
-        entries.append(_copy(f"kam_net.{i}.weight", f"joints_mlp.{i}.weight"))
+        entries.append(copy_entry(f"kam_net.{i}.weight", f"joints_mlp.{i}.weight"))
         norm = f"joints_mlp.{i + 1}."
         if norm + "weight_" in sd:
             attentive.append(True)
-            entries += [_copy(f"kam_net.{i + 1}.weight_bank", norm + "weight_"),
-                        _copy(f"kam_net.{i + 1}.bias_bank", norm + "bias_"),
-                        _copy(f"kam_net.{i + 1}.attention.weight", norm + "attn_weights.attention.0.weight")]
-            entries += _copy_all(f"kam_net.{i + 1}.", norm, ("running_mean", "running_var", "num_batches_tracked"))
+            entries += [copy_entry(f"kam_net.{i + 1}.weight_bank", norm + "weight_"),
+                        copy_entry(f"kam_net.{i + 1}.bias_bank", norm + "bias_"),
+                        copy_entry(f"kam_net.{i + 1}.attention.weight", norm + "attn_weights.attention.0.weight")]
+            entries += copy_entries(f"kam_net.{i + 1}.", norm, ("running_mean", "running_var", "num_batches_tracked"))
         else:
             attentive.append(False)
-            entries += _copy_all(f"kam_net.{i + 1}.", norm, _BN)
+            entries += copy_entries(f"kam_net.{i + 1}.", norm, BN_PARAMS)
     last = convs[-1]
-    entries += _copy_all(f"kam_net.{last}.", f"joints_mlp.{last}.")
+    entries += copy_entries(f"kam_net.{last}.", f"joints_mlp.{last}.")
     return sd, entries, K, convs, channels, attentive
 
 
@@ -70,7 +70,7 @@ def _plan(sd: StateDict):
 def convert_logocap_official(sd: StateDict) -> Tuple[StateDict, List[str]]:
     """Authors' LOGO-CAP state_dict -> (d2pose state_dict, config overrides)."""
     sd, entries, K, convs, channels, attentive = _plan(sd)
-    out = _apply(sd, entries, "LOGO-CAP checkpoint")
+    out = apply_plan(sd, entries, "LOGO-CAP checkpoint")
     width = int(sd["backbone.transition1.0.0.weight"].shape[0])
     an = [i for i, a in zip(convs, attentive) if a]
     num_affine = int(sd[f"joints_mlp.{an[0] + 1}.weight_"].shape[0]) if an else 20

@@ -8,8 +8,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from d2pose.checkpoint.convert import (StateDict, _Entry, _apply, _copy, _copy_all, _fill_num_batches_tracked,
-                                       _flow_entries, _resnet_entries, _resnet_layout, _resnet_overrides,
+from d2pose.checkpoint.convert import (StateDict, Entry, apply_plan, copy_entry, copy_entries, fill_num_batches_tracked,
+                                       flow_entries, resnet_entries, resnet_layout, resnet_overrides,
                                        official_names, register_converter)
 from d2pose.checkpoint.upgrade import rename_legacy_keys
 
@@ -46,31 +46,31 @@ def _count(sd: StateDict, pattern: str) -> int:
     return n
 
 
-def _poseur_decoder_entries(sd: StateDict, L: int, M: int, C: int) -> List[_Entry]:
+def _poseur_decoder_entries(sd: StateDict, L: int, M: int, C: int) -> List[Entry]:
     """The decoder layers (`keypoint_head.transformer.decoder.layers.{i}`) -> `head.decoder.layers.{i}`."""
     entries = []
     D = C // M
     for i in range(L):
         s, d = f"keypoint_head.transformer.decoder.layers.{i}.", f"head.decoder.layers.{i}."
-        entries += _copy_all(f"{d}self_attn.", f"{s}attentions.0.attn.",
+        entries += copy_entries(f"{d}self_attn.", f"{s}attentions.0.attn.",
                              ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"))
         for m in ("sampling_offsets", "attention_weights", "output_proj"):
-            entries += _copy_all(f"{d}cross_attn.{m}.", f"{s}attentions.1.{m}.")
+            entries += copy_entries(f"{d}cross_attn.{m}.", f"{s}attentions.1.{m}.")
         table = f"{s}attentions.1.value_proj_weight.weight"
         if table in sd and tuple(sd[table].shape) != (M * C, D):
             raise ValueError(f"{table} has shape {tuple(sd[table].shape)}, expected (M C, C / M) = {(M * C, D)}")
         # Embedding(M C, C / M): row m C + c holds head m's projection of input channel c
         entries.append((f"{d}cross_attn.value_proj_weight", (table,), lambda t: t.reshape(M, C, D)))
-        entries.append(_copy(f"{d}cross_attn.value_proj_bias", f"{s}attentions.1.value_proj_bias.weight"))
-        entries += _copy_all(f"{d}linear1.", f"{s}ffns.0.layers.0.0.")  # Linear, ReLU, Dropout
-        entries += _copy_all(f"{d}linear2.", f"{s}ffns.0.layers.1.")
+        entries.append(copy_entry(f"{d}cross_attn.value_proj_bias", f"{s}attentions.1.value_proj_bias.weight"))
+        entries += copy_entries(f"{d}linear1.", f"{s}ffns.0.layers.0.0.")  # Linear, ReLU, Dropout
+        entries += copy_entries(f"{d}linear2.", f"{s}ffns.0.layers.1.")
         for k in range(3):
-            entries += _copy_all(f"{d}norm{k + 1}.", f"{s}norms.{k}.")
+            entries += copy_entries(f"{d}norm{k + 1}.", f"{s}norms.{k}.")
     return entries
 
 
 def _poseur_branch_entries(sd: StateDict, L: int, num_reg_fcs: int, output_delta: bool,
-                           fold_sigma: bool = True) -> List[_Entry]:
+                           fold_sigma: bool = True) -> List[Entry]:
     """Per-layer coordinate / sigma branches -> `head.decoder.fc_*_branches.{l}`; the sigma branch
     folded into one Linear (`fold_sigma`, MODEL.POSEUR.SIGMA_BRANCH "linear") or kept as the
     authors' stack of linears ("stacked": `.{k}` for the hidden ones, `.{num_reg_fcs}` the last)."""
@@ -79,13 +79,13 @@ def _poseur_branch_entries(sd: StateDict, L: int, num_reg_fcs: int, output_delta
     for l in range(L):
         for name in names:  # Linear, ReLU, ..., Linear: the linears sit at even indices
             for k in range(0, 2 * num_reg_fcs + 1, 2):
-                entries += _copy_all(f"head.decoder.{name}.{l}.{k}.", f"keypoint_head.{name}.{l}.{k}.")
+                entries += copy_entries(f"head.decoder.{name}.{l}.{k}.", f"keypoint_head.{name}.{l}.{k}.")
         s = f"keypoint_head.fc_sigma_branches.{l}."
         d = f"head.decoder.fc_sigma_branches.{l}."
         if not fold_sigma:
             for k in range(num_reg_fcs):
-                entries += _copy_all(f"{d}{k}.", f"{s}{k}.")
-            entries += _copy_all(f"{d}{num_reg_fcs}.", f"{s}{num_reg_fcs}.linear.")
+                entries += copy_entries(f"{d}{k}.", f"{s}{k}.")
+            entries += copy_entries(f"{d}{num_reg_fcs}.", f"{s}{num_reg_fcs}.linear.")
             continue
         sources = []
         for k in range(num_reg_fcs):
@@ -96,12 +96,12 @@ def _poseur_branch_entries(sd: StateDict, L: int, num_reg_fcs: int, output_delta
     return entries
 
 
-def _poseur_plan(state_dict: StateDict, fold_sigma: bool) -> Tuple[StateDict, List[_Entry], List[str]]:
+def _poseur_plan(state_dict: StateDict, fold_sigma: bool) -> Tuple[StateDict, List[Entry], List[str]]:
     """(the checkpoint with num_batches_tracked filled, the conversion entries with d2pose names
     before the refiner rename, the overrides)."""
-    sd = _fill_num_batches_tracked(state_dict)
-    depth, bottleneck, blocks = _resnet_layout(sd, "backbone.")
-    entries = _resnet_entries("backbone.", "backbone.", bottleneck, blocks)
+    sd = fill_num_batches_tracked(state_dict)
+    depth, bottleneck, blocks = resnet_layout(sd, "backbone.")
+    entries = resnet_entries("backbone.", "backbone.", bottleneck, blocks)
     t = "keypoint_head.transformer."
     if f"{t}level_embeds" not in sd:
         raise ValueError(f"Poseur checkpoint: missing key {t}level_embeds")
@@ -123,22 +123,22 @@ def _poseur_plan(state_dict: StateDict, fold_sigma: bool) -> Tuple[StateDict, Li
     output_delta = "keypoint_head.fc_coord_output_branches.0.0.weight" in sd
 
     for i in range(levels):
-        entries.append(_copy(f"head.neck.convs.{i}.conv.weight", f"neck.convs.{i}.conv.weight"))
-        entries += _copy_all(f"head.neck.convs.{i}.gn.", f"neck.convs.{i}.gn.")
-    entries.append(_copy("head.level_embeds", f"{t}level_embeds"))
-    entries.append(_copy("head.coarse.fc_coord.linear.weight", f"{t}fc_coord.linear.weight"))
+        entries.append(copy_entry(f"head.neck.convs.{i}.conv.weight", f"neck.convs.{i}.conv.weight"))
+        entries += copy_entries(f"head.neck.convs.{i}.gn.", f"neck.convs.{i}.gn.")
+    entries.append(copy_entry("head.level_embeds", f"{t}level_embeds"))
+    entries.append(copy_entry("head.coarse.fc_coord.linear.weight", f"{t}fc_coord.linear.weight"))
     # official coarse mu = W x / |x| + b in [0, 1] units; d2pose adds 0.5 after the FC
     entries.append(("head.coarse.fc_coord.linear.bias", (f"{t}fc_coord.linear.bias",),
                     lambda b: (b.double() - 0.5).to(b.dtype)))
-    entries += _copy_all("head.coarse.fc_sigma.", f"{t}fc_sigma.linear.")
-    entries += _copy_all("head.keypoint_encoder.pos_trans.", f"{t}pos_trans.")
-    entries += _copy_all("head.keypoint_encoder.pos_trans_norm.", f"{t}pos_trans_norm.")
-    entries.append(_copy("head.keypoint_encoder.pos_embed.weight", f"{t}pos_embed.weight"))
+    entries += copy_entries("head.coarse.fc_sigma.", f"{t}fc_sigma.linear.")
+    entries += copy_entries("head.keypoint_encoder.pos_trans.", f"{t}pos_trans.")
+    entries += copy_entries("head.keypoint_encoder.pos_trans_norm.", f"{t}pos_trans_norm.")
+    entries.append(copy_entry("head.keypoint_encoder.pos_embed.weight", f"{t}pos_embed.weight"))
     entries += _poseur_decoder_entries(sd, L, M, C)
     entries += _poseur_branch_entries(sd, L, num_reg_fcs, output_delta, fold_sigma)
-    entries += _flow_entries("keypoint_head.enc_flow.", "head.enc_loss.flow.", sd)
-    entries += _flow_entries("keypoint_head.dec_flow.", "head.dec_loss.flow.", sd)
-    overrides = _resnet_overrides(depth, bottleneck, ["res2", "res3", "res4", "res5"]) + [
+    entries += flow_entries("keypoint_head.enc_flow.", "head.enc_loss.flow.", sd)
+    entries += flow_entries("keypoint_head.dec_flow.", "head.dec_loss.flow.", sd)
+    overrides = resnet_overrides(depth, bottleneck, ["res2", "res3", "res4", "res5"]) + [
         "MODEL.TOPDOWN.HEAD", "PoseurHead",
         *CODEC_OVERRIDES,
         "MODEL.POSEUR.NUM_DECODER_LAYERS", str(L),
@@ -183,7 +183,7 @@ def convert_poseur_official(state_dict: StateDict, fold_sigma: bool = True) -> T
         the d2pose state_dict (backbone.*, head.*) and the overrides.
     """
     sd, entries, overrides = _poseur_plan(state_dict, fold_sigma)
-    out = _apply(sd, entries, "Poseur checkpoint")
+    out = apply_plan(sd, entries, "Poseur checkpoint")
     rename_legacy_keys(out, "head.", REFINER_STATE_RENAMES)  # the refiner's parts under head.refiner.
     return out, overrides
 

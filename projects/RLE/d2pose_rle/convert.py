@@ -3,8 +3,8 @@ d2pose's TopDownPoseEstimator with `RLERegressionHead`; the reading and the ResN
 the core's (`d2pose.checkpoint.convert`). `tools/convert_checkpoint.py --method rle` runs it."""
 from typing import Dict, List, Tuple
 
-from d2pose.checkpoint.convert import (StateDict, _apply, _copy_all, _fill_num_batches_tracked, _flow_entries,
-                                       _resnet_entries, _resnet_layout, _resnet_overrides, official_names,
+from d2pose.checkpoint.convert import (StateDict, apply_plan, copy_entries, fill_num_batches_tracked, flow_entries,
+                                       resnet_entries, resnet_layout, resnet_overrides, official_names,
                                        register_converter)
 
 __all__ = ["convert_rle_official", "rle_official_names"]
@@ -13,11 +13,11 @@ __all__ = ["convert_rle_official", "rle_official_names"]
 def _rle_plan(state_dict: StateDict):
     """The converter's plan (d2pose name, official sources, function) for a checkpoint of the authors'
     layout, with the ResNet's depth and block type."""
-    depth, bottleneck, blocks = _resnet_layout(state_dict, "preact.")
-    entries = _resnet_entries("preact.", "backbone.", bottleneck, blocks)
-    entries += _copy_all("head.output.fc_coord.linear.", "fc_coord.linear.")
-    entries += _copy_all("head.output.fc_sigma.", "fc_sigma.linear.")
-    entries += _flow_entries("flow.", "head.loss.flow.", state_dict)
+    depth, bottleneck, blocks = resnet_layout(state_dict, "preact.")
+    entries = resnet_entries("preact.", "backbone.", bottleneck, blocks)
+    entries += copy_entries("head.output.fc_coord.linear.", "fc_coord.linear.")
+    entries += copy_entries("head.output.fc_sigma.", "fc_sigma.linear.")
+    entries += flow_entries("flow.", "head.loss.flow.", state_dict)
     return entries, depth, bottleneck
 
 
@@ -25,7 +25,7 @@ def rle_official_names(state_dict: StateDict) -> Dict[str, str]:
     """{d2pose name: the authors' name} of every tensor the converter copies from `state_dict` (the
     authors' checkpoint), read from the converter's own plan: e.g. to compare d2pose's gradients with
     the authors' by parameter (tests/projects/rle/test_train_parity.py)."""
-    entries, _, _ = _rle_plan(_fill_num_batches_tracked(state_dict))
+    entries, _, _ = _rle_plan(fill_num_batches_tracked(state_dict))
     return official_names(entries)
 
 
@@ -41,10 +41,10 @@ def convert_rle_official(state_dict: StateDict) -> Tuple[StateDict, List[str]]:
     Returns:
         the d2pose state_dict (backbone.*, head.output.*, head.loss.flow.*) and the overrides.
     """
-    sd = _fill_num_batches_tracked(state_dict)
+    sd = fill_num_batches_tracked(state_dict)
     entries, depth, bottleneck = _rle_plan(sd)
-    out = _apply(sd, entries, "RLE checkpoint")
-    overrides = _resnet_overrides(depth, bottleneck, ["res5"]) + [
+    out = apply_plan(sd, entries, "RLE checkpoint")
+    overrides = resnet_overrides(depth, bottleneck, ["res5"]) + [
         "MODEL.TOPDOWN.HEAD", "RLERegressionHead",
         "INPUT.TOPDOWN.CODEC", "regression",
         "INPUT.TOPDOWN.REGRESSION_CENTERED", "True",  # official targets x / W - 0.5

@@ -34,8 +34,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from d2pose.checkpoint.convert import (StateDict, _BN, _apply, _copy, _copy_all, _fill_num_batches_tracked,
-                                       _resnet_entries, official_names, register_converter)
+from d2pose.checkpoint.convert import (BN_PARAMS, StateDict, apply_plan, copy_entries, copy_entry,
+                                       fill_num_batches_tracked, official_names, register_converter, resnet_entries)
 
 from .encoder import TokenPositionEmbedding
 
@@ -64,7 +64,7 @@ def _grid(tokens: int, stride: int) -> Tuple[int, int]:
 def _plan(state_dict: StateDict):
     """(state_dict with BatchNorm counters filled, the conversion plan: [(d2pose name, (official
     names,), function)], config overrides) of the authors' TransPoseR / TransPoseH state_dict."""
-    sd = _fill_num_batches_tracked(state_dict)
+    sd = fill_num_batches_tracked(state_dict)
     for key in ("reduce.weight", "final_layer.weight", "global_encoder.layers.0.linear1.weight"):
         if key not in sd:
             raise ValueError(f"TransPose checkpoint: missing key {key!r} (not a TransPoseR / TransPoseH state_dict)")
@@ -84,14 +84,14 @@ def _plan(state_dict: StateDict):
         if not blocks:
             raise ValueError("TransPose checkpoint: missing key 'layer1.0.conv1.weight' (the ResNet stem's blocks)")
         bottleneck = "layer1.0.conv3.weight" in sd
-        entries += _resnet_entries("", "backbone.", bottleneck, blocks)
+        entries += resnet_entries("", "backbone.", bottleneck, blocks)
         stride = 4 * 2 ** (len(blocks) - 1)
         n_deconv = 0  # (ConvTranspose2d, BatchNorm2d, ReLU) per x2 step: weights at 0, 3, 6, ...
         while f"deconv_layers.{3 * n_deconv}.weight" in sd:
             n_deconv += 1
         for j in range(n_deconv):
-            entries.append(_copy(f"head.deconv_layers.{3 * j}.weight", f"deconv_layers.{3 * j}.weight"))
-            entries += _copy_all(f"head.deconv_layers.{3 * j + 1}.", f"deconv_layers.{3 * j + 1}.", _BN)
+            entries.append(copy_entry(f"head.deconv_layers.{3 * j}.weight", f"deconv_layers.{3 * j}.weight"))
+            entries += copy_entries(f"head.deconv_layers.{3 * j + 1}.", f"deconv_layers.{3 * j + 1}.", BN_PARAMS)
         upsample = "deconv" if n_deconv else "bilinear"
         deconv_dim = int(sd["deconv_layers.0.weight"].shape[1]) if n_deconv else d
     else:
@@ -99,15 +99,15 @@ def _plan(state_dict: StateDict):
         width = int(sd["transition1.0.0.weight"].shape[0])
         # every HRNet-S tensor keeps its (official = timm) name under backbone.body.
         hrnet = [k for k in sd if re.match(r"(conv[12]|bn[12]|layer1|transition[12]|stage[23])\.", k)]
-        entries += [_copy(f"backbone.body.{k}", k) for k in hrnet]
+        entries += [copy_entry(f"backbone.body.{k}", k) for k in hrnet]
     heads = _HEADS[kind]
-    entries.append(_copy("head.reduce.weight", "reduce.weight"))
+    entries.append(copy_entry("head.reduce.weight", "reduce.weight"))
     for i in range(layers):
         src, dst = f"global_encoder.layers.{i}.", f"head.encoder.layers.{i}."
-        entries += _copy_all(dst + "self_attn.", src + "self_attn.", ("in_proj_weight", "in_proj_bias"))
+        entries += copy_entries(dst + "self_attn.", src + "self_attn.", ("in_proj_weight", "in_proj_bias"))
         for m in ("self_attn.out_proj", "linear1", "linear2", "norm1", "norm2"):
-            entries += _copy_all(f"{dst}{m}.", f"{src}{m}.")
-    entries += _copy_all("head.final_layer.", "final_layer.")
+            entries += copy_entries(f"{dst}{m}.", f"{src}{m}.")
+    entries += copy_entries("head.final_layer.", "final_layer.")
     overrides = []
     if "pos_embedding" in sd:
         pe = sd["pos_embedding"]
@@ -158,7 +158,7 @@ def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[s
     layout needs must exist; otherwise ValueError lists them (`d2pose.checkpoint.convert._apply`).
     """
     sd, entries, overrides, kind = _plan(state_dict)
-    out = _apply(sd, entries, f"TransPose-{kind} checkpoint")
+    out = apply_plan(sd, entries, f"TransPose-{kind} checkpoint")
     if kind == "R" and "layer1.0.conv3.weight" not in sd:
         raise ValueError("TransPose-R checkpoint: basic-block ResNet stems are not a TransPose layout "
                          "(layer1.0.conv3.weight missing)")
