@@ -65,9 +65,9 @@ def _person(args, cfg, image_format):
     people = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
     if not 0 <= args.person_index < len(people):
         raise IndexError(f"--person-index {args.person_index}: image {record['file_name']} has {len(people)} people")
-    from d2pose.data.topdown import _box_xyxy
+    from d2pose.data.datasets.coco_keypoints import box_xyxy
 
-    box = np.asarray(_box_xyxy(people[args.person_index]), dtype=np.float64)
+    box = np.asarray(box_xyxy(people[args.person_index]), dtype=np.float64)
     return utils.read_image(record["file_name"], format=image_format), box, f"{record['file_name']} person {args.person_index}"
 
 

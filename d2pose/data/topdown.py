@@ -20,18 +20,14 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
-from detectron2.structures import BoxMode
 
 from .codecs import build_codec
+from .datasets.coco_keypoints import box_xyxy
 from .transforms.affine import apply_affine, box_to_center_size, crop_affine, crop_boxes, warp_image
 
 __all__ = ["person_instances", "attach_person_detections", "TopDownDatasetMapper"]
 
 logger = logging.getLogger(__name__)
-
-
-def _box_xyxy(ann: Dict) -> List[float]:
-    return list(BoxMode.convert(ann["bbox"], ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS))
 
 
 def person_instances(dataset_dicts: List[Dict], min_keypoints: int = 1) -> List[Dict]:
@@ -45,7 +41,7 @@ def person_instances(dataset_dicts: List[Dict], min_keypoints: int = 1) -> List[
             kps = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
             if int((kps[:, 2] > 0).sum()) < min_keypoints:
                 continue
-            x0, y0, x1, y1 = _box_xyxy(ann)
+            x0, y0, x1, y1 = box_xyxy(ann)
             if x1 - x0 <= 1 or y1 - y0 <= 1:
                 continue
             out.append(dict(
@@ -249,7 +245,7 @@ class TopDownDatasetMapper:
             scores = np.asarray(record["person_scores"], dtype=np.float64)
         else:
             anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-            boxes = np.array([_box_xyxy(a) for a in anns], dtype=np.float64).reshape(-1, 4)
+            boxes = np.array([box_xyxy(a) for a in anns], dtype=np.float64).reshape(-1, 4)
             scores = np.ones(len(boxes))
         crops, inv = crop_boxes(image, boxes, self.input_size, self.padding)
         crops = np.ascontiguousarray(crops.transpose(0, 3, 1, 2))

@@ -13,7 +13,7 @@ from detectron2.data.datasets.coco import load_coco_json
 
 from ..metadata import KeypointMetadata, get_keypoint_metadata
 
-__all__ = ["register_keypoint_dataset", "load_keypoint_json", "DatasetFileMissing", "has_zero_area"]
+__all__ = ["register_keypoint_dataset", "load_keypoint_json", "DatasetFileMissing", "has_zero_area", "box_xyxy"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def has_zero_area(ann: Dict) -> bool:
         return True
     if "bbox" not in ann:
         return False
-    x0, y0, x1, y1 = _box_xyxy(ann)
+    x0, y0, x1, y1 = box_xyxy(ann)
     return x1 - x0 <= 0 or y1 - y0 <= 0
 
 
@@ -193,7 +193,7 @@ def fill_optional_fields(dicts: List[Dict]) -> None:
     for record in dicts:
         for ann in record.get("annotations", []):
             if ann.get("area") is None and "bbox" in ann:
-                x0, y0, x1, y1 = _box_xyxy(ann)
+                x0, y0, x1, y1 = box_xyxy(ann)
                 ann["area"] = float(max(x1 - x0, 0.0) * max(y1 - y0, 0.0))
             ann.setdefault("iscrowd", 0)
             kps = ann.get("keypoints")
@@ -201,10 +201,11 @@ def fill_optional_fields(dicts: List[Dict]) -> None:
                 ann["num_keypoints"] = int(sum(1 for v in kps[2::3] if v > 0))
 
 
-def _box_xyxy(ann: Dict):
+def box_xyxy(ann: Dict) -> List[float]:
+    """An annotation's box as [x0, y0, x1, y1] (its `bbox_mode`, COCO's XYWH when absent)."""
     from detectron2.structures import BoxMode
 
-    return BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
+    return list(BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS))
 
 
 def register_keypoint_dataset(
