@@ -33,7 +33,6 @@ def _plan(sd: StateDict):
                 "transition_embedding.0.weight", "joints_mlp.0.weight"):
         if key not in sd:
             raise ValueError(f"LOGO-CAP checkpoint: missing key {key!r} (not a LOGO-CAP state_dict?)")
-    width = int(sd["backbone.transition1.0.0.weight"].shape[0])
     K = int(sd["final_layer_cls.weight"].shape[0]) - 1
     if int(sd["final_layer_reg.weight"].shape[0]) != 2 * K:
         raise ValueError(f"LOGO-CAP checkpoint: final_layer_reg has {sd['final_layer_reg.weight'].shape[0]} outputs "

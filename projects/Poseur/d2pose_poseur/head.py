@@ -36,7 +36,7 @@ from d2pose.modeling.losses import check_heatmap_kl_args
 from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
 
 from .config import check_test_output
-from .decoder import default_linear_bias_
+from .decoder import INITS, default_linear_bias_
 from .neck import ChannelMapper
 from .refiner import REFINER_STATE_RENAMES, PoseurRefiner
 
@@ -112,8 +112,8 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
             nn.init.normal_(self.coarse_heatmap.weight, std=0.001)  # near-uniform: mu starts at the centre
             nn.init.zeros_(self.coarse_heatmap.bias)
         self.coarse = RLEOutput(coarse_channels, num_keypoints, offset=0.5, coords=self.coarse_heatmap is None)
-        if init not in ("d2pose", "official"):
-            raise ValueError(f"MODEL.POSEUR.INIT must be 'd2pose' or 'official', got {init!r}")
+        if init not in INITS:
+            raise ValueError(f"MODEL.POSEUR.INIT must be one of {INITS}, got {init!r}")
         if init == "official":
             fcs = [self.coarse.fc_sigma] + ([self.coarse.fc_coord.linear] if self.coarse.fc_coord is not None else [])
             for fc in fcs:

@@ -14,6 +14,7 @@ from d2pose.modeling.losses import heatmap_mse_loss
 from d2pose_transpose import TokenPositionEmbedding, affected_areas, dependency_areas
 from d2pose_transpose.convert import convert_transpose_official, transpose_official_names
 from d2pose_transpose.dependency import keypoint_tokens
+from tests.data.codec_checks import assert_encode_torch_equals_encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -227,14 +228,7 @@ def test_transpose_codec_target_weight_is_the_authors_rule():
         hm, w = codec.encode(at_cell(codec, cx, cy), np.ones(1))
         assert w[0] == float(keeps) and (hm.max() > 0) == keeps, (cx, cy)
     assert msra.encode(at_cell(msra, -7.5, 30.0), np.ones(1))[1][0] == 0
-    rng = np.random.default_rng(3)
-    coords = rng.uniform(-0.3, 1.3, size=(4, 17, 2))
-    vis = rng.integers(0, 3, size=(4, 17))
-    hm_t, w_t = codec.encode_torch(torch.as_tensor(coords), torch.as_tensor((vis > 0).astype(np.float64)))
-    for i in range(4):
-        hm, w = codec.encode(coords[i] * np.array([192, 256]), vis[i])
-        np.testing.assert_allclose(w_t[i].numpy(), w)
-        np.testing.assert_allclose(hm_t[i].numpy(), hm, atol=1e-6)
+    assert_encode_torch_equals_encode(codec, (192, 256))
 
 
 def test_coco_configs_train_with_the_authors_targets():
