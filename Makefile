@@ -17,7 +17,7 @@ test-fast: setup  ## everything but the slow tests
 demo: setup  ## the main job: train + evaluate the synthetic Poseur model on the CPU, draw predictions, then run it on whole images with a synthetic person detector
 	$(PY) tools/train_demo.py --output-dir output/demo-$$(date +%Y%m%d-%H%M%S)
 
-BENCHMARK_CONFIGS = $(shell ls configs/*/*.yaml | grep -v -e /Base- -e /Detectors/)
+BENCHMARK_CONFIGS = $(shell grep -L 'Moved to projects/' configs/*/*.yaml projects/*/configs/*.yaml | grep -v -e /Base- -e /Detectors/)
 
 benchmark: setup  ## operator benchmark, then every shipped config's cost, appended to BENCHMARKS.md
 	$(PY) tools/benchmark_ops.py

@@ -95,7 +95,7 @@ def get_extensions():
 
 
 #: the method packages: projects/<Method>/<package>/, installed as top-level packages beside d2pose
-#: (imported by d2pose.projects, the core's one registration point)
+#: (imported by d2pose/__init__.py, the core's one registration point)
 PROJECTS = {"d2pose_rle": "projects/RLE/d2pose_rle", "d2pose_poseur": "projects/Poseur/d2pose_poseur",
             "d2pose_transpose": "projects/TransPose/d2pose_transpose", "d2pose_logocap": "projects/LOGOCAP/d2pose_logocap"}
 
@@ -105,23 +105,34 @@ def _packages():
     return core + sorted(PROJECTS)
 
 
+def _mirror(source: str, destination: str) -> None:
+    """destination becomes a link to source (a copy where links are not allowed)."""
+    if os.path.islink(destination):
+        os.unlink(destination)
+    elif os.path.isdir(destination):
+        shutil.rmtree(destination)
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    try:
+        os.symlink(os.path.relpath(source, os.path.dirname(destination)), destination)
+    except OSError:
+        shutil.copytree(source, destination)
+
+
 def _model_zoo_configs():
-    """configs/ as package data of d2pose.model_zoo (what `d2pose.model_zoo.get_config_file` reads):
-    d2pose/model_zoo/configs links to the repository's configs/ (a copy where links are not allowed),
-    as Detectron2's setup.py does for its model zoo."""
-    source = os.path.join(ROOT, "configs")
-    destination = os.path.join(ROOT, "d2pose", "model_zoo", "configs")
-    if os.path.isdir(source):
-        if os.path.islink(destination):
-            os.unlink(destination)
-        elif os.path.isdir(destination):
-            shutil.rmtree(destination)
-        try:
-            os.symlink(os.path.relpath(source, os.path.dirname(destination)), destination)
-        except OSError:
-            shutil.copytree(source, destination)
-    return [os.path.join("configs", os.path.relpath(p, source))
-            for p in glob.glob(os.path.join(source, "**", "*.yaml"), recursive=True)]
+    """The configs as package data of d2pose.model_zoo (what `d2pose.model_zoo.get_config_file` reads),
+    in the repository's layout so that relative `_BASE_`s resolve the same: d2pose/model_zoo/configs
+    links to configs/ and d2pose/model_zoo/projects/<Method>/configs to projects/<Method>/configs
+    (copies where links are not allowed), as Detectron2's setup.py does for its model zoo."""
+    package = os.path.join(ROOT, "d2pose", "model_zoo")
+    methods = glob.glob(os.path.join(ROOT, "projects", "*", "configs"))
+    folders = ["configs"] + sorted(os.path.relpath(f, ROOT) for f in methods)
+    if os.path.isdir(os.path.join(ROOT, "configs")):
+        if os.path.isdir(os.path.join(package, "projects")):  # the method folders of an earlier build
+            shutil.rmtree(os.path.join(package, "projects"))
+        for folder in folders:
+            _mirror(os.path.join(ROOT, folder), os.path.join(package, folder))
+    return [os.path.relpath(p, ROOT) for folder in folders
+            for p in glob.glob(os.path.join(ROOT, folder, "**", "*.yaml"), recursive=True)]
 
 
 setup(

@@ -2,25 +2,27 @@
 
 `import d2pose` registers every d2pose component into Detectron2's registries (meta-architectures,
 backbones, heads, ROI heads, datasets, codecs, converters) from the core (`d2pose/`) and from every
-method package (`projects/<Method>/d2pose_<method>/`, imported through `d2pose.projects`);
-`d2pose.add_d2pose_config(cfg)` adds every d2pose config key. It also restricts Detectron2's
-checkpoint reading to data (`d2pose.checkpoint.safe_load`: no pickled code runs when weights load)
-and makes Detectron2's `DefaultPredictor` refuse a `MODEL.WEIGHTS` that does not fit the model
-(`d2pose.checkpoint.strict`), writes checkpoints atomically (`d2pose.checkpoint.atomic`), and
-makes a d2pose config merged without `add_d2pose_config` say so.
+method package (`projects/<Method>/d2pose_<method>/`, imported here and nowhere else in the core);
+`d2pose.add_d2pose_config(cfg)` adds every d2pose config key. It also installs d2pose's safeguards
+into Detectron2's own classes (`d2pose.install_safeguards()`, every change listed in
+`d2pose.safeguards`: checkpoints read as data and written atomically, `DefaultPredictor` refusing
+weights that do not fit the model, a hint for a config merged without `add_d2pose_config`) unless
+the environment variable `D2POSE_NO_SAFEGUARDS=1` is set; `d2pose.uninstall_safeguards()` undoes them.
 """
 __version__ = "0.2.0"
 
-from . import data, evaluation, layers, modeling  # noqa: F401  (registering modules)
-from . import projects  # noqa: F401,E402  (the method packages: RLE, Poseur)
-from .checkpoint.atomic import install_atomic_saving
-from .checkpoint.safe_load import install_safe_checkpoint_loading
-from .checkpoint.strict import install_strict_loading
-from .config import add_d2pose_config, get_d2pose_cfg, install_config_hint
+from . import codecs, data, evaluation, layers, modeling  # noqa: F401  (registering modules)
+# the method packages (projects/<Method>/d2pose_<method>/): they register their components, converters
+# and config keys (`d2pose.config.CONFIG_ADDERS`); the only place where the core imports them
+import d2pose_rle  # noqa: F401,E402
+import d2pose_poseur  # noqa: F401,E402
+import d2pose_transpose  # noqa: F401,E402
+import d2pose_logocap  # noqa: F401,E402
+from .config import add_d2pose_config, get_d2pose_cfg
+from .safeguards import disabled_by_environment, install_safeguards, uninstall_safeguards
 
-install_safe_checkpoint_loading()
-install_atomic_saving()
-install_strict_loading()
-install_config_hint()
+if not disabled_by_environment():
+    install_safeguards()
 
-__all__ = ["add_d2pose_config", "get_d2pose_cfg", "layers", "__version__"]
+__all__ = ["add_d2pose_config", "get_d2pose_cfg", "install_safeguards", "layers", "uninstall_safeguards",
+           "__version__"]

@@ -32,17 +32,6 @@ def parity_data():
     return PARITY_DATA
 
 
-def load_tool(name: str):
-    """A script of tools/ (tools/<name>.py) imported as a module, for tests that call its main()."""
-    import importlib.util
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(root, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of tiny tensors (with the CPU busy, two threads make every

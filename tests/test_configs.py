@@ -1,20 +1,33 @@
-"""Every shipped config loads with d2pose's keys and builds its model (weights are not loaded)."""
+"""Every shipped config loads with d2pose's keys and builds its model (weights are not loaded); each
+method's configs live in projects/<Method>/configs/, their old paths configs/<Method>/ still load
+them, and d2pose.model_zoo and the Makefile name each config once."""
 import glob
 import os
+import shutil
+import subprocess
 
 import pytest
 import torch
 from detectron2.modeling import build_model
 
+from d2pose import model_zoo
 from d2pose.config import get_d2pose_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml"))
-                 if not os.path.basename(p).startswith("Base-"))
+METHODS = ("RLE", "Poseur", "TransPose", "LOGOCAP")
+# {name as d2pose.model_zoo names it: the file}: configs/<folder>/ (bases, baselines, detectors) and
+# projects/<Method>/configs/ ("<Method>/<file>.yaml"); the redirects left in configs/<Method>/ are not configs
+SHIPPED = {os.path.relpath(p, os.path.join(ROOT, "configs")): p
+           for pattern in ("*.yaml", os.path.join("*", "*.yaml")) for p in glob.glob(os.path.join(ROOT, "configs", pattern))
+           if os.path.basename(os.path.dirname(p)) not in METHODS}
+SHIPPED.update({f"{m}/{os.path.basename(p)}": p for m in METHODS
+                for p in glob.glob(os.path.join(ROOT, "projects", m, "configs", "*.yaml"))})
+CONFIGS = sorted(p for p in SHIPPED.values() if not os.path.basename(p).startswith("Base-"))
+MOVED = sorted(p for m in METHODS for p in glob.glob(os.path.join(ROOT, "projects", m, "configs", "*.yaml")))
 
 
 def test_there_are_configs_for_each_method():
-    names = {os.path.relpath(p, os.path.join(ROOT, "configs")) for p in CONFIGS}
+    names = set(SHIPPED)
     for expected in ["RLE/synthetic_rle_topdown.yaml", "RLE/synthetic_rle_rcnn.yaml",
                      "Poseur/synthetic_poseur_topdown.yaml", "Poseur/synthetic_poseur_rcnn.yaml",
                      "Poseur/poseur_R_50_256x192_coco.yaml", "Poseur/poseur_hrnet_w32_256x192_coco.yaml",
@@ -25,6 +38,58 @@ def test_there_are_configs_for_each_method():
                      "TransPose/transpose_h_s_256x192_coco.yaml", "TransPose/transpose_h_a4_256x192_coco.yaml",
                      "TransPose/transpose_h_a6_256x192_coco.yaml"]:
         assert expected in names
+    for method in METHODS:
+        assert any(name.startswith(method + "/") for name in names), method
+
+
+@pytest.mark.parametrize("new", MOVED, ids=[os.path.relpath(p, ROOT) for p in MOVED])
+def test_old_path_loads_the_moved_config(new):
+    """configs/<Method>/<file>.yaml is a one-line redirect to projects/<Method>/configs/<file>.yaml:
+    both paths give the same config."""
+    method = os.path.basename(os.path.dirname(os.path.dirname(new)))
+    old = os.path.join(ROOT, "configs", method, os.path.basename(new))
+    with open(old) as f:
+        keys = [line for line in f if line.strip() and not line.startswith("#")]
+    assert keys == [f'_BASE_: "../../projects/{method}/configs/{os.path.basename(new)}"\n'], keys
+    via_old, via_new = get_d2pose_cfg(), get_d2pose_cfg()
+    via_old.merge_from_file(old)
+    via_new.merge_from_file(new)
+    assert via_old.dump() == via_new.dump()
+
+
+def test_every_redirect_points_to_a_moved_config():
+    for method in METHODS:
+        for old in glob.glob(os.path.join(ROOT, "configs", method, "*.yaml")):
+            assert os.path.isfile(os.path.join(ROOT, "projects", method, "configs", os.path.basename(old))), old
+
+
+def test_model_zoo_names_each_config_once_at_its_new_place():
+    names = model_zoo.list_configs()
+    assert len(names) == len(set(names)) and set(names) == set(SHIPPED)
+    for name in names:
+        path = model_zoo.get_config_file(name)
+        assert os.path.isfile(path) and os.path.basename(path) == os.path.basename(name), (name, path)
+        folder = name.split("/")[0]
+        expected = f"/projects/{folder}/configs/" if folder in METHODS else "/configs/"
+        assert expected in path.replace(os.sep, "/"), (name, path)
+        via_zoo, via_file = get_d2pose_cfg(), get_d2pose_cfg()
+        via_zoo.merge_from_file(path)
+        via_file.merge_from_file(SHIPPED[name])
+        assert via_zoo.dump() == via_file.dump(), name
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_benchmark_configs_name_each_config_once():
+    """The Makefile's BENCHMARK_CONFIGS: every shipped config except the bases and the detectors, once,
+    at its own place (no redirect)."""
+    show = "print-benchmark-configs: ; @echo $(BENCHMARK_CONFIGS)"
+    out = subprocess.run(["make", "-s", "--no-print-directory", "--eval", show, "print-benchmark-configs"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    listed = out.stdout.split()
+    assert len(listed) == len(set(listed))
+    expected = {os.path.relpath(p, ROOT) for p in CONFIGS if "/Detectors/" not in p}
+    assert set(listed) == expected, set(listed) ^ expected
 
 
 @pytest.mark.slow
@@ -55,7 +120,7 @@ def _bottomup_sample(K, g, size=128, people=2):
     """A training image with the bottom-up targets of `people` random people."""
     import numpy as np
 
-    from d2pose.data.bottomup import bottomup_targets
+    from d2pose.codecs.center_offset import bottomup_targets
 
     kps = np.zeros((people, K, 3))
     for p in range(people):
@@ -72,7 +137,7 @@ def _bottomup_sample(K, g, size=128, people=2):
 
 def _topdown_sample(cfg, K, W, H, g):
     """A training crop with targets from the config's own codec (coordinates or heatmaps)."""
-    from d2pose.data.codecs import build_codec
+    from d2pose.codecs import build_codec
 
     kps = torch.rand(K, 3, generator=g) * torch.tensor([W, H, 0.0]) + torch.tensor([0.0, 0.0, 2.0])
     target, weight = build_codec(cfg).encode(kps[:, :2].double().numpy(), kps[:, 2].numpy())

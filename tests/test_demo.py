@@ -1,5 +1,5 @@
-"""The inference demo (tools/demo.py): images (real, synthetic, a corrupt one), a synthetic video
-with tracked ids, json output, refusals to overwrite."""
+"""The inference demo (d2pose.engine.demo; the command line is tools/demo.py): images (real, synthetic,
+a corrupt one), a synthetic video with tracked ids, json output, refusals to overwrite."""
 import json
 import os
 
@@ -8,19 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import load_tool
+from d2pose.engine.demo import main as demo_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml")
+CONFIG = os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml")
 DETECTOR = os.path.join(ROOT, "configs/Detectors/synthetic_person_faster_rcnn.yaml")
 
 
-def _demo():
-    return load_tool("demo")
-
-
 def test_images_json_and_corrupt_file(tmp_path, shared_data):
-    demo = _demo()
     real = sorted(os.path.join(shared_data, "coco/images", f) for f in os.listdir(os.path.join(shared_data, "coco/images")))[:2]
     synthetic = tmp_path / "in" / "synthetic.png"
     synthetic.parent.mkdir()
@@ -36,7 +31,7 @@ def test_images_json_and_corrupt_file(tmp_path, shared_data):
             "--json", str(tmp_path / "preds.json"), "--confidence-threshold", "0", "--opts",
             "MODEL.TOPDOWN.DETECTOR.CONFIG_FILE", DETECTOR, "MODEL.TOPDOWN.DETECTOR.SCORE_THRESH", "0.0",
             "MODEL.TOPDOWN.DETECTOR.MAX_PEOPLE", "3", "TEST.AUTOCAST_DTYPE", "float32"]
-    summary = demo.main(args)
+    summary = demo_main(args)
     assert [os.path.basename(p) for p, _ in summary["failures"]] == ["broken.jpg"]
     assert "cannot be read" in summary["failures"][0][1]
     names = sorted(os.listdir(out))
@@ -46,7 +41,7 @@ def test_images_json_and_corrupt_file(tmp_path, shared_data):
     preds = json.load(open(tmp_path / "preds.json"))
     assert preds and all(len(p["keypoints"]) == 51 and len(p["bbox"]) == 4 and "file_name" in p for p in preds)
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
-        demo.main(args)  # the json is not replaced silently
+        demo_main(args)  # the json is not replaced silently
     # the process exit status says some input failed
     import subprocess
     import sys
@@ -88,7 +83,6 @@ def test_video_tracks_without_identity_switch(tmp_path, monkeypatch):
     their boxes overlapping by 80%): the demo's tracker keeps each one's id
     (the predictor is replaced by one returning the true poses, shuffled and noisy, so that the test
     judges the tracking, not an untrained model)."""
-    demo = _demo()
     people = [((40, 75), (6, 0.5), (0, 0, 255)), ((280, 92), (-6, 0.0), (0, 255, 0)), ((150, 170), (0.5, -0.5), (255, 0, 0))]
     truth = _video(tmp_path / "walk.mp4", people)
     from detectron2.engine import DefaultPredictor
@@ -111,7 +105,7 @@ def test_video_tracks_without_identity_switch(tmp_path, monkeypatch):
         return {"instances": inst}
 
     monkeypatch.setattr(DefaultPredictor, "__call__", fake_call)
-    summary = demo.main(["--config-file", CONFIG, "--video-input", str(tmp_path / "walk.mp4"), "--output",
+    summary = demo_main(["--config-file", CONFIG, "--video-input", str(tmp_path / "walk.mp4"), "--output",
                          str(tmp_path / "out"), "--json", str(tmp_path / "video.json"), "--smooth"])
     assert not summary["failures"] and os.path.exists(tmp_path / "out" / "walk.mp4")
     cap = cv2.VideoCapture(str(tmp_path / "out" / "walk.mp4"))
@@ -127,24 +121,22 @@ def test_video_tracks_without_identity_switch(tmp_path, monkeypatch):
 
 
 def test_video_with_model_and_missing_file(tmp_path):
-    demo = _demo()
     people = [((100, 80), (2, 0), (0, 0, 255))]
     _video(tmp_path / "short.mp4", people, frames=4)
-    summary = demo.main(["--config-file", CONFIG, "--video-input", str(tmp_path / "short.mp4"), "--output",
+    summary = demo_main(["--config-file", CONFIG, "--video-input", str(tmp_path / "short.mp4"), "--output",
                          str(tmp_path / "out"), "--json", str(tmp_path / "v.json"), "--confidence-threshold", "0",
                          "--opts", "TEST.AUTOCAST_DTYPE", "float32"])
     preds = json.load(open(tmp_path / "v.json"))
     assert not summary["failures"] and len(preds) == 4 and {p["track_id"] for p in preds} == {0}
-    summary = demo.main(["--config-file", CONFIG, "--video-input", str(tmp_path / "none.mp4"), "--output",
+    summary = demo_main(["--config-file", CONFIG, "--video-input", str(tmp_path / "none.mp4"), "--output",
                          str(tmp_path / "out")])
     assert summary["failures"] and "no such file" in summary["failures"][0][1]
 
 
 def test_keypoint_rcnn_config_through_demo(tmp_path, shared_data):
     """Keypoint R-CNN heads find people themselves: same demo, same outputs."""
-    demo = _demo()
     image = sorted(os.path.join(shared_data, "coco/images", f) for f in os.listdir(os.path.join(shared_data, "coco/images")))[0]
-    summary = demo.main(["--config-file", os.path.join(ROOT, "configs/RLE/synthetic_rle_rcnn.yaml"), "--input", image,
+    summary = demo_main(["--config-file", os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_rcnn.yaml"), "--input", image,
                          "--output", str(tmp_path / "out"), "--json", str(tmp_path / "r.json"),
                          "--confidence-threshold", "0", "--opts", "SOLVER.AUTOCAST_DTYPE", "float32",
                          "MODEL.WEIGHTS", ""])
@@ -160,7 +152,6 @@ def test_bottomup_logocap_config_through_demo(tmp_path, shared_data):
     import torch
 
     torch.manual_seed(0)  # untrained weights: what they find depends on the generator's state (test order)
-    demo = _demo()
     image = sorted(os.path.join(shared_data, "coco/images", f) for f in os.listdir(os.path.join(shared_data, "coco/images")))[0]
     synthetic = tmp_path / "figure.png"
     canvas = np.full((150, 210, 3), 70, np.uint8)
@@ -168,7 +159,7 @@ def test_bottomup_logocap_config_through_demo(tmp_path, shared_data):
     for a, b in ((5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 13), (13, 15), (12, 14), (14, 16)):
         cv2.line(canvas, tuple(int(v) for v in kps[a]), tuple(int(v) for v in kps[b]), (0, 200, 255), 3)
     cv2.imwrite(str(synthetic), canvas)
-    summary = demo.main(["--config-file", os.path.join(ROOT, "configs/LOGOCAP/synthetic_logocap.yaml"), "--input", image,
+    summary = demo_main(["--config-file", os.path.join(ROOT, "projects/LOGOCAP/configs/synthetic_logocap.yaml"), "--input", image,
                          str(synthetic), "--output", str(tmp_path / "out"), "--json", str(tmp_path / "b.json"),
                          "--confidence-threshold", "0", "--opts", "SOLVER.AUTOCAST_DTYPE", "float32",
                          "MODEL.LOGOCAP.CENTER_THRESH", "0.0"])

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import load_tool
 from d2pose.config import get_d2pose_cfg
+from d2pose.export import command as export_command
 from d2pose.export import (BATCH_AXIS, INPUT_NAME, CropPoseModel, check_exportable_config, export_onnx,
                            max_relative_errors, reference_deformable_attention, run_onnx)
 from d2pose.modeling import build_model
@@ -22,9 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # method -> (config, overrides)
 CASES = {
-    "rle": ("configs/RLE/synthetic_rle_topdown.yaml", []),
-    "poseur": ("configs/Poseur/synthetic_poseur_topdown.yaml", ["MODEL.MS_DEFORM_ATTN.BACKEND", "torch"]),
-    "transpose": ("configs/TransPose/synthetic_transpose_r.yaml", []),
+    "rle": ("projects/RLE/configs/synthetic_rle_topdown.yaml", []),
+    "poseur": ("projects/Poseur/configs/synthetic_poseur_topdown.yaml", ["MODEL.MS_DEFORM_ATTN.BACKEND", "torch"]),
+    "transpose": ("projects/TransPose/configs/synthetic_transpose_r.yaml", []),
 }
 EXTRAS = {"rle": ["pred_keypoint_sigmas"], "poseur": ["pred_keypoint_sigmas"], "transpose": []}
 TOL = 1e-4  # max |onnxruntime - PyTorch| / the output's largest magnitude
@@ -126,7 +126,7 @@ def test_deformable_attention_switched_to_the_reference_for_the_export(caplog):
 
 
 def test_keypoint_rcnn_is_refused(tmp_path):
-    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_rcnn.yaml")
     with pytest.raises(NotImplementedError, match="MODEL.META_ARCHITECTURE 'PoseRCNN'"):
         check_exportable_config(cfg)
     model = build_model(cfg).eval()
@@ -139,13 +139,13 @@ def test_keypoint_rcnn_is_refused(tmp_path):
 
 
 def _tool():
-    return load_tool("export_onnx")
+    return export_command
 
 
 def test_tool_exports_checks_and_refuses_to_overwrite(tmp_path, capsys):
     tool = _tool()
     out = str(tmp_path / "rle_gap.onnx")
-    args = ["--config-file", os.path.join(ROOT, "configs/RLE/synthetic_rle_gap_topdown.yaml"), "--output", out,
+    args = ["--config-file", os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_gap_topdown.yaml"), "--output", out,
             "--batch", "1", "--no-flip", "--check", "TEST.AUTOCAST_DTYPE", ""]
     result = tool.main(args)
     assert result["names"] == ["keypoints", "scores", "pred_keypoint_sigmas"]
@@ -157,5 +157,5 @@ def test_tool_exports_checks_and_refuses_to_overwrite(tmp_path, capsys):
         tool.main(args)
     assert os.path.getmtime(out) == stamp
     with pytest.raises(SystemExit, match="error: MODEL.META_ARCHITECTURE 'PoseRCNN'"):
-        tool.cli(["--config-file", os.path.join(ROOT, "configs/RLE/synthetic_rle_rcnn.yaml"), "--output",
+        tool.cli(["--config-file", os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_rcnn.yaml"), "--output",
                   str(tmp_path / "rcnn.onnx")])

@@ -1,6 +1,6 @@
-"""End-to-end learning on the synthetic benchmark through the real launcher (train_net.Trainer via
-tools/train_demo.py): short schedules, measured OKS AP from d2pose's evaluator on synthetic_pose_val_mini
-(64 images). The full synthetic configs (minutes each) are run on their own; these only check that
+"""End-to-end learning on the synthetic benchmark through the real launcher (d2pose.engine.Trainer via
+d2pose.engine.train_demo, the command line tools/train_demo.py): short schedules, measured OKS AP
+from d2pose's evaluator on synthetic_pose_val_mini (64 images). The full synthetic configs (minutes each) are run on their own; these only check that
 each method learns, far above an untrained model (AP ~0). Fixed iterations (`--time-budget 0`), the
 precision the hardware gives ("auto").
 
@@ -12,19 +12,13 @@ Measured on 2026-12-01/02, 2 cores (training + evaluation + drawing, per test):
   measured float32 peaks (x1.75: 166 / 201 vs 95 / 141 GFLOP/s conv / matmul): RLE ~300 s, Poseur
   ~190 s. The thresholds (2.0, 0.75) sit below the lower precision's AP with room for run-to-run
   noise (CI's CPU once measured 1.6 where this machine measured 2.2-3.3 at 300 RLE iterations)."""
-import importlib.util
 import os
 
 import pytest
 
+from d2pose.engine import train_demo
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _demo():
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "train_demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -32,10 +26,10 @@ def _demo():
     # AP this early is noisy across machines (CI's CPU got 1.6 at 300 iterations where this machine
     # got 2.2-3.3 over seeds 1-3), so RLE trains 500: measured 5.4 / 4.9 (seeds 1 / 2); Poseur 1.5
     # (an untrained model: ~0.0); the thresholds leave room for that noise
-    ("configs/RLE/synthetic_rle_topdown.yaml", 500, 2.0),
-    ("configs/Poseur/synthetic_poseur_topdown.yaml", 200, 0.75),
+    ("projects/RLE/configs/synthetic_rle_topdown.yaml", 500, 2.0),
+    ("projects/Poseur/configs/synthetic_poseur_topdown.yaml", 200, 0.75),
     # TransPose: 300 iterations measured AP 15.1 (seed 1, 2026-12-02, AVX2 float32, 188 s with evaluation)
-    ("configs/TransPose/synthetic_transpose_r.yaml", 300, 5.0),
+    ("projects/TransPose/configs/synthetic_transpose_r.yaml", 300, 5.0),
 ])
 def test_topdown_model_learns(config, iters, min_ap, tmp_path):
     out = tmp_path / "run"
@@ -43,7 +37,7 @@ def test_topdown_model_learns(config, iters, min_ap, tmp_path):
     # for a few seconds (its AP is not judged: the plumbing is)
     whole = ["--detector-budget", "0.2", "--detector-cache", str(tmp_path / "detector"), "--num-images", "2"] \
         if "RLE" in config else ["--detector-budget", "0"]
-    results = _demo().main(["--config-file", os.path.join(ROOT, config), "--iters", str(iters), "--time-budget", "0",
+    results = train_demo.main(["--config-file", os.path.join(ROOT, config), "--iters", str(iters), "--time-budget", "0",
                             "--output-dir", str(out), "--num-vis", "2", *whole,
                             "DATASETS.TEST", "('synthetic_pose_val_mini',)", "SOLVER.WARMUP_ITERS", "50", "SEED", "1"])
     ap = results["keypoints"]["AP"]

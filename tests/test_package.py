@@ -1,6 +1,9 @@
 """Package-level tests: registration on import, config keys, the launcher, the fallback without
 the compiled op, the torch version d2pose._C records, and (slow) the FORCE_CUDA build and a
 `pip install -e .` with pip's build isolation into a fresh venv."""
+import ast
+import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -169,7 +172,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
-assert "/configs/" in model_zoo.get_config_file("RLE/synthetic_rle_topdown.yaml")
+assert "/projects/RLE/configs/" in model_zoo.get_config_file("RLE/synthetic_rle_topdown.yaml")
 image = (np.random.RandomState(0).rand(160, 120, 3) * 255).astype(np.uint8)
 for name in ("RLE/synthetic_rle_topdown.yaml", "Poseur/synthetic_poseur_topdown.yaml", "Poseur/synthetic_poseur_rcnn.yaml",
              "TransPose/synthetic_transpose_r.yaml"):
@@ -203,8 +206,53 @@ def test_model_zoo_lists_and_refuses():
 
     names = model_zoo.list_configs()
     assert "RLE/synthetic_rle_topdown.yaml" in names and "Poseur/poseur_R_50_256x192_coco.yaml" in names
+    assert len(names) == len(set(names))  # the redirects in configs/<Method>/ are not listed again
+    path = model_zoo.get_config_file("Poseur/poseur_R_50_256x192_coco.yaml")
+    assert os.path.samefile(path, os.path.join(ROOT, "projects", "Poseur", "configs", "poseur_R_50_256x192_coco.yaml"))
     with pytest.raises(FileNotFoundError, match="synthetic_rle_topdown.yaml"):
         model_zoo.get_config_file("RLE/synthetic_rle.yaml")
+
+
+def _setup_functions(root: str) -> dict:
+    """setup.py's package-data functions (`_mirror`, `_model_zoo_configs`) with its ROOT set to `root`
+    (setup.py itself calls setup() when run, so its functions are taken from its source)."""
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        tree = ast.parse(f.read())
+    wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("_mirror", "_model_zoo_configs")]
+    namespace = {"os": os, "glob": glob, "shutil": shutil, "ROOT": root}
+    exec(compile(ast.Module(wanted, type_ignores=[]), "setup.py", "exec"), namespace)
+    return namespace
+
+
+def test_installed_model_zoo_resolves_every_config(tmp_path):
+    """A non-editable install: the package data setup.py declares for d2pose.model_zoo, copied as plain
+    files into a package outside the repository, names every config once and loads each as the
+    repository does (the configs' relative `_BASE_`s resolve inside the package)."""
+    from d2pose import model_zoo
+
+    source = tmp_path / "src"
+    methods = glob.glob(os.path.join(ROOT, "projects", "*", "configs"))
+    for folder in ["configs"] + [os.path.relpath(f, ROOT) for f in methods]:
+        shutil.copytree(os.path.join(ROOT, folder), source / folder)
+    shutil.copytree(os.path.join(ROOT, "d2pose", "model_zoo"), source / "d2pose" / "model_zoo", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "configs", "projects"))
+    package_data = _setup_functions(str(source))["_model_zoo_configs"]()
+    installed = tmp_path / "site" / "model_zoo"
+    for name in ["__init__.py"] + package_data:  # what build_py copies: files, links followed
+        os.makedirs(os.path.dirname(installed / name), exist_ok=True)
+        shutil.copyfile(source / "d2pose" / "model_zoo" / name, installed / name)
+    spec = importlib.util.spec_from_file_location("installed_model_zoo", str(installed / "__init__.py"))
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
+    names = zoo.list_configs()
+    assert names == model_zoo.list_configs()
+    for name in names:
+        path = zoo.get_config_file(name)
+        assert path.startswith(str(installed)), path
+        via_package, via_repository = get_d2pose_cfg(), get_d2pose_cfg()
+        via_package.merge_from_file(path)
+        via_repository.merge_from_file(model_zoo.get_config_file(name))
+        assert via_package.dump() == via_repository.dump(), name
 
 
 def test_license_and_metadata():

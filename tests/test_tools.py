@@ -1,4 +1,6 @@
-"""Tests of the command-line tools."""
+"""Tests of what the command-line tools run: dataset drawing (d2pose.utils.visualizer), the operator
+and model benchmarks (d2pose.layers.ops_benchmark, d2pose.modeling.benchmark) and Poseur's look inside
+its decoder (d2pose_poseur.visualize)."""
 import json
 import os
 import subprocess
@@ -7,13 +9,12 @@ import time
 
 import pytest
 
-from tests.conftest import load_tool
+from d2pose.layers.ops_benchmark import benchmark_ops
+from d2pose.modeling import benchmark as bench
+from d2pose.utils.visualizer import visualize_dataset
+from d2pose_poseur import visualize as vis_poseur
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load(name):
-    return load_tool(name)
 
 
 def test_visualize_data(shared_data, tmp_path):
@@ -24,17 +25,15 @@ def test_visualize_data(shared_data, tmp_path):
     if name not in DatasetCatalog.list():
         register_keypoint_dataset(name, os.path.join(shared_data, "coco/annotations/test_coco.json"),
                                   os.path.join(shared_data, "coco/images"))
-    vis = _load("visualize_data")
     preds = os.path.join(shared_data, "coco/predictions/example_coco_preds.json")
-    out = vis.main(["--dataset", name, "--output-dir", str(tmp_path), "--num", "2", "--predictions", preds])
+    out = visualize_dataset(name, str(tmp_path), num=2, predictions=preds)
     assert len(out) == 2 and all(os.path.getsize(p) > 10000 for p in out)
     with pytest.raises(FileExistsError, match="--overwrite"):
-        vis.main(["--dataset", name, "--output-dir", str(tmp_path), "--num", "1"])
+        visualize_dataset(name, str(tmp_path), num=1)
 
 
 def test_benchmark_ops_quick(capsys):
-    bench = _load("benchmark_ops")
-    rows = bench.main(["--quick", "--repeats", "1"])
+    rows = benchmark_ops(threads=2, repeats=1, quick=True)
     assert len(rows) >= 10 and all(r["t_ref"] > 0 and r["t_fast"] > 0 for r in rows)
     assert "ratio" in capsys.readouterr().out
 
@@ -43,9 +42,8 @@ def test_poseur_statistics_show_the_samples_off_the_coarse_maps(capsys):
     """--stats on an untrained model: uniform attention over the four levels; with Deformable-DETR's
     offsets most stride-32 samples of a 64 x 96 crop fall off the 2 x 3 map, with offsets on the
     finest level's cells none do, and every level samples the same ring."""
-    vis = _load("visualize_poseur")
-    base = ["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"), "--stats", "4"]
-    level = vis.main(base)
+    base = ["--config-file", os.path.join(ROOT, "projects/Poseur/configs/synthetic_poseur_topdown.yaml"), "--stats", "4"]
+    level = vis_poseur.main(base)
     assert set(level["stages"]) == {"coarse", "layer0", "layer1", "layer2"} and level["num_crops"] == 4
     assert all(s["mean_px"] > 0 and s["median_sigma"] > 0 for s in level["stages"].values())
     for layer in level["layers"]:
@@ -53,7 +51,7 @@ def test_poseur_statistics_show_the_samples_off_the_coarse_maps(capsys):
     first = level["layers"][0]
     assert first["level_outside"][3] > 0.5 and first["level_outside"][0] == 0.0
     assert first["level_distance"][3] > 4 * first["level_distance"][0]
-    finest = vis.main(base + ["MODEL.POSEUR.OFFSET_INIT", "finest"])["layers"][0]
+    finest = vis_poseur.main(base + ["MODEL.POSEUR.OFFSET_INIT", "finest"])["layers"][0]
     assert max(finest["level_outside"]) < 0.05
     assert finest["level_distance"] == pytest.approx([finest["level_distance"][0]] * 4, rel=0.05)
     printed = capsys.readouterr().out
@@ -61,10 +59,9 @@ def test_poseur_statistics_show_the_samples_off_the_coarse_maps(capsys):
 
 
 def test_visualize_poseur_untrained(tmp_path):
-    vis = _load("visualize_poseur")
-    args = ["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"), "--num", "2",
+    args = ["--config-file", os.path.join(ROOT, "projects/Poseur/configs/synthetic_poseur_topdown.yaml"), "--num", "2",
             "--keypoint", "right_knee", "--output-dir", str(tmp_path)]
-    out = vis.main(args)
+    out = vis_poseur.main(args)
     assert len(out) == 2 and all(os.path.getsize(p) > 5000 for p in out)
     import cv2
 
@@ -73,18 +70,17 @@ def test_visualize_poseur_untrained(tmp_path):
     from d2pose.config import get_d2pose_cfg
 
     cfg = get_d2pose_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, "projects/Poseur/configs/synthetic_poseur_topdown.yaml"))
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     assert img.shape[:2] == (H * 4, W * 4 * 5)
     with pytest.raises(FileExistsError, match="--overwrite"):
-        vis.main(args)
+        vis_poseur.main(args)
     with pytest.raises(SystemExit, match="--keypoint"):
-        vis.main(args[:-1] + [str(tmp_path / "x")] + ["--keypoint", "tail"])
+        vis_poseur.main(args[:-1] + [str(tmp_path / "x")] + ["--keypoint", "tail"])
 
 
 def test_benchmark_model_vs_backbone(capsys):
-    bench = _load("benchmark")
-    times = bench.main(["--config-file", os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"),
+    times = bench.main(["--config-file", os.path.join(ROOT, "projects/Poseur/configs/synthetic_poseur_topdown.yaml"),
                         "--repeats", "1", "--threads", "1"])
     assert set(times) == {"backbone", "backbone, crop + mirror", "model", "model + flip",
                           "end to end (1 person, flip)", "  crop + warp", "  image coords + Instances",
@@ -98,8 +94,7 @@ def test_benchmark_model_vs_backbone(capsys):
     assert "% of the measured conv peak" in out
 
 
-def test_benchmark_capacity_stops_at_memory_and_budget():
-    bench = _load("benchmark")
+def test_benchmark_capacity_stops_at_memory_and_budget(monkeypatch):
     import numpy as np
 
     held = []
@@ -113,23 +108,19 @@ def test_benchmark_capacity_stops_at_memory_and_budget():
     # peak memory grows with the batch: measured in a fresh interpreter, where the blocks land on new
     # pages (late in the suite this process holds GBs of freed but resident heap an allocation may reuse)
     script = ("import json, sys, numpy as np\n"
-              f"sys.path.insert(0, {os.path.join(ROOT, 'tools')!r})\n"
-              "import benchmark\n"
+              "from d2pose.modeling.benchmark import capacity\n"
               "held = []\n"
-              "cap = benchmark.capacity(lambda b: held.append(np.ones(b * 40 * 2**20 // 8).sum()), max_batch=4,\n"
-              "                         latency_repeats=1)\n"
+              "cap = capacity(lambda b: held.append(np.ones(b * 40 * 2**20 // 8).sum()), max_batch=4,\n"
+              "               latency_repeats=1)\n"
               "print(json.dumps([r[2] for r in cap['rows']]))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     peaks = json.loads(out.stdout.strip().splitlines()[-1])
     assert peaks[-1] >= peaks[0] + 100, peaks
     # a machine with little memory left: the search stops before the batch that would not fit
-    real = bench.available_memory_mib
-    try:
-        bench.available_memory_mib = lambda device="cpu": cap["rows"][0][2] + 60
+    with monkeypatch.context() as patch:
+        patch.setattr(bench, "available_memory_mib", lambda device="cpu": cap["rows"][0][2] + 60)
         small = bench.capacity(run, max_batch=32, latency_repeats=1)
-    finally:
-        bench.available_memory_mib = real
     assert small["batch"] < 32 and small["limit"].startswith("memory")
     slow = bench.capacity(lambda b: time.sleep(0.05 * b), max_batch=32, budget_s=1.0, latency_repeats=1)
     assert slow["limit"].startswith("time budget") and slow["batch"] < 32
@@ -137,16 +128,15 @@ def test_benchmark_capacity_stops_at_memory_and_budget():
 
 
 def test_benchmark_appends_every_kind_to_a_markdown_file(tmp_path, capsys):
-    bench = _load("benchmark")
     out = tmp_path / "BENCHMARKS.md"
-    configs = ["configs/Poseur/synthetic_poseur_topdown.yaml", "configs/RLE/synthetic_rle_rcnn.yaml",
-               "configs/LOGOCAP/synthetic_logocap.yaml"]
+    configs = ["projects/Poseur/configs/synthetic_poseur_topdown.yaml", "projects/RLE/configs/synthetic_rle_rcnn.yaml",
+               "projects/LOGOCAP/configs/synthetic_logocap.yaml"]
     results = bench.main(["--config-file", *[os.path.join(ROOT, c) for c in configs], "--repeats", "1",
                           "--max-batch", "2", "--append", str(out)])
     assert [r["summary"]["kind"] for r in results] == ["top-down", "Keypoint R-CNN", "bottom-up"]
     text = out.read_text()
     assert text.startswith("# d2pose benchmarks") and "capability" in text and "measured peak" in text
-    rows = [line for line in text.splitlines() if line.startswith("| `configs/")]
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == configs
     for r in results:
         s = r["summary"]

@@ -26,7 +26,8 @@ tests/projects/ hold only what is particular to a method:
 - the config: `training_cfg` (a config file on the CPU, no weights file) with `RAW_INPUT` (the fixtures'
   inputs are raw network tensors), `NO_AUGMENTATION` and `UNPADDED_BOX` (the top-down identity crop);
 - the data: `topdown_training_samples` (annotations.json as a COCO json, read by d2pose's loader: + 0.5,
-  the continuous convention; `write_coco_keypoints`), `with_fixture_input`, `affine_to_pixel_index`;
+  the continuous convention; `write_coco_keypoints`), `with_fixture_input` (pixel-index matrices:
+  `d2pose.data.transforms.affine.affine_to_pixel_index`);
 - the outputs: `OutputRecorder` (forward hooks and wrapped methods that keep tensors, gradients retained);
 - the gradients: `ParityReport.parameter_gradients` (norms and last layers by the authors' names);
 - the perturbed-fixture tests: `moved_keypoint`, `changed_weight`;
@@ -38,7 +39,6 @@ from __future__ import annotations
 import collections
 import copy
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -56,6 +56,7 @@ from d2pose.config import get_d2pose_cfg
 from d2pose.data import load_keypoint_json
 from d2pose.data.topdown import TopDownDatasetMapper, person_instances
 from tests.conftest import PARITY_DATA, TRAIN_PARITY_DATA
+from tests.parity import synth_weights
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -354,9 +355,9 @@ def gradients_by_official_name(model: torch.nn.Module, to_official: Callable[[st
 # the steps every method's check takes the same way
 
 
-def config_path(*parts: str) -> str:
-    """A config file of the repository: `config_path("RLE", "rle_R_50_256x192_coco.yaml")`."""
-    return os.path.join(REPO_ROOT, "configs", *parts)
+def config_path(method: str, name: str) -> str:
+    """A method's config file (projects/<method>/configs/): `config_path("RLE", "rle_R_50_256x192_coco.yaml")`."""
+    return os.path.join(REPO_ROOT, "projects", method, "configs", name)
 
 
 # the fixtures' inputs are raw network tensors: no pixel normalisation
@@ -379,10 +380,7 @@ def training_cfg(config_file: str, *opts: str):
 
 @functools.lru_cache(maxsize=1)
 def _forward_fixture_weights(folder: str) -> Dict[str, torch.Tensor]:
-    spec = importlib.util.spec_from_file_location("parity_synth_weights", os.path.join(PARITY_DATA, "synth_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_fixture_state_dict(folder)
+    return synth_weights(PARITY_DATA).load_fixture_state_dict(folder)
 
 
 def authors_state_dict(fixture: TrainParityFixture, forward_fixture: Optional[str] = None) -> Dict[str, torch.Tensor]:
@@ -454,14 +452,6 @@ def with_fixture_input(fixture: TrainParityFixture, samples: Sequence[Mapping]) 
     if len(samples) != x.shape[0]:
         raise AssertionError(f"{len(samples)} training samples from annotations.json, {x.shape[0]} inputs in input.npz")
     return [dict(s, image=x[i]) for i, s in enumerate(samples)]
-
-
-def affine_to_pixel_index(matrix: np.ndarray) -> np.ndarray:
-    """A 2x3 affine on d2pose's continuous coordinates as the same map on the authors' pixel indices
-    (index = x - 0.5)."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    A, t = matrix[:, :2], matrix[:, 2]
-    return np.concatenate([A, (A @ np.full(2, 0.5) + t - 0.5)[:, None]], axis=1)
 
 
 class OutputRecorder:
@@ -614,3 +604,14 @@ def check_across_rounding_gates(check: Callable[[Optional[torch.Tensor]], Tuple[
                f"{float(pre.abs()[near_zero].max()):.2g}) taken the other way; as computed, "
                f"{len(report.failures)} comparison(s) failed")
     return retry
+
+
+def module_fixture(name: str):
+    """A module-scoped pytest fixture named `fixture` that loads the training-parity fixture `name`
+    once per test module; a method's test module declares it as `fixture = module_fixture(FIXTURE)`."""
+
+    @pytest.fixture(scope="module", name="fixture")
+    def load() -> TrainParityFixture:
+        return train_parity_fixture(name)
+
+    return load

@@ -1,69 +1,17 @@
 #!/usr/bin/env python
-"""Convert an official RLE, Poseur or TransPose checkpoint into a Detectron2 checkpoint for d2pose.
+"""Convert an official RLE, Poseur, TransPose or LOGO-CAP checkpoint into a Detectron2 checkpoint for
+d2pose (`d2pose.checkpoint.command`; --help for the details).
 
     python tools/convert_checkpoint.py --method rle --input rle_res50.pth --output output/rle_R_50_d2pose.pth
     python tools/convert_checkpoint.py --method poseur --input poseur_res50.pth --output output/poseur_R_50_d2pose.pth
     python tools/convert_checkpoint.py --method transpose --input tp_r_256x192_enc4_d256_h1024_mh8.pth \
         --output output/transpose_r_a4_d2pose.pth
 
-The input is read without running pickled code (`torch.load(weights_only=True)`, or safetensors);
-mmcv checkpoints nest the weights under "state_dict". The output holds {"model": state_dict}, which
-`DetectionCheckpointer` (MODEL.WEIGHTS) loads. The command prints the config overrides the converted
-weights need (architecture options and the authors' input normalisation and inference rules), e.g.
-
-    python train_net.py --config-file configs/Poseur/poseur_R_50_256x192_coco.yaml --eval-only \
-        MODEL.WEIGHTS output/poseur_R_50_d2pose.pth <printed overrides>
-
-An existing output file is never replaced unless --overwrite is given.
+It prints the config overrides the converted weights need; an existing output file is never
+replaced unless --overwrite is given.
 """
-import argparse
-import os
-import shlex
-import sys
-from typing import List
-
-import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from d2pose.checkpoint import CONVERTERS, load_official_checkpoint  # noqa: E402
-
-
-def save_d2_checkpoint(state_dict, path: str, overwrite: bool = False) -> None:
-    """Writes {"model": state_dict} to `path` (through a temporary file, so that an interrupted write
-    never leaves a truncated checkpoint); refuses to replace an existing file without `overwrite`."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save({"model": dict(state_dict)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def main(argv=None) -> List[str]:
-    """Converts and saves; returns the config overrides (flat KEY, VALUE list)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", required=True, choices=sorted(CONVERTERS))
-    parser.add_argument("--input", required=True, help="official checkpoint (.pth / .pt / .safetensors)")
-    parser.add_argument("--output", required=True, help="d2pose checkpoint to write (.pth)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    args = parser.parse_args(argv)
-    if os.path.exists(args.output) and not args.overwrite:  # fail before the (slow) conversion
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    state_dict, overrides = load_official_checkpoint(args.input, args.method)
-    save_d2_checkpoint(state_dict, args.output, overwrite=args.overwrite)
-    n = sum(t.numel() for t in state_dict.values())
-    print(f"wrote {args.output}: {len(state_dict)} tensors, {n:,} values")
-    print("config overrides for these weights:")
-    print(" ".join(shlex.quote(v) for v in ["MODEL.WEIGHTS", args.output] + overrides))
-    return overrides
-
+import d2pose  # noqa: F401  (registers every method's converter)
+from d2pose.checkpoint.command import main
 
 if __name__ == "__main__":
     main()

@@ -42,34 +42,34 @@ schedule() {  # the step schedule of a run of $1 iterations: 80% and 94% of it
 
 topdown() {
   # shellcheck disable=SC2046
-  train configs/Poseur/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_$ITERS" $(schedule "$ITERS")
+  train projects/Poseur/configs/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_$ITERS" $(schedule "$ITERS")
   coarse_eval "$OUT/poseur_topdown_$ITERS"
   # shellcheck disable=SC2046
-  train configs/RLE/synthetic_rle_topdown.yaml "$OUT/rle_integral_topdown_$ITERS" $(schedule "$ITERS")
+  train projects/RLE/configs/synthetic_rle_topdown.yaml "$OUT/rle_integral_topdown_$ITERS" $(schedule "$ITERS")
   # shellcheck disable=SC2046
-  train configs/RLE/synthetic_rle_gap_topdown.yaml "$OUT/rle_gap_topdown_$ITERS" $(schedule "$ITERS")
+  train projects/RLE/configs/synthetic_rle_gap_topdown.yaml "$OUT/rle_gap_topdown_$ITERS" $(schedule "$ITERS")
 }
 
 coarse_eval() {  # the decoder's ablation: Poseur run $1's model with its coarse proposal alone
-  "$PY" train_net.py --config-file configs/Poseur/synthetic_poseur_topdown.yaml --eval-only \
+  "$PY" train_net.py --config-file projects/Poseur/configs/synthetic_poseur_topdown.yaml --eval-only \
     OUTPUT_DIR "$1" MODEL.WEIGHTS "$1/model_final.pth" MODEL.POSEUR.TEST_OUTPUT coarse "${@:2}"
 }
 
 ablations() {
   local authors="MODEL.RLE.OFFICIAL_FLOW_TERM per_coordinate"
   # shellcheck disable=SC2046,SC2086
-  train configs/Poseur/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
+  train projects/Poseur/configs/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
   # shellcheck disable=SC2086
   coarse_eval "$OUT/poseur_topdown_${ITERS}_per_coordinate" $authors
   # shellcheck disable=SC2046,SC2086
-  train configs/Poseur/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_per_coordinate_noise02_instance" \
+  train projects/Poseur/configs/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_per_coordinate_noise02_instance" \
     $(schedule "$ITERS") $authors MODEL.POSEUR.NOISE_STD 0.2 MODEL.POSEUR.NOISE_SLOTS instance
   # shellcheck disable=SC2046,SC2086
-  train configs/RLE/synthetic_rle_topdown.yaml "$OUT/rle_integral_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
+  train projects/RLE/configs/synthetic_rle_topdown.yaml "$OUT/rle_integral_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
   # shellcheck disable=SC2046,SC2086
-  train configs/RLE/synthetic_rle_gap_topdown.yaml "$OUT/rle_gap_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
+  train projects/RLE/configs/synthetic_rle_gap_topdown.yaml "$OUT/rle_gap_topdown_${ITERS}_per_coordinate" $(schedule "$ITERS") $authors
   # shellcheck disable=SC2046
-  train configs/Poseur/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_offsets_finest" $(schedule "$ITERS") \
+  train projects/Poseur/configs/synthetic_poseur_topdown.yaml "$OUT/poseur_topdown_${ITERS}_offsets_finest" $(schedule "$ITERS") \
     MODEL.POSEUR.OFFSET_INIT finest
   coarse_eval "$OUT/poseur_topdown_${ITERS}_offsets_finest" MODEL.POSEUR.OFFSET_INIT finest
 }
@@ -81,9 +81,9 @@ rcnn() {
   train configs/Baselines/synthetic_keypoint_rcnn_heatmap_finetune.yaml "$OUT/rcnn_heatmap_finetune" \
     MODEL.WEIGHTS "$base" $(schedule "$RCNN_ITERS")
   # shellcheck disable=SC2046
-  train configs/RLE/synthetic_rle_rcnn.yaml "$OUT/rcnn_rle_finetune" MODEL.WEIGHTS "$base" $(schedule "$RCNN_ITERS")
+  train projects/RLE/configs/synthetic_rle_rcnn.yaml "$OUT/rcnn_rle_finetune" MODEL.WEIGHTS "$base" $(schedule "$RCNN_ITERS")
   # shellcheck disable=SC2046
-  train configs/Poseur/synthetic_poseur_rcnn.yaml "$OUT/rcnn_poseur_finetune" MODEL.WEIGHTS "$base" \
+  train projects/Poseur/configs/synthetic_poseur_rcnn.yaml "$OUT/rcnn_poseur_finetune" MODEL.WEIGHTS "$base" \
     $(schedule "$RCNN_ITERS")
 }
 

@@ -3,7 +3,7 @@
 in the precision the policy picks, with the machine's measured peaks, and the expected minutes on
 the other kind of 2-core machine (AVX2 without native bfloat16 in float32, or this one).
 
-    python tools/time_recipe.py --config-file configs/RLE/synthetic_rle_topdown.yaml [--steps 20]
+    python tools/time_recipe.py --config-file projects/RLE/configs/synthetic_rle_topdown.yaml [--steps 20]
         [--float32-too] [KEY VALUE ...]
 
 The step is measured on a throwaway model with the real loader (d2pose.engine.timing); minutes are
@@ -13,14 +13,18 @@ scale this machine's float32 step by the larger of the measured float32 peak rat
 reference: ~95 GFLOP/s conv in the default layout, ~141 matmul on 2 threads).
 """
 import argparse
-import os
-import sys
+from typing import List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import torch
+from detectron2.utils.logger import setup_logger
+
+import d2pose  # noqa: F401  (registers every component)
+from d2pose.config import get_d2pose_cfg
+from d2pose.engine.timing import AVX2_FLOAT32_PEAKS, StepTiming, avx2_float32_scale, measure_step_time
+from d2pose.utils.machine import describe_machine, measure_peaks
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> List[StepTiming]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
     p.add_argument("--steps", type=int, default=20)
@@ -28,15 +32,6 @@ def main(argv=None):
     p.add_argument("--float32-too", action="store_true", help="also time the step in float32 (when 'auto' picks bfloat16)")
     p.add_argument("opts", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
-
-    import torch
-    from detectron2.utils.logger import setup_logger
-
-    import d2pose  # noqa: F401
-    from d2pose.config import get_d2pose_cfg
-    from d2pose.engine.timing import AVX2_FLOAT32_PEAKS, avx2_float32_scale, measure_step_time
-    from d2pose.utils.machine import describe_machine, measure_peaks
-
     setup_logger(name="d2pose")
     torch.set_num_threads(args.threads)
     cfg = get_d2pose_cfg()

@@ -4,7 +4,7 @@ A pickle can name any importable callable and have it called while loading, so a
 runs its author's code on the reader's machine. PyTorch's `torch.load(weights_only=True)` admits only
 tensors, plain containers and primitive values; Detectron2's `DetectionCheckpointer` reads `.pkl`
 files (its model zoo's and Caffe2's format) with plain `pickle.load` and `.pyth` files with a
-default `torch.load`. Importing d2pose restricts both, and nothing else:
+default `torch.load`. d2pose reads them as data:
 
 * `.pkl`: :class:`RestrictedUnpickler`, which admits numpy arrays (every pickle protocol), dtypes and scalars, plain
   containers (`collections.OrderedDict`, set, frozenset) and the bytes codec that protocol-2 pickles
@@ -13,65 +13,74 @@ default `torch.load`. Importing d2pose restricts both, and nothing else:
   `torch.load(weights_only=True)` with numpy values admitted (the same rule as the converters'
   :func:`d2pose.checkpoint.read_checkpoint`).
 
-The patch replaces `DetectionCheckpointer._load_file` (for `.pkl` / `.pyth`) and fvcore's
-`Checkpointer._load_file` (which Detectron2 calls for everything else) with versions that read the
-same files into the same dictionaries, so every path that loads weights through Detectron2
-(`DetectionCheckpointer.load`, `DefaultTrainer.resume_or_load`, `DefaultPredictor`, `train_net.py
---eval-only`) is covered. Unreadable (e.g. truncated) files raise an error that names the file.
+`d2pose.checkpoint.PoseCheckpointer` (the trainer's, `train_net.py --eval-only`'s and
+`d2pose.engine.PosePredictor`'s checkpointer) reads through these functions, and so does Detectron2's
+`DetectionCheckpointer` once `d2pose.install_safeguards()` has run (`import d2pose` runs it), so every
+path that loads weights (`load`, `resume_or_load`, `DefaultPredictor`) is covered. Unreadable (e.g.
+truncated) files raise an error that names the file.
 """
-import io
-import logging
+import codecs
+import collections
+import importlib
 import os
 import pickle
 import re
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
+import numpy as np
 import torch
 
-__all__ = ["UnsafeCheckpointError", "RestrictedUnpickler", "load_pickle_safely", "torch_load_safely",
-           "install_safe_checkpoint_loading"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["UnsafeCheckpointError", "RestrictedUnpickler", "load_pickle_safely", "numpy_safe_globals",
+           "torch_load_safely"]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
     """A checkpoint refers to something other than data (it would run code when unpickled)."""
 
 
-def _allowed_globals() -> Dict[tuple, Any]:
-    import collections
-    import codecs
-
-    import numpy as np
-
-    allowed = {("collections", "OrderedDict"): collections.OrderedDict,
-               ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
-               ("__builtin__", "set"): set, ("__builtin__", "frozenset"): frozenset,
-               ("_codecs", "encode"): codecs.encode,
-               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    multiarray = None
+def numpy_safe_globals() -> Dict[Tuple[str, str], Any]:
+    """numpy's reconstructors of arrays, dtypes and scalars, by the (module, name) a pickle names them
+    with (numpy 1's `numpy.core` and numpy 2's `numpy._core` paths both): `ndarray`, `dtype`, the
+    multiarray `_reconstruct` / `scalar`, protocol 5's `_frombuffer` (buffer, dtype, shape, order) and the
+    `numpy.dtypes` DType classes. They rebuild data, not code (PyTorch's documented allowlist for numpy
+    values), e.g. a best score that mmcv keeps in `meta.hook_msgs`. The one numpy allowlist of d2pose:
+    :class:`RestrictedUnpickler` and :func:`torch_load_safely` both admit exactly these."""
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        try:
-            multiarray = __import__(module, fromlist=["scalar"])
+        multiarray = _import_or_none(module)
+        if multiarray is not None:
+            for path in ("numpy.core.multiarray", "numpy._core.multiarray"):
+                allowed[(path, "_reconstruct")] = multiarray._reconstruct
+                allowed[(path, "scalar")] = multiarray.scalar
             break
-        except ImportError:
-            continue
-    if multiarray is not None:
-        for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            allowed[(module, "_reconstruct")] = multiarray._reconstruct
-            allowed[(module, "scalar")] = multiarray.scalar
-    for module in ("numpy._core.numeric", "numpy.core.numeric"):  # protocol-5 arrays: (buffer, dtype, shape, order)
-        try:
-            frombuffer = __import__(module, fromlist=["_frombuffer"])._frombuffer
-        except (ImportError, AttributeError):
-            continue
-        allowed[("numpy.core.numeric", "_frombuffer")] = allowed[("numpy._core.numeric", "_frombuffer")] = frombuffer
-        break
+    for module in ("numpy._core.numeric", "numpy.core.numeric"):
+        frombuffer = getattr(_import_or_none(module), "_frombuffer", None)
+        if frombuffer is not None:
+            allowed[("numpy.core.numeric", "_frombuffer")] = allowed[("numpy._core.numeric", "_frombuffer")] = frombuffer
+            break
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
         for name in dir(dtypes):
             if name.endswith("DType"):
                 allowed[("numpy.dtypes", name)] = getattr(dtypes, name)
+    return allowed
+
+
+def _import_or_none(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def _allowed_globals() -> Dict[Tuple[str, str], Any]:
+    """What :class:`RestrictedUnpickler` admits: plain containers, the bytes codec of protocol-2
+    pickles and :func:`numpy_safe_globals`."""
+    allowed = {("collections", "OrderedDict"): collections.OrderedDict,
+               ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
+               ("__builtin__", "set"): set, ("__builtin__", "frozenset"): frozenset,
+               ("_codecs", "encode"): codecs.encode}
+    allowed.update(numpy_safe_globals())
     return allowed
 
 
@@ -112,10 +121,9 @@ def load_pickle_safely(path_or_file, source: str = "") -> Any:
         raise ValueError(f"{source} cannot be read as a pickled checkpoint (truncated or not a pickle): {e}") from e
 
 
-def _numpy_globals() -> list:
-    from .convert import numpy_safe_globals
-
-    return numpy_safe_globals()
+def _unique(objects) -> list:
+    """The objects, each once (several pickle names can point to one object)."""
+    return list({id(o): o for o in objects}.values())
 
 
 def torch_load_safely(f, source: str = "") -> Any:
@@ -124,7 +132,7 @@ def torch_load_safely(f, source: str = "") -> Any:
     ValueError."""
     source = source or (os.fspath(f) if isinstance(f, (str, os.PathLike)) else getattr(f, "name", "<stream>"))
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
+        with torch.serialization.safe_globals(_unique(numpy_safe_globals().values())):
             return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"(?:Unsupported global|GLOBAL) (?:GLOBAL )?([\w.]+)", str(e))
@@ -138,54 +146,3 @@ def torch_load_safely(f, source: str = "") -> Any:
         raise ValueError(f"{source} cannot be read as a checkpoint (truncated or not a PyTorch file): "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
-
-def _detectron2_pkl(data: Any, filename: str) -> Dict:
-    """Detectron2's interpretation of an unpickled `.pkl` (model zoo dict or Caffe2 blobs)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{filename} does not hold a dict of weights (found {type(data).__name__})")
-    if "model" in data and "__author__" in data:
-        logger.info("Reading a file from '%s'", data["__author__"])
-        return data
-    if "blobs" in data:
-        data = data["blobs"]
-    data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
-    return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
-
-
-_INSTALLED = False
-
-
-def install_safe_checkpoint_loading() -> None:
-    """Restricts Detectron2's and fvcore's checkpoint reading to data (idempotent; see the module
-    docstring). Called when d2pose is imported."""
-    global _INSTALLED
-    if _INSTALLED:
-        return
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.utils.file_io import PathManager
-    from fvcore.common.checkpoint import Checkpointer
-
-    d2_load_file = DetectionCheckpointer._load_file
-
-    def fvcore_load_file(self, f: str) -> Dict[str, Any]:
-        return torch_load_safely(f)
-
-    def detection_load_file(self, filename: str):
-        if filename.endswith(".pkl"):
-            with PathManager.open(filename, "rb") as f:
-                return _detectron2_pkl(load_pickle_safely(f, filename), filename)
-        if filename.endswith(".pyth"):
-            with PathManager.open(filename, "rb") as f:
-                data = torch_load_safely(io.BytesIO(f.read()), filename)
-            if not isinstance(data, dict) or "model_state" not in data:
-                raise ValueError(f"Cannot load .pyth file {filename}; pycls checkpoints must contain 'model_state'.")
-            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
-            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
-        return d2_load_file(self, filename)  # -> fvcore's _load_file (restricted below)
-
-    fvcore_load_file.__doc__ = "torch.load(weights_only=True) (d2pose.checkpoint.safe_load)."
-    detection_load_file.__doc__ = ("Detectron2's _load_file with .pkl through d2pose's RestrictedUnpickler and "
-                                   ".pyth through torch.load(weights_only=True) (d2pose.checkpoint.safe_load).")
-    Checkpointer._load_file = fvcore_load_file
-    DetectionCheckpointer._load_file = detection_load_file
-    _INSTALLED = True

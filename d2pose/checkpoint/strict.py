@@ -4,21 +4,20 @@ random.
 Detectron2's checkpointer only logs a warning when tensors are missing from a checkpoint, have other
 shapes than the model's (they are skipped, the model keeps its initialisation) or are not used; that
 is right when a checkpoint initialises training (fine-tuning a new head) and wrong when the model is
-to be scored or used. Inside :func:`strict_checkpoint_loading` the checkpointer raises
-:class:`CheckpointMismatchError` instead, naming the file and the tensors. d2pose uses it for
-`train_net.py --eval-only` and for Detectron2's `DefaultPredictor`, which (when d2pose is imported)
-loads `MODEL.WEIGHTS` strictly and warns once when `MODEL.WEIGHTS` is empty (an untrained model,
-still usable for tests and export). Training keeps Detectron2's behaviour and its report of what
+to be scored or used. :func:`check_fit` raises :class:`CheckpointMismatchError` instead, naming the
+file and the tensors; `d2pose.checkpoint.PoseCheckpointer` calls it when built with `strict=True`
+(`train_net.py --eval-only`, `d2pose.engine.PosePredictor`) or inside
+:func:`strict_checkpoint_loading` (as Detectron2's own checkpointer does once
+`d2pose.install_safeguards()` has run). Training keeps Detectron2's behaviour and its report of what
 was not loaded.
 """
 import contextlib
-import logging
 import threading
 from typing import List
 
-__all__ = ["CheckpointMismatchError", "strict_checkpoint_loading", "install_strict_loading"]
+__all__ = ["CheckpointMismatchError", "check_fit", "mismatch_message", "strict_checkpoint_loading",
+           "strict_loading_active"]
 
-logger = logging.getLogger("d2pose")
 _state = threading.local()
 
 
@@ -28,7 +27,8 @@ class CheckpointMismatchError(ValueError):
 
 @contextlib.contextmanager
 def strict_checkpoint_loading():
-    """Within the block, Detectron2's checkpointer refuses checkpoints that do not fit the model."""
+    """Within the block, d2pose's checkpointer (and Detectron2's, with the safeguards installed) refuses
+    checkpoints that do not fit the model."""
     previous = getattr(_state, "strict", False)
     _state.strict = True
     try:
@@ -58,53 +58,13 @@ def mismatch_message(source: str, incompatible) -> str:
             "(authors' checkpoints: tools/convert_checkpoint.py prints the overrides they need).")
 
 
-_INSTALLED = False
-_warned_empty = False
+def strict_loading_active() -> bool:
+    """Whether the calling thread is inside :func:`strict_checkpoint_loading`."""
+    return getattr(_state, "strict", False)
 
 
-def install_strict_loading() -> None:
-    """Patches `DetectionCheckpointer._load_model` (raise when strict) and `DefaultPredictor.__init__`
-    (strict for a given MODEL.WEIGHTS, one warning for an empty one). Idempotent."""
-    global _INSTALLED
-    if _INSTALLED:
-        return
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.engine import DefaultPredictor
-
-    d2_load_model = DetectionCheckpointer._load_model
-    d2_load_file = DetectionCheckpointer._load_file
-
-    def load_file(self, filename):
-        self._d2pose_source = filename
-        return d2_load_file(self, filename)
-
-    def load_model(self, checkpoint):
-        incompatible = d2_load_model(self, checkpoint)
-        if getattr(_state, "strict", False) and (incompatible.missing_keys or incompatible.unexpected_keys
-                                                  or incompatible.incorrect_shapes):
-            raise CheckpointMismatchError(mismatch_message(getattr(self, "_d2pose_source", "the checkpoint"),
-                                                           incompatible))
-        return incompatible
-
-    predictor_init = DefaultPredictor.__init__
-
-    def init(self, cfg):
-        global _warned_empty
-        if not cfg.MODEL.WEIGHTS:
-            if not _warned_empty:
-                logger.warning("DefaultPredictor: MODEL.WEIGHTS is empty, the model is untrained (random weights)")
-                _warned_empty = True
-            return predictor_init(self, cfg)
-        from .weights import check_weights_file
-
-        check_weights_file(cfg.MODEL.WEIGHTS)
-        with strict_checkpoint_loading():
-            return predictor_init(self, cfg)
-
-    load_file.__doc__ = d2_load_file.__doc__
-    load_model.__doc__ = "Detectron2's _load_model; raises CheckpointMismatchError inside d2pose's strict_checkpoint_loading()."
-    init.__doc__ = (DefaultPredictor.__init__.__doc__ or "") + "\n(d2pose: MODEL.WEIGHTS must fit the model.)"
-    DetectionCheckpointer._load_file = load_file
-    DetectionCheckpointer._load_model = load_model
-    DefaultPredictor.__init__ = init
-    _INSTALLED = True
+def check_fit(incompatible, source: str) -> None:
+    """Raises :class:`CheckpointMismatchError` when `incompatible` (what fvcore's `_load_model` returns)
+    lists missing, unexpected or differently shaped tensors; `source` names the checkpoint."""
+    if incompatible.missing_keys or incompatible.unexpected_keys or incompatible.incorrect_shapes:
+        raise CheckpointMismatchError(mismatch_message(source, incompatible))

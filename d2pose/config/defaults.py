@@ -2,13 +2,20 @@
 
 `add_d2pose_config(cfg)` adds the keys to the config it is given and never touches Detectron2's
 global defaults, so configs that do not use d2pose are unaffected. Calling it twice is harmless.
-The core's keys are here; each method adds its own (`add_<method>_config` in its package under
-projects/, called through `d2pose.projects`).
+The core's keys are here; each method adds its own: its package under projects/ registers its
+`add_<method>_config` in `CONFIG_ADDERS`, which `add_d2pose_config` calls after the core's keys
+(`import d2pose` imports every method package, so every method's keys are added).
 """
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+from detectron2.utils.registry import Registry
 
-__all__ = ["add_d2pose_config", "d2pose_keys", "get_d2pose_cfg", "install_config_hint"]
+__all__ = ["add_d2pose_config", "add_transformer_keys", "CONFIG_ADDERS", "d2pose_keys", "get_d2pose_cfg"]
+
+CONFIG_ADDERS = Registry("CONFIG_ADDERS")
+CONFIG_ADDERS.__doc__ = """Every method's `add_<method>_config(cfg: CfgNode) -> None`, which adds the method's keys
+(each with a one-line comment) to a config that already has the core's. A method package registers it
+with `@CONFIG_ADDERS.register()`; `add_d2pose_config` calls them in registration order."""
 
 
 def _add_layers(cfg: CN) -> None:
@@ -74,7 +81,7 @@ def _add_models(cfg: CN) -> None:
     b.FLIP_PROB = 0.5
     # "d2pose": the targets above on d2pose's grid (cell u centred at (u + 0.5) * STRIDE); "dekr": the
     # data pipeline of the DEKR / LOGO-CAP authors' code line for line (their random affine, grid,
-    # target generators and rules: d2pose/data/bottomup.py), what the LOGO-CAP COCO configs train with
+    # target generators and rules: d2pose/data/bottomup_mapper.py), what the LOGO-CAP COCO configs train with
     b.PROTOCOL = "d2pose"
 
     cfg.MODEL.TOPDOWN = CN()
@@ -192,6 +199,20 @@ def _add_models(cfg: CN) -> None:
     cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS = True
 
 
+def add_transformer_keys(node: CN) -> CN:
+    """Adds the keys of a method's transformer layers to its node (`MODEL.<METHOD>`), the same names and
+    defaults for every method (TransPose's encoder, Poseur's decoder), and returns the node."""
+    # token / query width d
+    node.EMBED_DIM = 256
+    # attention heads
+    node.NUM_HEADS = 8
+    # hidden width of the feed-forward layers
+    node.FFN_DIM = 1024
+    # dropout in the transformer layers
+    node.DROPOUT = 0.1
+    return node
+
+
 def add_d2pose_config(cfg: CN) -> CN:
     """Adds every d2pose key to `cfg` (in place) and returns it."""
     if "MS_DEFORM_ATTN" in cfg.MODEL:
@@ -201,9 +222,8 @@ def add_d2pose_config(cfg: CN) -> CN:
     _add_layers(cfg)
     _add_data(cfg)
     _add_models(cfg)
-    from ..projects import add_project_configs  # the methods' own keys (the one registration point)
-
-    add_project_configs(cfg)
+    for _, add_method_config in CONFIG_ADDERS:  # the methods' own keys
+        add_method_config(cfg)
     if defrosted:
         cfg.freeze()
     return cfg
@@ -233,47 +253,3 @@ def d2pose_keys() -> set:
     if _D2POSE_KEYS is None:
         _D2POSE_KEYS = frozenset(_flat_keys(get_d2pose_cfg()) - _flat_keys(get_cfg()))
     return _D2POSE_KEYS
-
-
-def _with_hint(cfg: CN, error: Exception) -> Exception:
-    import re
-
-    found = re.search(r"Non-existent (?:config )?key: (\S+)", str(error))
-    if not found or "MS_DEFORM_ATTN" in cfg.get("MODEL", {}):
-        return error
-    key = found.group(1).strip("'\"")
-    if key not in d2pose_keys():
-        return error
-    return type(error)(f"Non-existent config key: {key}. It is a d2pose key: call d2pose.config.add_d2pose_config(cfg) "
-                       "(or start from d2pose.config.get_d2pose_cfg()) before merging a d2pose config")
-
-
-def install_config_hint() -> None:
-    """Makes Detectron2's CfgNode name the cause when a d2pose config is merged into a config that
-    lacks d2pose's keys (yacs alone says only "Non-existent config key"). Idempotent; the error type
-    and every other message stay as they were."""
-    if getattr(CN, "_d2pose_hint", False):
-        return
-    merge_other, merge_list = CN.merge_from_other_cfg, CN.merge_from_list
-
-    def merge_from_other_cfg(self, cfg_other):
-        try:
-            return merge_other(self, cfg_other)
-        except KeyError as e:
-            hinted = _with_hint(self, e)
-            if hinted is e:
-                raise
-            raise hinted from e
-
-    def merge_from_list(self, cfg_list):
-        try:
-            return merge_list(self, cfg_list)
-        except (KeyError, AssertionError) as e:  # yacs asserts on unknown keys in lists
-            hinted = _with_hint(self, e)
-            if hinted is e:
-                raise
-            raise hinted from e
-
-    merge_from_other_cfg.__doc__, merge_from_list.__doc__ = merge_other.__doc__, merge_list.__doc__
-    CN.merge_from_other_cfg, CN.merge_from_list = merge_from_other_cfg, merge_from_list
-    CN._d2pose_hint = True

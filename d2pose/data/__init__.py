@@ -1,4 +1,4 @@
-"""Keypoint data: metadata, datasets, the synthetic benchmark, codecs and pipelines.
+"""Keypoint data: metadata, datasets, the synthetic benchmark and pipelines (codecs: `d2pose.codecs`).
 
 Coordinate convention (one for all of d2pose)
 ---------------------------------------------
@@ -8,7 +8,7 @@ centre is (i + 0.5, j + 0.5). COCO-format jsons store keypoints as pixel indices
 indices), and every writer of COCO results (`KeypointEvaluator`) subtracts 0.5. Model outputs
 (`Instances.pred_keypoints`) are in the continuous convention, and so are crop coordinates: crop
 matrices (`transforms.affine`) map continuous image coordinates to continuous crop coordinates, so
-their inverses are exact. Each heatmap codec states where its cells sit (`codecs`: MSRA cell u at
+their inverses are exact. Each heatmap codec states where its cells sit (`d2pose.codecs`: MSRA cell u at
 crop pixel index u * stride, UDP at u * (W - 1) / (w - 1)); bottom-up grids put cell u at
 (u + 0.5) * stride.
 """

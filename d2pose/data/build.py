@@ -10,7 +10,7 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 
-from .bottomup import BottomUpDatasetMapper
+from .bottomup_mapper import BottomUpDatasetMapper
 from .robust import SkipUnreadableImages, drop_missing_images
 from .samplers import PositionedMapDataset, ResumableTrainingSampler
 from .topdown import TopDownDatasetMapper, attach_person_detections, person_instances

@@ -11,7 +11,10 @@ orientation applied, any mode converted) and names the file when it cannot be re
     predictor(prepare_image(gray))            # (H, W) -> (H, W, 3) BGR
     predictor(read_image("photo.png"))        # BGR (H, W, 3), EXIF-rotated
 """
+import os
+
 import numpy as np
+from detectron2.data.detection_utils import read_image as d2_read_image
 
 __all__ = ["prepare_image", "read_image"]
 
@@ -61,10 +64,6 @@ def prepare_image(image, alpha_background: int = 0, input_order: str = "BGR") ->
 def read_image(path: str, format: str = "BGR") -> np.ndarray:
     """Detectron2's `read_image` (EXIF orientation, any mode converted to `format`), with errors
     that name the file; returns an (H, W, 3) uint8 array (BGR by default, DefaultPredictor's input)."""
-    import os
-
-    from detectron2.data.detection_utils import read_image as d2_read_image
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:

@@ -97,6 +97,17 @@ def _lr_pairs(names: Sequence[str], left: str = "left_", right: str = "right_") 
 
 _ORANGE, _BLUE, _GREEN, _PINK = (255, 128, 0), (51, 153, 255), (0, 255, 0), (255, 51, 255)
 
+# limbs COCO and CrowdPose share (same names, same colours: left green, right orange, across blue)
+_ARMS = (
+    ("left_shoulder", "left_elbow", _GREEN), ("right_shoulder", "right_elbow", _ORANGE),
+    ("left_elbow", "left_wrist", _GREEN), ("right_elbow", "right_wrist", _ORANGE),
+)
+_HIPS_AND_LEGS = (
+    ("left_hip", "right_hip", _BLUE), ("left_hip", "left_knee", _GREEN), ("right_hip", "right_knee", _ORANGE),
+    ("left_knee", "left_ankle", _GREEN), ("right_knee", "right_ankle", _ORANGE),
+)
+_FLANKS = (("left_shoulder", "left_hip", _BLUE), ("right_shoulder", "right_hip", _BLUE))
+
 COCO_PERSON = KeypointMetadata(
     name="coco_person",
     keypoint_names=_COCO_NAMES,
@@ -106,11 +117,7 @@ COCO_PERSON = KeypointMetadata(
     skeleton=(
         ("left_ear", "left_eye", _GREEN), ("right_ear", "right_eye", _ORANGE), ("left_eye", "nose", _GREEN),
         ("nose", "right_eye", _ORANGE), ("left_shoulder", "right_shoulder", _BLUE),
-        ("left_shoulder", "left_elbow", _GREEN), ("right_shoulder", "right_elbow", _ORANGE),
-        ("left_elbow", "left_wrist", _GREEN), ("right_elbow", "right_wrist", _ORANGE),
-        ("left_hip", "right_hip", _BLUE), ("left_hip", "left_knee", _GREEN), ("right_hip", "right_knee", _ORANGE),
-        ("left_knee", "left_ankle", _GREEN), ("right_knee", "right_ankle", _ORANGE),
-        ("left_shoulder", "left_hip", _BLUE), ("right_shoulder", "right_hip", _BLUE),
+        *_ARMS, *_HIPS_AND_LEGS, *_FLANKS,
     ),
     upper_body=_COCO_NAMES[:11],
 )
@@ -123,11 +130,7 @@ CROWDPOSE = KeypointMetadata(
     sigmas=(0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089, 0.079, 0.079),
     skeleton=(
         ("head", "neck", _PINK), ("neck", "left_shoulder", _GREEN), ("neck", "right_shoulder", _ORANGE),
-        ("left_shoulder", "left_elbow", _GREEN), ("right_shoulder", "right_elbow", _ORANGE),
-        ("left_elbow", "left_wrist", _GREEN), ("right_elbow", "right_wrist", _ORANGE),
-        ("left_shoulder", "left_hip", _BLUE), ("right_shoulder", "right_hip", _BLUE),
-        ("left_hip", "right_hip", _BLUE), ("left_hip", "left_knee", _GREEN), ("right_hip", "right_knee", _ORANGE),
-        ("left_knee", "left_ankle", _GREEN), ("right_knee", "right_ankle", _ORANGE),
+        *_ARMS, *_FLANKS, *_HIPS_AND_LEGS,
     ),
     upper_body=("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
                 "head", "neck"),

@@ -21,7 +21,7 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 
-from .codecs import build_codec
+from ..codecs import build_codec
 from .datasets.coco_keypoints import box_xyxy
 from .transforms.affine import apply_affine, box_to_center_size, crop_affine, crop_boxes, warp_image
 

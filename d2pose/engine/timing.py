@@ -3,7 +3,7 @@
 `measure_step_time(cfg)` builds what `train_net.py` builds (d2pose's model, optimizer, train loader
 and the inner trainer the precision policy picks) and times a few real training steps on a
 throwaway model; `fit_schedule(seconds_per_iter, budget_seconds, max_iters)` turns that into an
-iteration count. `tools/demo.py`
+iteration count. `tools/train_demo.py` (`make demo`)
 uses both to stay within its time budget on any CPU (AVX-512 with native bfloat16 or AVX2 in
 float32 differ ~4x), and `tools/time_recipe.py` prints them for a shipped recipe.
 """
@@ -16,6 +16,9 @@ from typing import Tuple
 from detectron2.engine import SimpleTrainer
 from detectron2.utils.events import EventStorage
 
+from ..data.build import build_pose_train_loader
+from ..modeling import build_model
+from ..solver import build_optimizer
 from .autocast import precision_trainer
 from .precision import training_precision
 
@@ -58,10 +61,6 @@ class StepTiming:
 def measure_step_time(cfg, steps: int = 10, warmup: int = 3) -> StepTiming:
     """Median seconds per training step of `cfg` (its model, batch, loader and precision) over `steps`
     steps after `warmup` untimed ones, on a freshly built model that is then discarded."""
-    from ..data.build import build_pose_train_loader
-    from ..modeling import build_model
-    from ..solver import build_optimizer
-
     t0 = time.perf_counter()
     choice = training_precision(cfg)
     model = build_model(cfg)

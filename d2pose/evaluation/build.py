@@ -2,10 +2,8 @@
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
-from .keypoint_evaluator import KEYPOINT_EVALUATOR_TYPES, KeypointEvaluator
-
-# every evaluator_type build_evaluator knows (checked when a dataset is registered)
-EVALUATOR_TYPES = frozenset(KEYPOINT_EVALUATOR_TYPES) | {"coco"}
+from ..data.datasets.coco_keypoints import KEYPOINT_EVALUATOR_TYPES
+from .keypoint_evaluator import KeypointEvaluator
 
 __all__ = ["build_evaluator"]
 

@@ -37,7 +37,7 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 from scipy.optimize import linear_sum_assignment
 
-from ..data.datasets.coco_keypoints import has_zero_area
+from ..data.datasets.coco_keypoints import KEYPOINT_EVALUATOR_TYPES, has_zero_area
 from ..data.metadata import get_keypoint_metadata
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "evaluate_pckh",
     "resolve_use_area",
     "instances_to_keypoint_results",
-    "KEYPOINT_EVALUATOR_TYPES",
     "COCO_KEYPOINT_METRICS",
     "CROWDPOSE_METRICS",
     "MPII_JOINT_GROUPS",
@@ -55,7 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KEYPOINT_EVALUATOR_TYPES = ("coco_keypoints", "ochuman", "crowdpose", "mpii")
 # order of pycocotools' keypoint `stats`
 COCO_KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 # order of xtcocotools' `keypoints_crowd` `stats` (AP of the easy / medium / hard crowdIndex splits last)
@@ -229,6 +227,8 @@ def _run_cocoeval(gt_json: str, results: List[Dict], evaluator_type: str, sigmas
                   image_ids: Optional[Sequence[int]] = None):
     """Runs COCOeval (on `image_ids` only when given) and returns (stats, printed summary)."""
     crowd = evaluator_type == "crowdpose"
+    # imported here, not for a cycle: xtcocotools is optional (not in requirements.txt; only CrowdPose and
+    # use_area=False need it), and the two packages define the same names
     if crowd or not use_area:  # xtcocotools: keypoints_crowd, and OKS with box areas when use_area=False
         from xtcocotools.coco import COCO
         from xtcocotools.cocoeval import COCOeval

@@ -19,6 +19,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..structures.keypoints import pairwise_oks
+
 __all__ = ["oks_iou", "oks_nms", "soft_oks_nms", "rescore_instances", "RESCORE_METHODS"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
@@ -78,10 +80,9 @@ def oks_iou(
         mask = ref[:, 2] > vis_thresh
     if oth.shape[0] == 0 or not mask.any():
         return np.zeros(oth.shape[0], dtype=np.float64)
-    scale = (float(area) + _np(other_areas).reshape(-1)) / 2.0 + np.spacing(1)  # s^2, (R,)
-    sq_dist = ((oth[:, :, :2] - ref[None, :, :2]) ** 2).sum(-1)  # (R, K)
-    exponent = sq_dist / ((2.0 * sig[None]) ** 2) / scale[:, None] / 2.0
-    return np.exp(-exponent[:, mask]).mean(axis=1)
+    scale = (float(area) + _np(other_areas).reshape(-1)) / 2.0  # s^2 of each pair: the mean area, (R,)
+    oks, _ = pairwise_oks(ref[None], oth, sig, scale, mask)  # (1, R)
+    return oks[0]
 
 
 def _prepare(keypoints: ArrayLike, scores: ArrayLike, areas: ArrayLike) -> Tuple[np.ndarray, ...]:

@@ -46,6 +46,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..layers import EMSDA, MSDeformAttn
+from ..modeling.meta_arch.topdown import TopDownPoseEstimator
+
 __all__ = ["CropPoseModel", "export_onnx", "run_onnx", "onnx_session", "max_relative_errors", "check_exportable",
            "check_exportable_config", "reference_deformable_attention", "DEFAULT_OPSET", "INPUT_NAME", "BATCH_AXIS"]
 
@@ -82,8 +85,6 @@ def check_exportable_config(cfg) -> None:
 
 def check_exportable(model: nn.Module) -> None:
     """NotImplementedError naming MODEL.META_ARCHITECTURE unless `model` is a TopDownPoseEstimator."""
-    from ..modeling.meta_arch.topdown import TopDownPoseEstimator
-
     if isinstance(model, TopDownPoseEstimator):
         return
     roi_heads = getattr(model, "roi_heads", None)
@@ -164,8 +165,6 @@ class CropPoseModel(nn.Module):
 
 
 def _deformable_modules(module: nn.Module):
-    from ..layers import EMSDA, MSDeformAttn
-
     return [m for m in module.modules() if isinstance(m, (MSDeformAttn, EMSDA))]
 
 

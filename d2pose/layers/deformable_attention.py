@@ -51,7 +51,8 @@ def sampling_locations_from_offsets(
 
 
 class _DeformableSampling(nn.Module):
-    """Predicts per-head sampling offsets and attention weights from the queries."""
+    """Predicts per-head sampling offsets and attention weights from the queries; `forward` runs the
+    attention, and a subclass's `_attend` samples the value and projects the result."""
 
     def __init__(self, embed_dim: int, num_heads: int, num_levels: int, num_points: int, backend: str,
                  offset_scales: Optional[Sequence[float]] = None):
@@ -108,6 +109,37 @@ class _DeformableSampling(nn.Module):
             f"num_points={self.num_points}, backend={self.backend!r}"
         )
 
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        value: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        padding_mask: Optional[torch.Tensor] = None,
+        return_sampling: bool = False,
+    ):
+        """
+        Args:
+            query: (N, Lq, C).
+            reference_points: (N, Lq, 2), (N, Lq, L, 2) or (N, Lq, L, 4), normalised.
+            value: (N, S, C) flattened multi-scale features.
+            spatial_shapes: (L, 2) int64; level_start_index: (L,) int64.
+            padding_mask: (N, S) bool, True at padded tokens.
+            return_sampling: also return the sampling locations and attention weights.
+
+        Returns:
+            (N, Lq, C); with return_sampling, also (N, Lq, M, L, P, 2) and (N, Lq, M, L, P).
+        """
+        locations, attn = self.sampling(query, reference_points, spatial_shapes)
+        out = self._attend(value, padding_mask, spatial_shapes, level_start_index, locations, attn)
+        return (out, locations, attn) if return_sampling else out
+
+    def _attend(self, value: torch.Tensor, padding_mask: Optional[torch.Tensor], spatial_shapes: torch.Tensor,
+                level_start_index: torch.Tensor, locations: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """The output (N, Lq, C) from the value (N, S, C) and the sampling of :meth:`sampling`."""
+        raise NotImplementedError
+
 
 def _sample_mixed_precision(op, value: torch.Tensor, spatial_shapes, level_start_index, locations, attn, backend):
     """Runs an MSDA op under autocast: the kernels take one floating dtype for the value, locations and
@@ -162,34 +194,13 @@ class MSDeformAttn(_DeformableSampling):
             nn.init.xavier_uniform_(proj.weight)
             nn.init.constant_(proj.bias, 0.0)
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        reference_points: torch.Tensor,
-        value: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
-        padding_mask: Optional[torch.Tensor] = None,
-        return_sampling: bool = False,
-    ):
-        """
-        Args:
-            query: (N, Lq, C).
-            reference_points: (N, Lq, 2), (N, Lq, L, 2) or (N, Lq, L, 4), normalised.
-            value: (N, S, C) flattened multi-scale features.
-            spatial_shapes: (L, 2) int64; level_start_index: (L,) int64.
-            padding_mask: (N, S) bool, True at padded tokens.
-            return_sampling: also return the sampling locations and attention weights.
-
-        Returns:
-            (N, Lq, C); with return_sampling, also (N, Lq, M, L, P, 2) and (N, Lq, M, L, P).
-        """
+    def _attend(self, value: torch.Tensor, padding_mask: Optional[torch.Tensor], spatial_shapes: torch.Tensor,
+                level_start_index: torch.Tensor, locations: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Projects the value, splits it into heads (N, S, M, D), samples it and projects the output."""
         N, S, C = value.shape
         v = _mask_value(self.value_proj(value), padding_mask).view(N, S, self.num_heads, C // self.num_heads)
-        locations, attn = self.sampling(query, reference_points, spatial_shapes)
-        out = self.output_proj(
+        return self.output_proj(
             _sample_mixed_precision(ms_deform_attn, v, spatial_shapes, level_start_index, locations, attn, self.backend))
-        return (out, locations, attn) if return_sampling else out
 
 
 class EMSDA(_DeformableSampling):
@@ -244,21 +255,9 @@ class EMSDA(_DeformableSampling):
         out = torch.einsum("nqmc,mcd->nqmd", sampled, self.value_proj_weight) + self.value_proj_bias
         return out.reshape(N, Lq, C)  # concatenate the heads
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        reference_points: torch.Tensor,
-        value: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
-        padding_mask: Optional[torch.Tensor] = None,
-        return_sampling: bool = False,
-    ):
-        """Arguments and returns as in :meth:`MSDeformAttn.forward`; value (N, S, C) is sampled
-        without a projection."""
-        value = _mask_value(value, padding_mask)
-        locations, attn = self.sampling(query, reference_points, spatial_shapes)
-        sampled = _sample_mixed_precision(ms_deform_attn_shared, value, spatial_shapes, level_start_index, locations,
-                                          attn, self.backend)
-        out = self.output_proj(self.project(sampled))
-        return (out, locations, attn) if return_sampling else out
+    def _attend(self, value: torch.Tensor, padding_mask: Optional[torch.Tensor], spatial_shapes: torch.Tensor,
+                level_start_index: torch.Tensor, locations: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Samples the value (N, S, C) without a projection, then projects per head and outputs."""
+        sampled = _sample_mixed_precision(ms_deform_attn_shared, _mask_value(value, padding_mask), spatial_shapes,
+                                          level_start_index, locations, attn, self.backend)
+        return self.output_proj(self.project(sampled))

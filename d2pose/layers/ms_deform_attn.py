@@ -271,16 +271,7 @@ def ms_deform_attn(
     Returns:
         (N, Lq, M * D).
     """
-    N, S, Lq, M, L, P = _check_inputs(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, shared=False
-    )
-    D = value.shape[3]
-    if backend_used(backend, value) == "torch":
-        if Lq == 0 or N == 0:
-            return value.new_zeros((N, Lq, M * D)) + 0 * value.sum() + 0 * sampling_locations.sum()
-        return ms_deform_attn_torch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    out = _MSDeformAttnFunction.apply(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    return out.view(N, Lq, M * D)
+    return _run(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend, shared=False)
 
 
 def ms_deform_attn_shared(
@@ -304,18 +295,30 @@ def ms_deform_attn_shared(
     Returns:
         (N, Lq, M, C): each head's sample of the full C-channel value.
     """
+    return _run(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend, shared=True)
+
+
+def _run(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend: str,
+         shared: bool) -> torch.Tensor:
+    """The body of :func:`ms_deform_attn` (`shared=False`) and :func:`ms_deform_attn_shared`: checks
+    the inputs, then runs the reference or the compiled op. Returns (N, Lq, M * D), or (N, Lq, M, C)
+    when shared."""
     N, S, Lq, M, L, P = _check_inputs(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, shared=True
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, shared=shared
     )
-    C = value.shape[2]
+    D = value.shape[-1]  # channels per head; all C channels of a shared value
+    out_shape = (N, Lq, M, D) if shared else (N, Lq, M * D)
     if backend_used(backend, value) == "torch":
-        if Lq == 0 or N == 0:
-            return value.new_zeros((N, Lq, M, C)) + 0 * value.sum() + 0 * sampling_locations.sum()
-        return ms_deform_attn_shared_torch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    # (N, S, C) -> (N, S, 1, C): a single value head read by every head
-    return _MSDeformAttnFunction.apply(
-        value.unsqueeze(2), spatial_shapes, level_start_index, sampling_locations, attention_weights
+        if Lq == 0 or N == 0:  # zeros that still reach the inputs in the autograd graph
+            return value.new_zeros(out_shape) + 0 * value.sum() + 0 * sampling_locations.sum()
+        reference = ms_deform_attn_shared_torch if shared else ms_deform_attn_torch
+        return reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    # a shared value (N, S, C) -> (N, S, 1, C): a single value head read by every head
+    out = _MSDeformAttnFunction.apply(
+        value.unsqueeze(2) if shared else value, spatial_shapes, level_start_index, sampling_locations,
+        attention_weights
     )
+    return out.view(out_shape)  # (N, Lq, M, D) -> out_shape
 
 
 def backend_used(backend: str, value: torch.Tensor) -> str:

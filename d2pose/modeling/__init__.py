@@ -5,6 +5,6 @@ from . import backbone, heads, meta_arch  # noqa: F401  (registering modules)
 from .build import build_model
 from .flows import RealNVP
 from .losses import RLELoss
-from ..data.codecs import sigma_to_score
+from ..codecs import sigma_to_score
 
 __all__ = ["build_model", "RealNVP", "RLELoss", "sigma_to_score"]

@@ -12,6 +12,9 @@ does not count element-wise work).
 from typing import Any, List, Tuple
 
 import torch
+from detectron2.utils.analysis import FlopCountAnalysis as RCNNFlopCountAnalysis
+from fvcore.nn import FlopCountAnalysis, parameter_count
+from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from .losses import RLELoss
@@ -22,8 +25,6 @@ __all__ = ["topdown_complexity", "bottomup_complexity", "rcnn_complexity", "infe
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """fvcore handle of aten::scaled_dot_product_attention: multiply-adds of Q K^T and A V."""
-    from fvcore.nn.jit_handles import get_shape
-
     q, k, v = (get_shape(inputs[i]) for i in range(3))
     batch = 1
     for s in q[:-2]:
@@ -47,8 +48,6 @@ class _Outputs(nn.Module):
 
 def flop_count(module: nn.Module, *inputs) -> float:
     """fvcore's total (multiply-adds) of `module(*inputs)`, attention products included."""
-    from fvcore.nn import FlopCountAnalysis
-
     # nn.MultiheadAttention's fused inference path (aten::_native_multi_head_attention, taken when
     # query, key and value are one tensor) has no fvcore rule and would count as 0: count the
     # unfused graph, whose products are the same
@@ -64,8 +63,6 @@ def flop_count(module: nn.Module, *inputs) -> float:
 
 def inference_parameters(module: nn.Module) -> int:
     """Parameters of `module` without its training-only loss modules (RLE's flows)."""
-    from fvcore.nn import parameter_count
-
     counts = parameter_count(module)
     training_only = sum(counts.get(name, 0) for name, m in module.named_modules() if isinstance(m, RLELoss))
     return counts.get("", 0) - training_only
@@ -101,13 +98,11 @@ def rcnn_complexity(model: nn.Module, inputs) -> Tuple[int, float]:
     """(parameters, GFLOPs) of a GeneralizedRCNN-style model on `inputs` (Detectron2's list of dicts):
     Detectron2's FlopCountAnalysis of the whole inference (backbone, RPN, box and keypoint heads on
     the detections these inputs produce), per image."""
-    from detectron2.utils.analysis import FlopCountAnalysis
-
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            analysis = FlopCountAnalysis(model, inputs).set_op_handle(
+            analysis = RCNNFlopCountAnalysis(model, inputs).set_op_handle(
                 "aten::scaled_dot_product_attention", sdpa_flop_jit)
             flops = float(analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total())
     finally:
@@ -117,8 +112,6 @@ def rcnn_complexity(model: nn.Module, inputs) -> Tuple[int, float]:
 
 def topdown_complexity(model: nn.Module) -> Tuple[int, float]:
     """(parameters, GFLOPs) of a top-down model's inference path on one crop of its input size."""
-    from fvcore.nn import parameter_count
-
     head = parameter_count(model.head)  # per module name ("" = the whole head)
     training_only = sum(head[name] for name, m in model.head.named_modules() if isinstance(m, RLELoss))
     params = parameter_count(model.backbone)[""] + head[""] - training_only

@@ -20,12 +20,18 @@ from typing import List, Tuple
 
 import numpy as np
 import torch
+from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.layers import batched_nms
+from detectron2.modeling import build_model as d2_build_model
 from torch import nn
 
-__all__ = ["PersonDetector", "build_person_detector", "resolve_detector_config"]
+from .. import model_zoo as d2pose_zoo
+from ..config import get_d2pose_cfg
+from .build import apply_memory_format
+
+__all__ = ["PersonDetector", "build_person_detector", "resolve_detector_config", "resolve_detector_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +43,10 @@ def resolve_detector_config(name: str) -> str:
     model-zoo name (its config file)."""
     if os.path.isfile(name):
         return name
-    from .. import model_zoo as d2pose_zoo
-
     try:  # d2pose's own configs, e.g. "Detectors/synthetic_person_faster_rcnn.yaml"
         return d2pose_zoo.get_config_file(name)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError):
         pass
-    from detectron2 import model_zoo
-
     try:
         path = model_zoo.get_config_file(name)
     except RuntimeError as e:
@@ -53,13 +55,11 @@ def resolve_detector_config(name: str) -> str:
     return path
 
 
-def _resolve_weights(weights: str, config_name: str) -> str:
+def resolve_detector_weights(weights: str, config_name: str) -> str:
     """A local file or URL as is; a model-zoo config name -> its trained checkpoint's URL."""
     if not weights or os.path.isfile(weights) or "://" in weights:
         return weights
     if weights.endswith((".yaml", ".py")):
-        from detectron2 import model_zoo
-
         try:
             return model_zoo.get_checkpoint_url(weights)
         except RuntimeError as e:
@@ -137,10 +137,6 @@ def build_person_detector(cfg):
         if d.WEIGHTS:
             raise ValueError(f"{_KEY}.WEIGHTS is set ({d.WEIGHTS!r}) but {_KEY}.CONFIG_FILE is empty")
         return None
-    from detectron2.modeling import build_model as d2_build_model
-
-    from ..config import get_d2pose_cfg
-
     path = resolve_detector_config(d.CONFIG_FILE)
     det_cfg = get_d2pose_cfg()
     det_cfg.merge_from_file(path)
@@ -153,12 +149,10 @@ def build_person_detector(cfg):
     if det_cfg.MODEL.KEYPOINT_ON:
         # a Keypoint R-CNN detects people too; its keypoints are not used
         det_cfg.MODEL.KEYPOINT_ON = False
-    from .build import apply_memory_format
-
     model = d2_build_model(det_cfg)
     if det_cfg.MODEL.META_ARCHITECTURE != "PoseRCNN":
         apply_memory_format(model, det_cfg.MODEL.CHANNELS_LAST)
-    weights = _resolve_weights(d.WEIGHTS, d.CONFIG_FILE)
+    weights = resolve_detector_weights(d.WEIGHTS, d.CONFIG_FILE)
     if weights:
         DetectionCheckpointer(model).load(weights)
     else:

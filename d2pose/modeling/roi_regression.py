@@ -25,7 +25,7 @@ from detectron2.structures import Instances
 from torch import nn
 from torch.nn import functional as F
 
-from ..data.codecs import BoxRelativeCoords
+from ..codecs import BoxRelativeCoords
 from .integral import soft_argmax
 
 __all__ = ["HeatmapTrunkMixin", "ROI_COORDS", "check_soft_argmax_window", "ROIConvStack", "ROIDeconvCoords", "ROIIntegralCoords", "roi_conv_stack", "roi_integral_coords", "roi_keypoint_targets",
@@ -206,7 +206,7 @@ def roi_keypoint_targets(instances: List[Instances], margin: float = 0.0) -> Tup
     on each side (MODEL.ROI_REGRESSION.FRAME_MARGIN), else 0 (the codec's encode)."""
     boxes = torch.cat([i.proposal_boxes.tensor for i in instances])
     kps = torch.cat([i.gt_keypoints.tensor for i in instances])
-    return ROI_CODEC.encode(kps, boxes, margin)
+    return BoxRelativeCoords(margin=margin).encode(kps[..., :2], kps[..., 2], boxes=boxes)
 
 
 def roi_frame_margin(margin: float, coords: str) -> float:
@@ -245,7 +245,7 @@ def write_roi_predictions(instances: List[Instances], mu: torch.Tensor, sigma: t
             inst.pred_keypoints = boxes.new_zeros(0, K, 3)
             inst.pred_keypoint_sigmas = boxes.new_zeros(0, K, 2)
             continue
-        xy = codec.decode(mu[start:start + n].to(boxes.dtype), boxes)
+        xy = codec.decode(mu[start:start + n].to(boxes.dtype), boxes=boxes)
         scores = codec.score(sigma[start:start + n]).to(xy.dtype)
         inst.pred_keypoints = torch.cat([xy, scores[..., None]], dim=-1)
         inst.pred_keypoint_sigmas = sigma[start:start + n]

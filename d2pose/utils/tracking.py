@@ -50,7 +50,7 @@ Usage::
     for t, x in samples:                           # t in seconds, strictly increasing
         x_smooth = f(x, t)
 
-Only numpy and scipy are needed.
+Works on numpy arrays (scipy for the assignment); the OKS is `d2pose.structures.pairwise_oks`.
 """
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -58,9 +58,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["OneEuroFilter", "PoseTracker", "oks_matrix", "box_iou_matrix"]
+from ..structures.keypoints import pairwise_oks
 
-_EPS = float(np.spacing(1))
+__all__ = ["OneEuroFilter", "PoseTracker", "oks_matrix", "box_iou_matrix"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,14 +155,7 @@ def _oks_and_counts(kps_a: np.ndarray, kps_b: np.ndarray, areas_b: np.ndarray, s
                     min_score: float) -> Tuple[np.ndarray, np.ndarray]:
     """(A, B) OKS (0 where no keypoint is usable) and (A, B) number of keypoints used."""
     valid = (kps_a[:, None, :, 2] > min_score) & (kps_b[None, :, :, 2] > min_score)  # (A, B, K)
-    sq_dist = ((kps_a[:, None, :, :2] - kps_b[None, :, :, :2]) ** 2).sum(-1)  # (A, B, K)
-    var = (2.0 * sigmas) ** 2  # (K,)
-    scale = np.maximum(areas_b, 0.0) + _EPS  # (B,)
-    e = sq_dist / (2.0 * scale[None, :, None] * var[None, None, :])
-    counts = valid.sum(-1)
-    total = np.where(valid, np.exp(-e), 0.0).sum(-1)
-    oks = np.where(counts > 0, total / np.maximum(counts, 1), 0.0)
-    return oks, counts
+    return pairwise_oks(kps_a, kps_b, sigmas, np.maximum(areas_b, 0.0), valid)  # scale: B's area, eps added
 
 
 def _check_kps(name: str, kps: np.ndarray, k: Optional[int]) -> np.ndarray:

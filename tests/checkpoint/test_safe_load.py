@@ -86,7 +86,7 @@ def test_default_predictor_refuses_without_running(tmp_path, ext):
     path, marker = _malicious(tmp_path, ext)
     cfg = get_cfg()
     add_d2pose_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = str(path)
     with pytest.raises(UnsafeCheckpointError):

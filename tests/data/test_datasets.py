@@ -7,14 +7,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from d2pose.data import get_keypoint_metadata, register_keypoint_dataset
 from d2pose.data.datasets import DatasetFileMissing, register_mpii_dataset
-
-
-def _register(name, *args, **kw):
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_keypoint_dataset(name, *args, **kw)
-    return name
+from tests.data.samples import register_sample
 
 
 def test_builtin_metadata():
@@ -50,8 +43,7 @@ def test_missing_files_named(tmp_path):
 
 
 def test_coco_sample_convention(shared_data):
-    name = _register("test_ds_coco", os.path.join(shared_data, "coco/annotations/test_coco.json"),
-                     os.path.join(shared_data, "coco/images"))
+    name = register_sample("test_ds_coco", shared_data, "coco/annotations/test_coco.json", "coco/images")
     dicts = DatasetCatalog.get(name)
     assert len(dicts) == 4
     ann = dicts[0]["annotations"][0]
@@ -62,8 +54,8 @@ def test_coco_sample_convention(shared_data):
 
 
 def test_coco_mini_crowd_and_empty(shared_data):
-    name = _register("test_ds_coco_mini", os.path.join(shared_data, "coco_mini/annotations/person_keypoints_train2017.json"),
-                     os.path.join(shared_data, "coco_mini/images/train2017"))
+    name = register_sample("test_ds_coco_mini", shared_data, "coco_mini/annotations/person_keypoints_train2017.json",
+                           "coco_mini/images/train2017")
     dicts = DatasetCatalog.get(name)
     anns = [a for d in dicts for a in d["annotations"]]
     assert any(a.get("iscrowd", 0) for a in anns)
@@ -71,28 +63,26 @@ def test_coco_mini_crowd_and_empty(shared_data):
 
 
 def test_crowdpose_and_ochuman(shared_data):
-    name = _register("test_ds_crowdpose", os.path.join(shared_data, "crowdpose/annotations/test_crowdpose.json"),
-                     os.path.join(shared_data, "crowdpose/images"), metadata="crowdpose", evaluator_type="crowdpose")
+    name = register_sample("test_ds_crowdpose", shared_data, "crowdpose/annotations/test_crowdpose.json",
+                           "crowdpose/images", metadata="crowdpose", evaluator_type="crowdpose")
     dicts = DatasetCatalog.get(name)
     assert all(len(a["keypoints"]) == 14 * 3 for d in dicts for a in d["annotations"])
-    name = _register("test_ds_ochuman", os.path.join(shared_data, "ochuman/annotations/test_ochuman.json"),
-                     os.path.join(shared_data, "ochuman/images"), evaluator_type="ochuman")
+    name = register_sample("test_ds_ochuman", shared_data, "ochuman/annotations/test_ochuman.json", "ochuman/images",
+                           evaluator_type="ochuman")
     dicts = DatasetCatalog.get(name)
     assert len(dicts) == 3 and sum(len(d["annotations"]) for d in dicts) == 5
 
 
 def test_wrong_keypoint_count_names_annotation(shared_data):
-    name = _register("test_ds_wrong_k", os.path.join(shared_data, "crowdpose/annotations/test_crowdpose.json"),
-                     os.path.join(shared_data, "crowdpose/images"), metadata="coco_person")
+    name = register_sample("test_ds_wrong_k", shared_data, "crowdpose/annotations/test_crowdpose.json",
+                           "crowdpose/images", metadata="coco_person")
     with pytest.raises(ValueError, match=r"test_crowdpose.json: annotation \d+ of image \d+ has 14 keypoints.*17"):
         DatasetCatalog.get(name)
 
 
 def test_mpii_sample(shared_data):
-    name = "test_ds_mpii"
-    if name not in DatasetCatalog.list():
-        register_mpii_dataset(name, os.path.join(shared_data, "mpii/annotations/test_mpii.json"),
-                              os.path.join(shared_data, "mpii/images"))
+    name = register_sample("test_ds_mpii", shared_data, "mpii/annotations/test_mpii.json", "mpii/images",
+                           register=register_mpii_dataset)
     dicts = DatasetCatalog.get(name)
     assert len(dicts) == 5
     ann = dicts[0]["annotations"][0]

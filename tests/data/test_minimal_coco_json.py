@@ -70,7 +70,7 @@ def test_minimal_json_trains_and_evaluates(tmp_path):
     root = _minimal_root(tmp_path)
     env = dict(os.environ, DETECTRON2_DATASETS=str(root))
     run = subprocess.run([sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
-                          os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"),
+                          os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"),
                           "DATASETS.TRAIN", "('coco_2017_train_pose',)", "DATASETS.TEST", "('coco_2017_val_pose',)",
                           "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
                           "TEST.EVAL_PERIOD", "2",

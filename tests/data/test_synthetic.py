@@ -22,6 +22,7 @@ from d2pose.data.synthetic import (
     render_sample_grid,
     synthetic_root,
 )
+from d2pose.data.synthetic.drawing import Canvas
 
 LEFT = [i for i, n in enumerate(KEYPOINT_NAMES) if n.startswith("left_")]
 RIGHT = [i for i, n in enumerate(KEYPOINT_NAMES) if n.startswith("right_")]
@@ -111,7 +112,7 @@ def test_visible_keypoints_lie_on_the_person(dataset):
 
 def test_subpixel_drawing_convention():
     """A disc drawn at continuous (cx, cy) has its intensity centroid at (cx - 0.5, cy - 0.5) in pixel indices."""
-    canvas = synthetic._Canvas(np.zeros((40, 40, 3), np.uint8))
+    canvas = Canvas(np.zeros((40, 40, 3), np.uint8))
     canvas.disc(np.array([15.8, 20.35]), 4.0, (255, 255, 255), 1)
     weight = canvas.image[..., 0].astype(float)
     ys, xs = np.mgrid[:40, :40]

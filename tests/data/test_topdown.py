@@ -7,7 +7,7 @@ import torch
 
 from d2pose.config import get_d2pose_cfg
 from d2pose.data import register_keypoint_dataset
-from d2pose.data.codecs import RegressionCoords
+from d2pose.codecs import RegressionCoords
 from d2pose.data.topdown import TopDownDatasetMapper, attach_person_detections, person_instances
 from d2pose.data.transforms.affine import apply_affine, invert_affine
 from detectron2.data import DatasetCatalog, MetadataCatalog

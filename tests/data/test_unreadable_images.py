@@ -37,7 +37,7 @@ def broken_set(tmp_path):
 
 def _cfg(name):
     cfg = get_d2pose_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"))
     cfg.merge_from_list(["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)", "SOLVER.IMS_PER_BATCH", "2",
                          "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"])
     return cfg

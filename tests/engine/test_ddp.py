@@ -36,7 +36,7 @@ def _run(num_procs, out):
     # a port of its own: Detectron2's default one is fixed per user, so two runs at once would collide
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--num-gpus", str(num_procs),
            "--dist-url", f"tcp://127.0.0.1:{_free_port()}", "--config-file",
-           os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"), *COMMON, "OUTPUT_DIR", str(out)]
+           os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"), *COMMON, "OUTPUT_DIR", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
@@ -71,7 +71,7 @@ def _run_init(tmp_path):
 
     cfg = get_cfg()
     add_d2pose_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"))
     cfg.merge_from_list(COMMON)
     seed_all_rng(7)
     return {k: v.detach().clone() for k, v in build_model(cfg).state_dict().items()}

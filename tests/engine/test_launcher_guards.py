@@ -26,7 +26,7 @@ def _train_net(*args, cwd=ROOT):
 @pytest.mark.slow
 def test_training_twice_into_one_output_dir(tmp_path):
     out = tmp_path / "run"
-    cfg = ["--config-file", os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml")]
+    cfg = ["--config-file", os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml")]
     first = _train_net(*cfg, *TINY, "OUTPUT_DIR", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
     final = (out / "model_final.pth").read_bytes()
@@ -90,7 +90,7 @@ def test_default_predictor_refuses_a_checkpoint_that_does_not_fit(tmp_path, capl
 
     cfg = get_cfg()
     add_d2pose_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     predictor = DefaultPredictor(cfg)  # untrained: usable (tests, export), with one warning
@@ -102,6 +102,36 @@ def test_default_predictor_refuses_a_checkpoint_that_does_not_fit(tmp_path, capl
     torch.save({"model": predictor.model.state_dict()}, tmp_path / "full.pth")
     cfg.MODEL.WEIGHTS = str(tmp_path / "full.pth")
     DefaultPredictor(cfg)
+
+
+def test_pose_predictor_loads_strictly_without_safeguards(tmp_path):
+    """d2pose's own predictor needs no change to Detectron2's classes to refuse weights that do not fit."""
+    from d2pose.config import get_d2pose_cfg
+    from d2pose.engine import PosePredictor
+
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    installed = d2pose.safeguards.installed()
+    d2pose.uninstall_safeguards()
+    try:
+        untrained = PosePredictor(cfg)
+        state = {k: v for k, v in untrained.model.state_dict().items() if "head" not in k}
+        torch.save({"model": state}, tmp_path / "backbone_only.pth")
+        cfg.MODEL.WEIGHTS = str(tmp_path / "backbone_only.pth")
+        with pytest.raises(CheckpointMismatchError, match=r"backbone_only\.pth does not fit the model .* missing"):
+            PosePredictor(cfg)
+        torch.save({"model": untrained.model.state_dict()}, tmp_path / "full.pth")
+        cfg.MODEL.WEIGHTS = str(tmp_path / "full.pth")
+        loaded = PosePredictor(cfg)
+        assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in untrained.model.state_dict().items())
+        cfg.MODEL.WEIGHTS = str(tmp_path / "missing.pth")
+        with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS"):
+            PosePredictor(cfg)
+    finally:
+        if installed:
+            d2pose.install_safeguards()
 
 
 class _Toy(torch.nn.Module):
@@ -158,7 +188,7 @@ def test_missing_weights_file_is_named_before_anything_runs(tmp_path):
         check_weights_file(str(tmp_path / "nope.pth"), "my.yaml")
     with pytest.raises(FileNotFoundError, match="is a directory"):
         check_weights_file(str(tmp_path))
-    config = os.path.join(ROOT, "configs/RLE/synthetic_rle_rcnn.yaml")
+    config = os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_rcnn.yaml")
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("a user's file")

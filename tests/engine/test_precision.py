@@ -1,7 +1,6 @@
 """Tests of the precision policy (d2pose.engine.precision): "auto" resolves from the hardware
 (mocked here, so both CPU kinds are covered on any machine), explicit types warn where they are
 emulated, contradicting keys are errors naming both, and the trainer / model follow the choice."""
-import glob
 import os
 import warnings
 
@@ -10,14 +9,16 @@ import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
 import d2pose.engine.precision as precision
+from d2pose import model_zoo
 from d2pose.config import get_d2pose_cfg
-from d2pose.engine import AutocastTrainer, precision_trainer, resolve_precision, training_precision
+from d2pose.engine import AutocastTrainer, Trainer, precision_trainer, resolve_precision, training_precision
 from d2pose.engine.precision import inference_precision
 from d2pose.utils import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SYNTHETIC_RECIPES = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "configs", "**", "synthetic_*.yaml"),
-                                                                         recursive=True))
+# every shipped synthetic recipe once (d2pose.model_zoo names each config at its own place, no redirect)
+SYNTHETIC_RECIPES = sorted(os.path.relpath(model_zoo.get_config_file(name), ROOT) for name in model_zoo.list_configs()
+                           if os.path.basename(name).startswith("synthetic_"))
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def _simple_trainer():
 
 
 def test_precision_trainer_picks_the_loop(cpu_kind):
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml")
     cpu_kind(False)
     t = _simple_trainer()
     assert precision_trainer(t, cfg) is t
@@ -130,22 +131,17 @@ def test_precision_trainer_picks_the_loop(cpu_kind):
     assert isinstance(amp, AMPTrainer) and amp.precision == torch.bfloat16
 
 
-def test_train_net_refuses_contradicting_keys_before_building(cpu_kind):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(ROOT, "train_net.py"))
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+def test_trainer_refuses_contradicting_keys_before_building(cpu_kind):
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml")
     cfg.SOLVER.AMP.ENABLED = True
     with pytest.raises(ValueError, match="SOLVER.AMP.ENABLED"):
-        train_net.Trainer(cfg)
+        Trainer(cfg)
 
 
 def test_topdown_inference_follows_test_autocast_dtype(cpu_kind):
     from d2pose.modeling import build_model
 
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml")
     cfg.MODEL.WEIGHTS = ""
     assert inference_precision(cfg).dtype is None  # the default: float32 inference
     cfg.TEST.AUTOCAST_DTYPE = "auto"

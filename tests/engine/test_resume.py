@@ -20,7 +20,7 @@ OPTS = ["SOLVER.MAX_ITER", str(ITERS), "SOLVER.CHECKPOINT_PERIOD", str(PERIOD), 
 
 def _cmd(out, *extra):
     return [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
-            os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"), *OPTS, "OUTPUT_DIR", str(out), *extra]
+            os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"), *OPTS, "OUTPUT_DIR", str(out), *extra]
 
 
 def _weights(out):

@@ -1,5 +1,4 @@
 """Tests of step timing and schedule sizing (d2pose.engine.timing) and the demo's use of them."""
-import importlib.util
 import os
 import types
 
@@ -7,6 +6,7 @@ import pytest
 
 from d2pose.config import get_d2pose_cfg
 from d2pose.engine import timing
+from d2pose.engine import train_demo as demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,7 +26,7 @@ def test_scale_schedule_keeps_fractions():
 
 def test_measure_step_time_runs_real_steps():
     cfg = get_d2pose_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs/RLE/synthetic_rle_topdown.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, "projects/RLE/configs/synthetic_rle_topdown.yaml"))
     cfg.DATASETS.TRAIN = ("synthetic_pose_val_mini",)
     cfg.SOLVER.IMS_PER_BATCH = 4
     t = timing.measure_step_time(cfg, steps=2, warmup=1)
@@ -36,12 +36,9 @@ def test_measure_step_time_runs_real_steps():
 
 
 def test_demo_sizes_its_schedule_to_the_budget(monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "train_demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
     slow = timing.StepTiming(seconds_per_iter=1.5, precision="float32", steps=8, setup_seconds=1.0)
     monkeypatch.setattr(timing, "measure_step_time", lambda cfg, steps, warmup: slow)
-    args = types.SimpleNamespace(config_file=os.path.join(ROOT, "configs/Poseur/synthetic_poseur_topdown.yaml"),
+    args = types.SimpleNamespace(config_file=os.path.join(ROOT, "projects/Poseur/configs/synthetic_poseur_topdown.yaml"),
                                  opts=[], iters=600, time_budget=5.0, resume=False)
     iters = demo.choose_iterations(args)
     assert 190 <= iters <= 200  # 300 s budget (less the measuring) at 1.5 s/it

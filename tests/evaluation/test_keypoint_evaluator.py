@@ -19,7 +19,7 @@ from detectron2.structures import Boxes, Instances
 from d2pose.data import register_keypoint_dataset
 from d2pose.data.datasets import register_mpii_dataset
 from d2pose.evaluation import KeypointEvaluator, build_evaluator, evaluate_pckh, evaluate_results_json
-from tests.evaluation.results import results_as_pairs
+from tests.evaluation.results import ground_truth_pairs, is_scored, results_as_pairs, run_evaluator
 
 
 def _name(prefix):
@@ -42,50 +42,10 @@ def datasets(shared_data):
     return names
 
 
-def _counts(ann, evaluator_type):
-    """Whether the protocol scores this ground-truth person (others are ignored, not missed):
-    COCO ignores crowd regions and people without labelled keypoints; xtcocotools' keypoints_crowd
-    ignores people whose `num_keypoints` (12 body joints only on CrowdPose) is 0; MPII scores all."""
-    if evaluator_type == "mpii":
-        return True
-    if ann.get("iscrowd", 0):
-        return False
-    if evaluator_type == "crowdpose":
-        return ann["num_keypoints"] > 0
-    return any(v > 0 for v in ann["keypoints"][2::3])
-
-
-def _gt_instances(record, evaluator_type, num_keypoints, dtype=torch.float32):
-    """Instances whose predictions are the record's ground truth (continuous coordinates)."""
-    people = [a for a in record["annotations"] if _counts(a, evaluator_type)]
-    inst = Instances((record["height"], record["width"]))
-    kpts = torch.tensor([a["keypoints"] for a in people], dtype=torch.float64).reshape(len(people), num_keypoints, 3)
-    kpts[..., 2] = (kpts[..., 2] > 0).double()  # score 1 where labelled; the coords of v=0 stay as loaded
-    inst.pred_keypoints = kpts.to(dtype)
-    inst.scores = torch.ones(len(people))
-    inst.pred_boxes = Boxes(torch.zeros(len(people), 4))
-    inst.pred_keypoint_sigmas = torch.ones(kpts.shape[:2])  # an extra field the metric must ignore
-    return inst
-
-
-def _run(evaluator, pairs):
-    evaluator.reset()
-    for inp, out in pairs:
-        evaluator.process([inp], [out])
-    return evaluator.evaluate()
-
-
-def _gt_pairs(name):
-    meta = MetadataCatalog.get(name)
-    k = len(meta.keypoint_names)
-    return [({"image_id": r["image_id"]}, {"instances": _gt_instances(r, meta.evaluator_type, k)})
-            for r in DatasetCatalog.get(name)]
-
-
 @pytest.mark.parametrize("key", ["coco", "coco_mini", "crowdpose", "ochuman"])
 def test_ground_truth_scores_100(datasets, key, tmp_path):
     name = datasets[key]
-    results = _run(KeypointEvaluator(name, output_dir=str(tmp_path), distributed=False), _gt_pairs(name))
+    results = run_evaluator(KeypointEvaluator(name, output_dir=str(tmp_path), distributed=False), ground_truth_pairs(name))
     metrics = results["keypoints"]
     assert metrics["AP"] == pytest.approx(100.0) and metrics["AP50"] == pytest.approx(100.0)
     assert metrics["AR"] == pytest.approx(100.0)
@@ -102,7 +62,7 @@ def test_ground_truth_scores_100(datasets, key, tmp_path):
 def test_results_are_pixel_indices(datasets, tmp_path, shared_data):
     """Written keypoints are the json's integer pixel indices again (continuous - 0.5)."""
     name = datasets["coco"]
-    _run(KeypointEvaluator(name, output_dir=str(tmp_path), distributed=False), _gt_pairs(name))
+    run_evaluator(KeypointEvaluator(name, output_dir=str(tmp_path), distributed=False), ground_truth_pairs(name))
     saved = json.loads((tmp_path / "keypoints_results.json").read_text())
     gt = json.loads(open(os.path.join(shared_data, "coco/annotations/test_coco.json")).read())
     gt_by_image = defaultdict(list)
@@ -117,7 +77,7 @@ def test_results_are_pixel_indices(datasets, tmp_path, shared_data):
 
 def test_mpii_ground_truth_pckh_100(datasets, tmp_path):
     name = datasets["mpii"]
-    results = _run(KeypointEvaluator(name, output_dir=str(tmp_path), distributed=False), _gt_pairs(name))
+    results = run_evaluator(KeypointEvaluator(name, output_dir=str(tmp_path), distributed=False), ground_truth_pairs(name))
     m = results["keypoints"]
     assert list(m)[:3] == ["PCKh@0.5", "PCKh@0.1", "AUC"]
     for key in ("PCKh@0.5", "PCKh@0.1", "Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle"):
@@ -185,7 +145,7 @@ def test_example_coco_predictions(datasets, shared_data, tmp_path):
     name = datasets["coco"]
     image_ids = [r["image_id"] for r in DatasetCatalog.get(name)]
     preds = json.loads(open(preds_file).read())
-    metrics = _run(KeypointEvaluator(name, str(tmp_path), distributed=False), results_as_pairs(preds, image_ids))
+    metrics = run_evaluator(KeypointEvaluator(name, str(tmp_path), distributed=False), results_as_pairs(preds, image_ids))
     for k in direct:
         assert metrics["keypoints"][k] == pytest.approx(direct[k], abs=1e-6), k
 
@@ -215,9 +175,9 @@ def test_empty_predictions_give_nan(datasets):
     for _, out in pairs:
         out["instances"].pred_keypoints = torch.zeros(0, 17, 3)
         out["instances"].scores = torch.zeros(0)
-    m = _run(KeypointEvaluator(name, distributed=False), pairs)["keypoints"]
+    m = run_evaluator(KeypointEvaluator(name, distributed=False), pairs)["keypoints"]
     assert all(np.isnan(v) for v in m.values())
-    assert _run(KeypointEvaluator(name, distributed=False), []) == {}
+    assert run_evaluator(KeypointEvaluator(name, distributed=False), []) == {}
 
 
 def test_missing_json_is_generated_by_the_catalog(shared_data, tmp_path):
@@ -244,7 +204,7 @@ def test_build_evaluator_and_copypaste(datasets, tmp_path):
     for key in ("coco", "crowdpose", "ochuman", "mpii"):
         ev = build_evaluator(None, datasets[key], str(tmp_path))
         assert isinstance(ev, DatasetEvaluators) and isinstance(ev._evaluators[0], KeypointEvaluator)
-    results = _run(build_evaluator(None, datasets["crowdpose"], str(tmp_path)), _gt_pairs(datasets["crowdpose"]))
+    results = run_evaluator(build_evaluator(None, datasets["crowdpose"], str(tmp_path)), ground_truth_pairs(datasets["crowdpose"]))
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     log = logging.getLogger("detectron2.evaluation.testing")
@@ -285,8 +245,8 @@ def test_detector_configs_are_scored_on_boxes_too(datasets, tmp_path):
         # every non-crowd person as a box; those without labelled keypoints ranked last (score 0.01,
         # after every keypoint match: neither metric's precision drops)
         people = sorted([a for a in r["annotations"] if not a.get("iscrowd", 0)],
-                        key=lambda a: not _counts(a, "coco_keypoints"))
-        kp = [_counts(a, "coco_keypoints") for a in people]
+                        key=lambda a: not is_scored(a, "coco_keypoints"))
+        kp = [is_scored(a, "coco_keypoints") for a in people]
         inst = Instances((r["height"], r["width"]))
         kpts = torch.tensor([a["keypoints"] for a in people], dtype=torch.float32).reshape(len(people), 17, 3)
         kpts[..., 2] = (kpts[..., 2] > 0).float()
@@ -296,7 +256,7 @@ def test_detector_configs_are_scored_on_boxes_too(datasets, tmp_path):
                                               for a in people], dtype=torch.float32).reshape(-1, 4))
         inst.pred_classes = torch.zeros(len(people), dtype=torch.long)
         pairs.append(({"image_id": r["image_id"]}, {"instances": inst}))
-    results = _run(ev, pairs)
+    results = run_evaluator(ev, pairs)
     assert results["keypoints"]["AP"] == pytest.approx(100.0)
     assert results["bbox"]["AP"] == pytest.approx(100.0)
     cfg.MODEL.META_ARCHITECTURE = "TopDownPoseEstimator"
@@ -344,7 +304,7 @@ def test_zero_area_people_are_ignored_regions(shared_data, tmp_path, caplog):
         inst.pred_keypoints, inst.scores = k.float(), torch.ones(len(anns))
         inst.pred_boxes = Boxes(torch.zeros(len(anns), 4))
         pairs.append(({"image_id": im["id"]}, {"instances": inst}))
-    ours = _run(KeypointEvaluator(name, output_dir=str(tmp_path / "eval"), distributed=False), pairs)["keypoints"]
+    ours = run_evaluator(KeypointEvaluator(name, output_dir=str(tmp_path / "eval"), distributed=False), pairs)["keypoints"]
 
     without = json.loads(json.dumps(data))
     without["annotations"] = [a for a in without["annotations"] if a["id"] != victim["id"]]

@@ -3,7 +3,7 @@ predictions scores AP 100 on `synthetic_pose_val` (generated on first use, ~10-2
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from d2pose.evaluation import KeypointEvaluator
-from tests.evaluation.test_keypoint_evaluator import _gt_pairs, _run
+from tests.evaluation.results import ground_truth_pairs, run_evaluator
 
 
 def test_synthetic_val_ground_truth_scores_100(tmp_path):
@@ -13,6 +13,6 @@ def test_synthetic_val_ground_truth_scores_100(tmp_path):
     assert len(dicts) == 500
     people = sum(len(d["annotations"]) for d in dicts)
     assert 500 <= people <= 2000
-    results = _run(KeypointEvaluator(name, output_dir=str(tmp_path), distributed=False), _gt_pairs(name))
+    results = run_evaluator(KeypointEvaluator(name, output_dir=str(tmp_path), distributed=False), ground_truth_pairs(name))
     kp = results["keypoints"]
     assert kp["AP"] == 100.0 and kp["AP50"] == 100.0 and kp["AR"] == 100.0

@@ -135,34 +135,18 @@ def test_cpp_large_value_uses_recycled_gradient_buffer():
         assert_all_close(run(ms_deform_attn, inputs, "cpp"), ref, 1e-4)
 
 
-@needs_cpp
-def test_cpp_gradcheck():
-    value, ss, lsi, loc, attn = make_inputs(N=1, Lq=2, M=2, D=3, shapes=((4, 3), (2, 2)), P=2, spread=(0.05, 0.95))
+@pytest.mark.parametrize("fn, backend, sizes", [
+    pytest.param(ms_deform_attn, "cpp", dict(M=2, D=3, shapes=((4, 3), (2, 2))), marks=needs_cpp, id="cpp"),
+    pytest.param(ms_deform_attn_shared, "cpp", dict(M=3, D=4, shapes=((4, 3), (2, 2)), shared=True), marks=needs_cpp,
+                 id="cpp-shared"),
+    pytest.param(ms_deform_attn, "torch", dict(M=2, D=2, shapes=((3, 3), (1, 2))), id="reference"),
+])
+def test_gradcheck(fn, backend, sizes):
+    value, ss, lsi, loc, attn = make_inputs(N=1, Lq=2, P=2, spread=(0.05, 0.95), **sizes)
     for t in (value, loc, attn):
         t.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda v, l, a: ms_deform_attn(v, ss, lsi, l, a, backend="cpp"), (value, loc, attn), eps=1e-6, atol=1e-7
-    )
-
-
-@needs_cpp
-def test_cpp_gradcheck_shared():
-    value, ss, lsi, loc, attn = make_inputs(N=1, Lq=2, M=3, D=4, shapes=((4, 3), (2, 2)), P=2, shared=True,
-                                            spread=(0.05, 0.95))
-    for t in (value, loc, attn):
-        t.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda v, l, a: ms_deform_attn_shared(v, ss, lsi, l, a, backend="cpp"), (value, loc, attn), eps=1e-6,
-        atol=1e-7,
-    )
-
-
-def test_reference_gradcheck():
-    value, ss, lsi, loc, attn = make_inputs(N=1, Lq=2, M=2, D=2, shapes=((3, 3), (1, 2)), P=2, spread=(0.05, 0.95))
-    for t in (value, loc, attn):
-        t.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda v, l, a: ms_deform_attn(v, ss, lsi, l, a, backend="torch"), (value, loc, attn), eps=1e-6, atol=1e-7
+        lambda v, l, a: fn(v, ss, lsi, l, a, backend=backend), (value, loc, attn), eps=1e-6, atol=1e-7
     )
 
 

@@ -6,7 +6,7 @@ import torch
 
 from d2pose.layers import NormalizedLinear
 from d2pose.modeling.flows import RealNVP
-from d2pose.data.codecs import sigma_to_score
+from d2pose.codecs import sigma_to_score
 from d2pose.modeling.losses import RLELoss
 
 

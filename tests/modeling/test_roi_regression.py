@@ -69,7 +69,7 @@ def test_stack_own_weights_win_and_the_switch_turns_it_off():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("config", ["configs/RLE/synthetic_rle_rcnn.yaml", "configs/Poseur/synthetic_poseur_rcnn.yaml"])
+@pytest.mark.parametrize("config", ["projects/RLE/configs/synthetic_rle_rcnn.yaml", "projects/Poseur/configs/synthetic_poseur_rcnn.yaml"])
 def test_regression_rcnn_configs_start_from_a_heatmap_keypoint_rcnn(config, tmp_path, caplog):
     """MODEL.WEIGHTS of a heatmap Keypoint R-CNN: the detector loads whole and the regression head's
     conv stack starts from the heatmap head's first convs (MODEL.ROI_REGRESSION.FROM_HEATMAP_HEAD)."""
@@ -93,7 +93,7 @@ def test_regression_rcnn_configs_start_from_a_heatmap_keypoint_rcnn(config, tmp_
     assert not torch.equal(fresh.roi_heads.keypoint_head.convs[0].weight, src["roi_heads.keypoint_head.conv_fcn1.weight"])
 
 
-@pytest.mark.parametrize("config", ["configs/RLE/synthetic_rle_rcnn.yaml", "configs/Poseur/synthetic_poseur_rcnn.yaml"])
+@pytest.mark.parametrize("config", ["projects/RLE/configs/synthetic_rle_rcnn.yaml", "projects/Poseur/configs/synthetic_poseur_rcnn.yaml"])
 def test_deconv_coords_reproduce_the_heatmap_heads_logits(config, tmp_path):
     """MODEL.ROI_REGRESSION.COORDS "deconv" loaded from a heatmap Keypoint R-CNN: the same 56 x 56
     logits as Detectron2's KRCNNConvDeconvUpsampleHead on the same ROI features, and mu their

@@ -22,9 +22,9 @@ from d2pose.modeling.person_detector import PersonDetector, build_person_detecto
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DETECTOR = os.path.join(ROOT, "configs/Detectors/synthetic_person_faster_rcnn.yaml")
 METHODS = {
-    "rle": "configs/RLE/synthetic_rle_topdown.yaml",
-    "poseur": "configs/Poseur/synthetic_poseur_topdown.yaml",
-    "transpose": "configs/TransPose/synthetic_transpose_r.yaml",
+    "rle": "projects/RLE/configs/synthetic_rle_topdown.yaml",
+    "poseur": "projects/Poseur/configs/synthetic_poseur_topdown.yaml",
+    "transpose": "projects/TransPose/configs/synthetic_transpose_r.yaml",
 }
 
 
@@ -96,7 +96,7 @@ def test_detector_config_errors():
 
 
 def test_model_zoo_names_resolve():
-    from d2pose.modeling.person_detector import _resolve_weights, resolve_detector_config
+    from d2pose.modeling.person_detector import resolve_detector_config, resolve_detector_weights
 
     name = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
     try:
@@ -104,7 +104,7 @@ def test_model_zoo_names_resolve():
     except FileNotFoundError:
         pytest.skip("detectron2's model-zoo config files are not installed (the PyPI redistribution)")
     assert path.endswith("faster_rcnn_R_50_FPN_3x.yaml") and os.path.isfile(path)
-    assert _resolve_weights(name, name).startswith("https://")
+    assert resolve_detector_weights(name, name).startswith("https://")
 
 
 def test_predictor_with_detector(shared_data, tmp_path):
@@ -283,7 +283,7 @@ def test_oracle_inference_path(method, flip, shared_data, tmp_path):
     opts = ["DATASETS.TEST", (name,), "DATASETS.TRAIN", (name,), "TEST.KEYPOINT_FLIP", flip,
             "INPUT.TOPDOWN.INPUT_SIZE", (192, 256), "TEST.OKS_NMS_THRESH", 0.0]
     if method == "rle":  # the GAP + FC head: plain regression decoding
-        config = "configs/RLE/synthetic_rle_gap_topdown.yaml"
+        config = "projects/RLE/configs/synthetic_rle_gap_topdown.yaml"
     cfg = _cfg(config)
     cfg.merge_from_list(opts)
     model = build_model(cfg).eval()

@@ -20,6 +20,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..metadata import get_keypoint_metadata
+from ..synthetic import SYNTHETIC_SPLITS, ensure_synthetic_split, synthetic_split_paths
 from .coco_keypoints import check_exists, register_keypoint_dataset
 from .mpii import load_mpii_json
 
@@ -62,8 +63,6 @@ def register_mpii_dataset(name: str, json_file: str, image_root: str, check_file
 
 
 def _register_synthetic() -> None:
-    from ..synthetic import SYNTHETIC_SPLITS, ensure_synthetic_split, synthetic_split_paths
-
     for name in SYNTHETIC_SPLITS:
         json_file, image_root = synthetic_split_paths(name)
         register_keypoint_dataset(

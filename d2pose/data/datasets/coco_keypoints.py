@@ -4,18 +4,28 @@ Coordinates follow Detectron2: `load_coco_json` adds 0.5 to every keypoint x and
 integer pixel indices, Detectron2 works with continuous coordinates where pixel i spans [i, i+1)),
 and evaluators subtract 0.5 when writing COCO results. See `d2pose.data` for the convention.
 """
+import json
 import logging
+import math
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
+from detectron2.structures import BoxMode
 
 from ..metadata import KeypointMetadata, get_keypoint_metadata
 
-__all__ = ["register_keypoint_dataset", "load_keypoint_json", "DatasetFileMissing", "has_zero_area", "box_xyxy"]
+__all__ = ["register_keypoint_dataset", "load_keypoint_json", "DatasetFileMissing", "has_zero_area", "box_xyxy",
+           "EVALUATOR_TYPES", "KEYPOINT_EVALUATOR_TYPES"]
 
 logger = logging.getLogger(__name__)
+
+#: the metadata `evaluator_type`s that d2pose's `KeypointEvaluator` scores (d2pose.evaluation)
+KEYPOINT_EVALUATOR_TYPES = ("coco_keypoints", "ochuman", "crowdpose", "mpii")
+#: every `evaluator_type` a registered dataset may name (`build_evaluator` knows them): the keypoint
+#: ones and Detectron2's "coco"
+EVALUATOR_TYPES = frozenset(KEYPOINT_EVALUATOR_TYPES) | {"coco"}
 
 
 class DatasetFileMissing(FileNotFoundError):
@@ -53,8 +63,6 @@ def _check_keypoints(dicts: List[Dict], meta: KeypointMetadata, json_file: str, 
       ground truth it could never be matched, and every such person would cost a miss plus a false
       positive for a correct prediction.
     """
-    import math
-
     K = meta.num_keypoints
     where = f"{json_file} (dataset {name!r})" if name else json_file
     non_finite, odd_flags, far, zero_area = [], [], [], []
@@ -163,8 +171,6 @@ def find_missing_fields(json_file: str) -> str:
     """A message naming the file, the record and the field when a required COCO field is missing
     ("" when none is): images need id and file_name, annotations id, image_id, category_id, and bbox
     when they have keypoints."""
-    import json
-
     with open(json_file) as f:
         data = json.load(f)
     for key in ("images", "annotations"):
@@ -203,8 +209,6 @@ def fill_optional_fields(dicts: List[Dict]) -> None:
 
 def box_xyxy(ann: Dict) -> List[float]:
     """An annotation's box as [x0, y0, x1, y1] (its `bbox_mode`, COCO's XYWH when absent)."""
-    from detectron2.structures import BoxMode
-
     return list(BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS))
 
 
@@ -245,8 +249,6 @@ def register_keypoint_dataset(
         extra_metadata: more MetadataCatalog fields (e.g. person_detections).
     """
     meta = get_keypoint_metadata(metadata)
-    from ...evaluation.build import EVALUATOR_TYPES
-
     if evaluator_type is None:
         evaluator_type = "crowdpose" if meta.name == "crowdpose" else "coco_keypoints"
     if use_area is not None:

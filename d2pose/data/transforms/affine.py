@@ -21,6 +21,8 @@ __all__ = [
     "warp_image",
     "crop_boxes",
     "flip_points",
+    "affine_to_pixel_index",
+    "affine_from_pixel_index",
 ]
 
 
@@ -75,6 +77,22 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([inv, -inv @ matrix[:, 2:]], axis=1)
 
 
+def affine_to_pixel_index(matrix: np.ndarray) -> np.ndarray:
+    """A 2x3 affine on continuous coordinates as the same map on pixel indices (index = x - 0.5, the
+    convention of OpenCV and of the authors' codes): M_idx(p) = M(p + 0.5) - 0.5."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    lin, t = matrix[:, :2], matrix[:, 2]
+    return np.concatenate([lin, (t + lin @ np.array([0.5, 0.5]) - 0.5)[:, None]], axis=1)
+
+
+def affine_from_pixel_index(matrix: np.ndarray) -> np.ndarray:
+    """The inverse conversion of :func:`affine_to_pixel_index`: a 2x3 affine on pixel indices as the
+    same map on continuous coordinates, M(x) = M_idx(x - 0.5) + 0.5."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    lin, t = matrix[:, :2], matrix[:, 2]
+    return np.concatenate([lin, (t - lin @ np.array([0.5, 0.5]) + 0.5)[:, None]], axis=1)
+
+
 def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Applies a 2x3 matrix to (..., 2) points (float64 in, same shape out)."""
     pts = np.asarray(points, dtype=np.float64)
@@ -84,11 +102,9 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def warp_image(image: np.ndarray, matrix: np.ndarray, output_size: Sequence[int], border_value=0) -> np.ndarray:
     """Warps an HxWxC image with a continuous-coordinate matrix into output_size (W, H).
 
-    OpenCV maps pixel indices: with p_idx = p - 0.5, M_idx(p_idx) = M(p_idx + 0.5) - 0.5.
+    OpenCV maps pixel indices (`affine_to_pixel_index`).
     """
-    lin, t = matrix[:, :2], matrix[:, 2]
-    t_idx = t + lin @ np.array([0.5, 0.5]) - 0.5
-    m_idx = np.concatenate([lin, t_idx[:, None]], axis=1)
+    m_idx = affine_to_pixel_index(matrix)
     return cv2.warpAffine(
         image, m_idx, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=border_value,

@@ -1,12 +1,11 @@
 """Registry of top-down pose heads: a head turns backbone features of person crops into keypoints.
 
 Contract: `head = TOPDOWN_HEAD_REGISTRY.get(name)(cfg, input_shape)`, where input_shape maps feature
-names to ShapeSpec. A head implements
-    forward(features) -> dict of raw outputs (tensors with the crop batch first),
-    losses(outputs, batched_inputs) -> dict of named losses,
-    predict(outputs) -> (coords (R, K, 2) in crop pixels, scores (R, K), extras dict of (R, ...)),
-    flip_fuse(outputs, flipped_outputs, flip_indices) -> outputs of the un-flipped crop.
+names to ShapeSpec. A head keeps the contract of `d2pose.modeling.heads.TopDownHead` (forward,
+losses, predict, flip_fuse; shapes in its docstring).
 """
+import torch
+from detectron2.data import MetadataCatalog
 from detectron2.utils.registry import Registry
 
 TOPDOWN_HEAD_REGISTRY = Registry("TOPDOWN_HEAD")
@@ -23,8 +22,6 @@ def build_topdown_head(cfg, input_shape):
 
 def num_keypoints_from_cfg(cfg) -> int:
     """K from the training (or test) dataset's metadata, never hard-coded."""
-    from detectron2.data import MetadataCatalog
-
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     for name in names:
         meta = MetadataCatalog.get(name)
@@ -48,8 +45,6 @@ def topdown_in_feature(cfg, input_shape, index: int = -1, role: str = "") -> str
 def stacked_targets(batched_inputs, device):
     """The codec targets and keypoint weights of a training batch, stacked on `device`:
     (R, ...) from each input's "target" and (R, K) from its "target_weight"."""
-    import torch
-
     target = torch.stack([x["target"] for x in batched_inputs]).to(device)
     weight = torch.stack([x["target_weight"] for x in batched_inputs]).to(device)
     return target, weight

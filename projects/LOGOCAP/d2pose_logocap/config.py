@@ -2,11 +2,14 @@
 (INPUT.PIPELINE "bottomup", INPUT.BOTTOMUP.*), the flip test the core's TEST.KEYPOINT_FLIP."""
 from detectron2.config import CfgNode as CN
 
+from d2pose.config import CONFIG_ADDERS
+
 __all__ = ["add_logocap_config"]
 
 
+@CONFIG_ADDERS.register()
 def add_logocap_config(cfg: CN) -> None:
-    """Adds LOGO-CAP's keys to `cfg` (called by d2pose.add_d2pose_config)."""
+    """Adds LOGO-CAP's keys to `cfg` (registered in CONFIG_ADDERS: called by d2pose.add_d2pose_config)."""
     c = cfg.MODEL.LOGOCAP = CN()
     # backbone feature read by the heads (HRNet branches fused at stride 4: build_hrnet_concat_backbone)
     c.IN_FEATURE = "s4"

@@ -19,8 +19,9 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
-from d2pose.checkpoint.convert import (BN_PARAMS, StateDict, apply_plan, copy_entries, copy_entry,
-                                       fill_num_batches_tracked, official_names, register_converter)
+from d2pose.checkpoint.convert import register_converter
+from d2pose.checkpoint.mapping import (BN_PARAMS, StateDict, apply_plan, copy_entries, copy_entry,
+                                       fill_num_batches_tracked, official_names)
 
 __all__ = ["convert_logocap_official", "logocap_official_names"]
 
@@ -92,7 +93,7 @@ def convert_logocap_official(sd: StateDict) -> Tuple[StateDict, List[str]]:
 
 def logocap_official_names(state_dict: StateDict) -> Dict[str, str]:
     """{d2pose name: the authors' name} of every tensor the converter copies from `state_dict` (the
-    converter's own plan, `d2pose.checkpoint.convert.official_names`): d2pose's parameters named the
+    converter's own plan, `d2pose.checkpoint.mapping.official_names`): d2pose's parameters named the
     authors' way (the training-parity test compares per-parameter gradients by those names)."""
     _, entries, *_ = _plan(state_dict)
     return official_names(entries)

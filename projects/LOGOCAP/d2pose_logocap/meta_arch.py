@@ -4,7 +4,7 @@
       -> heatmap head: K keypoint heatmaps + 1 centre heatmap
       -> offset head: centre-to-keypoint offsets (2K)
       -> embedding head: D-dim keypoint embeddings
-    initial poses: centre NMS on the upsampled centre map, + offsets  (d2pose.modeling.bottomup)
+    initial poses: centre NMS on the upsampled centre map, + offsets  (the "center_offset" codec)
     local: keypoint expansion maps (S x S meshes, spacing sigma_k / min sigma) -> embeddings sampled
            on them -> KAM network -> keypoint attraction maps (P, K, S, S), clamped to [0, 1]
     global: each keypoint's (2R + 1)^2 window of its (upsampled) heatmap x a Gaussian prior,
@@ -14,7 +14,7 @@
 
 The offset head predicts (cell - keypoint) / stride, the parametrisation of the authors' code, so
 their checkpoints load unchanged; the model turns it into d2pose's offset fields (keypoint - cell
-centre, input pixels; d2pose.modeling.bottomup) right after the head. The local and global sampling
+centre, input pixels; d2pose.codecs.center_offset) right after the head. The local and global sampling
 steps use the authors' pixel-index coordinates (`sample_bilinear`); results are continuous
 coordinates (+0.5), as everywhere in d2pose.
 
@@ -40,11 +40,12 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from torch import nn
 
 from d2pose.engine.precision import inference_precision
-from d2pose.modeling.bottomup import (decode_center_offsets, flip_fuse_bottomup, keypoint_expansion,
-                                      sample_bilinear, sample_bilinear_per_channel,
-                                      sample_bilinear_windows)
+from d2pose.codecs.center_offset import CenterOffsetCodec, flip_fuse_bottomup, heatmap_foreground
 from d2pose.modeling.build import check_pipeline
-from d2pose.modeling.meta_arch.bottomup import BottomUpPoseEstimator
+from d2pose.modeling.keypoint_sampling import (keypoint_expansion, sample_bilinear, sample_bilinear_per_channel,
+                                               sample_bilinear_windows)
+from d2pose.modeling.meta_arch.bottomup_estimator import BottomUpPoseEstimator
+from d2pose.structures.keypoints import keypoint_similarities, masked_keypoint_mean
 
 from .kam import KAMNet
 
@@ -74,14 +75,14 @@ def mesh_oks(meshes: torch.Tensor, gt: torch.Tensor, areas: torch.Tensor, sigmas
     -> parts (C, S, S, G, K) keypoint similarities (0 where unlabelled), person (C, S, S, G) mean
     over labelled keypoints, best (C, G) mean over labelled keypoints of each keypoint's best cell.
     """
-    vis = (gt[..., 2] > 0).to(meshes.dtype)  # (G, K)
-    d2 = ((meshes[:, :, :, None] - gt[None, None, None, :, :, :2]) ** 2).sum(-1)  # (C, S, S, G, K)
-    var = sigmas ** 2
-    err = d2 / (2 * var * areas[:, None]).clamp_min(1e-6)
-    parts = torch.exp(-err) * vis
-    n = vis.sum(-1).clamp_min(1)
-    person = parts.sum(-1) / n
-    best = parts.amax(dim=(1, 2)).mul(vis).sum(-1) / n
+    C, S, _, K, _ = meshes.shape
+    vis = gt[..., 2] > 0  # (G, K)
+    # the authors' convention: sigmas used as given, the area as it is, the denominator at least 1e-6
+    similarities = keypoint_similarities(meshes.reshape(-1, K, 2), gt, sigmas, areas, sigma_factor=1.0, eps=0.0,
+                                         min_denominator=1e-6)  # (C S S, G, K)
+    parts = similarities.reshape(C, S, S, -1, K) * vis
+    person, n = masked_keypoint_mean(parts, vis)  # (C, S, S, G), (G,)
+    best = parts.amax(dim=(1, 2)).mul(vis).sum(-1) / n.clamp_min(1)
     return parts, person, best
 
 
@@ -113,6 +114,8 @@ class LOGOCAP(BottomUpPoseEstimator):
         self.kam_net = KAMNet(K, embedding_dim, kam_channels, kam_attentive, kam_num_affine)
         self.topk_centers = int(topk_centers)
         self.nms_kernel = int(nms_kernel)
+        # decodes the initial poses (the head's targets come from the data mapper's codec)
+        self.codec = CenterOffsetCodec(stride=self.stride, topk=self.topk_centers, nms_kernel=self.nms_kernel)
         self.center_thresh = float(center_thresh)
         self.kem_size = int(kem_size)
         self.window_radius = int(window_radius)
@@ -280,8 +283,7 @@ class LOGOCAP(BottomUpPoseEstimator):
         if images.shape[0] == 2 and self.flip_test:
             heatmaps, offsets = flip_fuse_bottomup(heatmaps, offsets, self.flip_indices)
         heatmaps_hr = F.interpolate(heatmaps[:1], size=images.shape[-2:], mode="bilinear", align_corners=False)
-        centers, initial = decode_center_offsets(heatmaps_hr[:, -1:], offsets[:1], self.stride, self.topk_centers,
-                                                 self.nms_kernel)
+        initial, centers = self.codec.decode(dict(center_heatmap=heatmaps_hr[:, -1:], offsets=offsets[:1]))
         centers, initial = centers[0], initial[0]
         keep = centers[:, 2] >= self.center_thresh
         keep[0] = True
@@ -306,7 +308,7 @@ class LOGOCAP(BottomUpPoseEstimator):
             fg = torch.stack([x["heatmap_foreground"] for x in batched_inputs]).to(device=device, dtype=mask.dtype)
         else:
             target = torch.stack([x["heatmaps"] for x in batched_inputs]).to(device)
-            fg = (target > 0.011).any(1, keepdim=True).to(mask.dtype)
+            fg = heatmap_foreground(target, 1)[:, None].to(mask.dtype)
         return mask * (fg + (1 - fg) * self.heatmap_bg_weight)
 
     def _heatmap_loss(self, pred: torch.Tensor, batched_inputs: List[Dict]) -> torch.Tensor:
@@ -367,8 +369,8 @@ class LOGOCAP(BottomUpPoseEstimator):
         heatmaps_hr = F.interpolate(out["heatmaps"].float(), size=images.shape[-2:], mode="bilinear",
                                     align_corners=False)
         with torch.no_grad():
-            centers, initial = decode_center_offsets(heatmaps_hr[:, -1:].detach(), out["offsets"].detach().float(),
-                                                     self.stride, self.topk_centers, self.nms_kernel)
+            initial, centers = self.codec.decode(dict(center_heatmap=heatmaps_hr[:, -1:].detach(),
+                                                      offsets=out["offsets"].detach().float()))
             meshes = keypoint_expansion(initial, self.sigmas, self.kem_size)  # (N, C, S, S, K, 2)
         N, C = meshes.shape[:2]
         K, r = self.num_keypoints, self.kem_size // 2

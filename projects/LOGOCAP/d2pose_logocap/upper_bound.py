@@ -5,17 +5,50 @@ sigma_k / min sigma network-input pixels); the OKS similarities of every mesh po
 ground-truth person are summed over the mesh and the keypoints to match the pose to one person, and
 each keypoint then moves to its mesh point of highest similarity with that person: the best pose in
 the local window. A perfect KAM would find it; its AP bounds what the local search can give.
+
+`main` (the command line, projects/LOGOCAP/tools/logocap_upper_bound.py) evaluates the bound next to
+the initial centre-offset poses and LOGO-CAP's adapted poses of the same model:
+
+    # initial poses from a LOGO-CAP model (MODEL.LOGOCAP.ADAPTATION "none"), + the adapted ones
+    python projects/LOGOCAP/tools/logocap_upper_bound.py --config-file projects/LOGOCAP/configs/synthetic_logocap.yaml \
+        MODEL.WEIGHTS output/synthetic_logocap/model_final.pth
+    # initial poses from a COCO keypoint results file (any centre-offset method)
+    python projects/LOGOCAP/tools/logocap_upper_bound.py --config-file projects/LOGOCAP/configs/synthetic_logocap.yaml \
+        --initial-poses initial.json --dataset synthetic_pose_val
+
+It prints one table (AP, AP50, AP75, AR per row) and writes it as json to --output (refused if it
+exists, unless --overwrite).
+
+Shape shorthand: P poses, G ground-truth people, K keypoints.
 """
-from typing import Sequence
+import argparse
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
 
-from d2pose.modeling.bottomup import keypoint_expansion
+from d2pose.config import get_d2pose_cfg
+from d2pose.data.bottomup_mapper import BottomUpDatasetMapper
+from d2pose.evaluation import KeypointEvaluator
+from d2pose.evaluation.coco_results import coco_results_keypoints, load_coco_results
+from d2pose.modeling import build_model
+from d2pose.modeling.keypoint_sampling import keypoint_expansion
 
 from .meta_arch import mesh_oks
 
-__all__ = ["upper_bound_poses"]
+__all__ = ["upper_bound_poses", "poses_to_instances", "gt_people", "evaluate_poses", "model_poses", "file_poses",
+           "upper_bound_rows", "main"]
+
+#: {image id: (poses (P, K, 3) image coordinates, scores (P,))}
+PosesByImage = Dict[int, Tuple[np.ndarray, np.ndarray]]
 
 
 def upper_bound_poses(poses: np.ndarray, gt_keypoints: np.ndarray, gt_areas: np.ndarray, sigmas: Sequence[float],
@@ -53,3 +86,121 @@ def upper_bound_poses(poses: np.ndarray, gt_keypoints: np.ndarray, gt_areas: np.
     labelled = (gt[match][..., 2] > 0).numpy()
     out[..., :2] = np.where(labelled[..., None], xy.numpy(), poses[..., :2])
     return out
+
+
+def poses_to_instances(poses: np.ndarray, scores: np.ndarray, hw: Tuple[int, int]) -> Instances:
+    """`Instances` of P poses (P, K, 3) with their scores and boxes around the keypoints."""
+    inst = Instances(hw)
+    kps = torch.as_tensor(poses, dtype=torch.float32).reshape(len(poses), -1, 3)
+    inst.pred_keypoints = kps
+    inst.scores = torch.as_tensor(scores, dtype=torch.float32)
+    inst.pred_boxes = Boxes(torch.cat([kps[..., :2].amin(1), kps[..., :2].amax(1)], -1) if len(kps) else torch.zeros(0, 4))
+    return inst
+
+
+def gt_people(record: Dict, K: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(keypoints (G, K, 3), areas (G,)) of a dataset record's non-crowd people with keypoints."""
+    anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0) and a.get("keypoints") is not None]
+    kps = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, K, 3)
+    areas = np.array([a.get("area") or a["bbox"][2] * a["bbox"][3] for a in anns], dtype=np.float64)
+    return kps, areas
+
+
+def evaluate_poses(dataset: str, per_image: PosesByImage, records: List[Dict], output_dir: str) -> Dict[str, float]:
+    """KeypointEvaluator's "keypoints" metrics (AP, AP50, ...) of the poses of `records`."""
+    ev = KeypointEvaluator(dataset, output_dir=output_dir, distributed=False)
+    ev.reset()
+    for r in records:
+        poses, scores = per_image.get(r["image_id"], (np.zeros((0, 1, 3)), np.zeros(0)))
+        ev.process([{"image_id": r["image_id"]}],
+                   [{"instances": poses_to_instances(poses, scores, (r["height"], r["width"]))}])
+    return ev.evaluate()["keypoints"]
+
+
+def model_poses(cfg: CfgNode, records: List[Dict], adaptation: str) -> PosesByImage:
+    """The poses of the configured LOGO-CAP model on `records`, with MODEL.LOGOCAP.ADAPTATION
+    `adaptation` ("none": the initial centre-offset poses; "full": LOGO-CAP's)."""
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model.adaptation = adaptation
+    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+    mapper = BottomUpDatasetMapper(False, flip_indices=meta.keypoint_flip_indices,
+                                   test_short_side=cfg.INPUT.BOTTOMUP.TEST_SHORT_SIDE, image_format=cfg.INPUT.FORMAT)
+    out = {}
+    with torch.no_grad():
+        for r in tqdm(records, desc=f"LOGO-CAP ({adaptation})"):
+            inst = model([mapper(r)])[0]["instances"]
+            out[r["image_id"]] = (inst.pred_keypoints.numpy(), inst.scores.numpy())
+    return out
+
+
+def file_poses(path: str, K: int) -> PosesByImage:
+    """The poses of a COCO keypoint results json, in continuous coordinates (float64)."""
+    return {k: (coco_results_keypoints(results, np.float64).reshape(-1, K, 3),
+                np.asarray([float(r["score"]) for r in results]))
+            for k, results in load_coco_results(path).items()}
+
+
+def upper_bound_rows(cfg: CfgNode, dataset: str, records: List[Dict], initial: PosesByImage,
+                     adapted: Optional[PosesByImage], work_dir: str) -> Dict[str, Dict[str, float]]:
+    """{row name: metrics} of the initial poses, their upper bound and (when given) the adapted poses."""
+    sigmas = list(MetadataCatalog.get(dataset).keypoint_oks_sigmas)
+    K = len(sigmas)
+    short = cfg.INPUT.BOTTOMUP.TEST_SHORT_SIDE
+    bound = {}
+    for r in records:
+        poses, scores = initial.get(r["image_id"], (np.zeros((0, K, 3)), np.zeros(0)))
+        gt, areas = gt_people(r, K)
+        step = min(r["height"], r["width"]) / short  # image pixels per network-input pixel
+        bound[r["image_id"]] = (upper_bound_poses(poses, gt, areas, sigmas, step, cfg.MODEL.LOGOCAP.KEM_SIZE), scores)
+    rows = {"initial centre-offset poses": evaluate_poses(dataset, initial, records, work_dir),
+            "upper bound (best pose in the 11x11 KEM window)": evaluate_poses(dataset, bound, records, work_dir)}
+    if adapted is not None:
+        rows["LOGO-CAP (local-global adaptation)"] = evaluate_poses(dataset, adapted, records, work_dir)
+    return rows
+
+
+def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--dataset", default="", help="dataset name (default: the config's DATASETS.TEST[0])")
+    p.add_argument("--initial-poses", default="", help="COCO keypoint results json of initial poses (else the model's)")
+    p.add_argument("--max-images", type=int, default=0, help="evaluate on the first N images only (0 = all)")
+    p.add_argument("--output", default="", help="json file for the table (default: OUTPUT_DIR/logocap_upper_bound.json)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER)
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
+    """The command line (see the module docstring); returns the table's rows."""
+    args = _parse_args(argv)
+    setup_logger(name="d2pose")
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    cfg.DATASETS.TEST = (dataset,)
+    out_path = args.output or os.path.join(cfg.OUTPUT_DIR, "logocap_upper_bound.json")
+    if os.path.exists(out_path) and not args.overwrite:
+        raise FileExistsError(f"{out_path} exists; pass --overwrite to replace it")
+    records = DatasetCatalog.get(dataset)
+    if args.max_images:
+        records = records[:args.max_images]
+    if args.initial_poses:
+        initial, adapted = file_poses(args.initial_poses, len(MetadataCatalog.get(dataset).keypoint_oks_sigmas)), None
+    else:
+        if not cfg.MODEL.WEIGHTS:
+            raise ValueError("MODEL.WEIGHTS: give the model's weights (or --initial-poses)")
+        initial, adapted = model_poses(cfg, records, "none"), model_poses(cfg, records, "full")
+    work = os.path.join(os.path.dirname(out_path) or ".", "logocap_upper_bound_eval")
+    rows = upper_bound_rows(cfg, dataset, records, initial, adapted, work)
+    print(f"\n{dataset}: {len(records)} images")
+    print(f"| {'poses':50s} | AP    | AP50  | AP75  | AR    |")
+    print(f"|{'-' * 52}|-------|-------|-------|-------|")
+    for name, m in rows.items():
+        print(f"| {name:50s} | {m['AP']:5.1f} | {m['AP50']:5.1f} | {m['AP75']:5.1f} | {m['AR']:5.1f} |")
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump({"dataset": dataset, "images": len(records), "rows": rows}, f, indent=1)
+    return rows

@@ -3,6 +3,8 @@
 the ROI regression base (MODEL.ROI_REGRESSION.*)."""
 from detectron2.config import CfgNode as CN
 
+from d2pose.config import CONFIG_ADDERS, add_transformer_keys
+
 __all__ = ["add_poseur_config", "check_test_output"]
 
 #: values of MODEL.POSEUR.TEST_OUTPUT
@@ -16,21 +18,17 @@ def check_test_output(test_output: str) -> str:
     return test_output
 
 
+@CONFIG_ADDERS.register()
 def add_poseur_config(cfg: CN) -> None:
-    """Adds Poseur's keys to `cfg` (called by d2pose.add_d2pose_config)."""
+    """Adds Poseur's keys to `cfg` (registered in CONFIG_ADDERS: called by d2pose.add_d2pose_config)."""
     p = cfg.MODEL.POSEUR = CN()
     # query decoder layers (6; 3 in the paper's ablations)
     p.NUM_DECODER_LAYERS = 6
-    # width of the neck, memory and queries
-    p.EMBED_DIM = 256
-    # attention heads of the decoder's self-attention and EMSDA
-    p.NUM_HEADS = 8
+    # the decoder's EMBED_DIM (width of the neck, memory and queries), NUM_HEADS (of its self-attention
+    # and EMSDA), FFN_DIM and DROPOUT
+    add_transformer_keys(p)
     # EMSDA sampling points per head and level
     p.NUM_POINTS = 4
-    # hidden width of the decoder FFN
-    p.FFN_DIM = 1024
-    # dropout in the decoder layers
-    p.DROPOUT = 0.1
     # training-only noisy query groups (0 = off)
     p.NUM_NOISY_GROUPS = 3
     # reference points moved by noise, over all noisy groups' slots

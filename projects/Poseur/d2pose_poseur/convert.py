@@ -1,27 +1,27 @@
 """Converter of the authors' Poseur checkpoints (the official MMPose 0.28 fork, `Poseur` with
 `PoseurHead`) into d2pose's TopDownPoseEstimator with `PoseurHead`; the reading and the ResNet / flow
-mappings are the core's (`d2pose.checkpoint.convert`). `tools/convert_checkpoint.py --method poseur`
-runs it. Layout differences beyond renaming are listed in `d2pose.checkpoint.convert`.
+mappings are the core's (`d2pose.checkpoint.mapping`). `tools/convert_checkpoint.py --method poseur`
+runs it. Layout differences beyond renaming are listed in `d2pose.checkpoint.mapping`.
 """
 import re
 from typing import Dict, List, Tuple
 
 import torch
 
-from d2pose.checkpoint.convert import (StateDict, Entry, apply_plan, copy_entry, copy_entries, fill_num_batches_tracked,
-                                       flow_entries, resnet_entries, resnet_layout, resnet_overrides,
-                                       official_names, register_converter)
+from d2pose.checkpoint.convert import register_converter
+from d2pose.checkpoint.mapping import (StateDict, Entry, apply_plan, copy_entry, copy_entries, fill_num_batches_tracked,
+                                       flow_entries, resnet_entries, resnet_layout, resnet_overrides, official_names)
 from d2pose.checkpoint.upgrade import rename_legacy_keys
 
 from .refiner import REFINER_STATE_RENAMES
 
-__all__ = ["CODEC_OVERRIDES", "convert_poseur_official", "poseur_official_names"]
+__all__ = ["CODEC_OVERRIDES", "convert_poseur_official", "fold_linears", "poseur_official_names"]
 
 # The authors' coordinates: targets joints / image_size with joints in pixel indices (pixel i at x = i)
 # and no centring, so a converted model predicts x_index / W. REGRESSION_PIXEL_INDEX makes d2pose decode
 # x = W u + 0.5 (continuous) and flip a mirrored crop's u back as (W - 1) / W - u (the pixel-index mirror):
 # right with and without flip test. (The authors flip back as 1 - u, the continuous mirror, so their own
-# flip-tested x is 0.5 crop pixels right of their unflipped one; see tests/test_parity.py.)
+# flip-tested x is 0.5 crop pixels right of their unflipped one; see tests/projects/poseur/test_parity.py.)
 CODEC_OVERRIDES = [
     "INPUT.TOPDOWN.CODEC", "regression",
     "INPUT.TOPDOWN.REGRESSION_CENTERED", "False",
@@ -29,7 +29,7 @@ CODEC_OVERRIDES = [
 ]
 
 
-def _fold_linears(*tensors: torch.Tensor) -> torch.Tensor:
+def fold_linears(*tensors: torch.Tensor) -> torch.Tensor:
     """(W_1, b_1, ..., W_n, b_n) of stacked linears without activations -> cat(W, b[:, None])."""
     weights, biases = tensors[0::2], tensors[1::2]
     W, b = weights[0].double(), biases[0].double()
@@ -91,8 +91,8 @@ def _poseur_branch_entries(sd: StateDict, L: int, num_reg_fcs: int, output_delta
         for k in range(num_reg_fcs):
             sources += [f"{s}{k}.weight", f"{s}{k}.bias"]
         sources += [f"{s}{num_reg_fcs}.linear.weight", f"{s}{num_reg_fcs}.linear.bias"]
-        entries.append((d + "weight", tuple(sources), lambda *t: _fold_linears(*t)[:, :-1]))
-        entries.append((d + "bias", tuple(sources), lambda *t: _fold_linears(*t)[:, -1]))
+        entries.append((d + "weight", tuple(sources), lambda *t: fold_linears(*t)[:, :-1]))
+        entries.append((d + "bias", tuple(sources), lambda *t: fold_linears(*t)[:, -1]))
     return entries
 
 

@@ -29,11 +29,11 @@ from detectron2.config import configurable
 from torch import nn
 
 from d2pose.checkpoint.upgrade import LegacyKeysMixin
-from d2pose.data.codecs import RegressionCoords, build_codec, check_codec, sigma_to_score
-from d2pose.modeling.heads.build import TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg, stacked_targets
+from d2pose.codecs import RegressionCoords, build_codec, check_codec, sigma_to_score
+from d2pose.modeling.heads import TOPDOWN_HEAD_REGISTRY, RegressionTopDownHead, num_keypoints_from_cfg, stacked_targets
 from d2pose.modeling.integral import codec_grid, soft_argmax
 from d2pose.modeling.losses import check_heatmap_kl_args
-from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
+from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput
 
 from .config import check_test_output
 from .decoder import INITS, default_linear_bias_
@@ -50,7 +50,7 @@ _FLIP_A, _FLIP_SCALE, _FLIP_POWER, _FLIP_EPS = 0.2, 0.7, 5, 1e-10
 
 
 @TOPDOWN_HEAD_REGISTRY.register()
-class PoseurHead(LegacyKeysMixin, nn.Module):
+class PoseurHead(LegacyKeysMixin, RegressionTopDownHead):
     """Poseur: coarse RLE proposal + the refiner (keypoint encoder + EMSDA query decoder), RLE losses."""
 
     _version = 2
@@ -87,11 +87,9 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
                 biases at PyTorch's default: their raw coordinate output, d2pose's mu - 0.5, starts
                 near 0, the crop's top-left corner). The refiner's `init` is set by its own argument.
         """
-        super().__init__()
+        super().__init__(flip_fuse_mode=flip_fuse_mode, flip_fuse_modes=POSEUR_FLIP_FUSE_MODES)
         if len(in_features) != len(in_channels) or not in_features:
             raise ValueError(f"in_features {list(in_features)} and in_channels {list(in_channels)} must match")
-        if flip_fuse_mode not in POSEUR_FLIP_FUSE_MODES:
-            raise ValueError(f"TEST.KEYPOINT_FLIP_FUSE must be one of {POSEUR_FLIP_FUSE_MODES}, got {flip_fuse_mode!r}")
         if coarse_feature not in ("backbone", "neck"):
             raise ValueError(f"MODEL.POSEUR.COARSE_FEATURE must be 'backbone' or 'neck', got {coarse_feature!r}")
         if coarse_coords not in ("fc", "integral"):
@@ -126,7 +124,6 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
                               "MODEL.POSEUR.COARSE_COORDS")
         self.heatmap_loss_weight, self.heatmap_loss_sigma = float(heatmap_loss_weight), float(heatmap_loss_sigma)
         self.refiner = refiner
-        self.flip_fuse_mode = flip_fuse_mode
         # set True (e.g. in a visualiser) to also output every layer's EMSDA sampling locations/weights
         self.return_sampling = False
         # at inference only the last layer's (mu, sigma) are computed unless this (or return_sampling)
@@ -195,33 +192,20 @@ class PoseurHead(LegacyKeysMixin, nn.Module):
         target, weight = target.float(), weight.float()
         return self.refiner.losses(outputs, target, weight, self.heatmap_loss_weight, self.heatmap_loss_sigma)
 
-    def predict(self, outputs: Dict[str, torch.Tensor]):
-        """coords (R, K, 2) in crop pixels, scores (R, K), extras {"pred_keypoint_sigmas"}.
-
-        Scores are the codec's (TEST.KEYPOINT_SCORE / _A from sigma), or the fused scores of the
-        official flip fusion when present."""
-        coords = self.codec.decode(outputs["coords"])
-        scores = outputs.get("scores")
-        if scores is None:
-            scores = self.codec.score(outputs["sigma"])
-        return coords, scores, {"pred_keypoint_sigmas": outputs["sigma"]}
-
     def flip_fuse(self, outputs, flipped, flip_indices):
         """Fuses the crop's outputs with its mirror's (flipped back with the codec).
 
-        "mean": coords and sigmas averaged; "sigma": coordinates weighted by 1 / sigma^2
-        (:func:`d2pose.modeling.rle_output.fuse_flip_views`). "official": the authors' "type2" evaluation fusion, per
+        "mean" and "sigma": `RegressionTopDownHead.flip_fuse` (coords and sigmas averaged; coordinates
+        weighted by 1 / sigma^2). "official": the authors' "type2" evaluation fusion, per
         keypoint and view p = 0.7 prod_d (1 - exp(-0.2 / sigma_d)); coords = sum_v p_v^5 mu_v /
         (sum_v p_v^5 + 1e-10); sigmas are fused with the same weights (the authors drop them);
         the keypoint score is the views' mean p (so it includes their 0.7 factor), returned as
         "scores" and used by :meth:`predict` instead of TEST.KEYPOINT_SCORE.
         """
-        coords_f = self.codec.flip_back(flipped["coords"], flip_indices)
-        sigma_f = flipped["sigma"][:, list(flip_indices)]
-        coords, sigma = outputs["coords"], outputs["sigma"]
         if self.flip_fuse_mode in FLIP_FUSE_MODES:
-            coords, sigma = fuse_flip_views(coords, sigma, coords_f, sigma_f, self.flip_fuse_mode)
-            return dict(coords=coords, sigma=sigma)
+            return super().flip_fuse(outputs, flipped, flip_indices)
+        coords_f, sigma_f = self.flipped_back(flipped, flip_indices)
+        coords, sigma = outputs["coords"], outputs["sigma"]
         p = _FLIP_SCALE * sigma_to_score(sigma, "poseur", _FLIP_A)
         p_f = _FLIP_SCALE * sigma_to_score(sigma_f, "poseur", _FLIP_A)
         w, w_f = (p ** _FLIP_POWER)[..., None], (p_f ** _FLIP_POWER)[..., None]

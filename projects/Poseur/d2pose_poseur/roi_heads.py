@@ -29,7 +29,7 @@ from detectron2.structures import Instances
 from torch import nn
 
 from d2pose.checkpoint.upgrade import LegacyKeysMixin
-from d2pose.data.codecs import BoxRelativeCoords
+from d2pose.codecs import BoxRelativeCoords
 from d2pose.modeling.integral import codec_grid
 from d2pose.modeling.losses import check_heatmap_kl_args
 from d2pose.modeling.rle_output import RLEOutput

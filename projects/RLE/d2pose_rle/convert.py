@@ -1,11 +1,11 @@
 """Converter of the authors' RLE checkpoints (the official `rlepose` code, `RegressFlow`) into
 d2pose's TopDownPoseEstimator with `RLERegressionHead`; the reading and the ResNet / flow mappings are
-the core's (`d2pose.checkpoint.convert`). `tools/convert_checkpoint.py --method rle` runs it."""
+the core's (`d2pose.checkpoint.mapping`). `tools/convert_checkpoint.py --method rle` runs it."""
 from typing import Dict, List, Tuple
 
-from d2pose.checkpoint.convert import (StateDict, apply_plan, copy_entries, fill_num_batches_tracked, flow_entries,
-                                       resnet_entries, resnet_layout, resnet_overrides, official_names,
-                                       register_converter)
+from d2pose.checkpoint.convert import register_converter
+from d2pose.checkpoint.mapping import (StateDict, apply_plan, copy_entries, fill_num_batches_tracked, flow_entries,
+                                       resnet_entries, resnet_layout, resnet_overrides, official_names)
 
 __all__ = ["convert_rle_official", "rle_official_names"]
 

@@ -5,27 +5,28 @@
 * `RLEIntegralHead`: the paper's integral variant (Tab. 2b): mu by soft-argmax of K logit maps of a
   fine feature, sigma by the FC on a pooled one.
 
-Both work with the "regression" codec (`d2pose.data.codecs.RegressionCoords`), built from the config
-like the data mapper's. Shape shorthand: R crops, K keypoints, C channels.
+Both work with the "regression" codec (`d2pose.codecs.RegressionCoords`), built from the config
+like the data mapper's; decoding, scores and the flip fusion are the core's
+`d2pose.modeling.heads.RegressionTopDownHead`. Shape shorthand: R crops, K keypoints, C channels.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
 from detectron2.config import configurable
 from torch import nn
 
-from d2pose.data.codecs import RegressionCoords, build_codec, check_codec
-from d2pose.modeling.heads.build import (TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg, stacked_targets,
-                                         topdown_in_feature)
+from d2pose.codecs import RegressionCoords, build_codec, check_codec
+from d2pose.modeling.heads import (TOPDOWN_HEAD_REGISTRY, RegressionTopDownHead, num_keypoints_from_cfg,
+                                   stacked_targets, topdown_in_feature)
 from d2pose.modeling.integral import codec_grid, soft_argmax
 from d2pose.modeling.losses import RLELoss, rle_loss_from_config, check_heatmap_kl_args, heatmap_kl_loss
-from d2pose.modeling.rle_output import FLIP_FUSE_MODES, RLEOutput, fuse_flip_views
+from d2pose.modeling.rle_output import RLEOutput
 
 __all__ = ["RLERegressionHead", "RLEIntegralHead"]
 
 
 @TOPDOWN_HEAD_REGISTRY.register()
-class RLERegressionHead(nn.Module):
+class RLERegressionHead(RegressionTopDownHead):
     """GAP + normalised-linear coordinate FC + sigma FC, with the RLE loss."""
 
     @configurable
@@ -42,12 +43,8 @@ class RLERegressionHead(nn.Module):
             flip_fuse_mode: flip-test fusion of the two views, "mean" (the authors') or "sigma"
                 (inverse-variance weighted coordinates; see :func:`d2pose.modeling.rle_output.fuse_flip_views`).
         """
-        super().__init__()
-        if flip_fuse_mode not in FLIP_FUSE_MODES:
-            raise ValueError(f"TEST.KEYPOINT_FLIP_FUSE must be one of {FLIP_FUSE_MODES} for {type(self).__name__}, "
-                             f"got {flip_fuse_mode!r}")
+        super().__init__(flip_fuse_mode=flip_fuse_mode)
         check_codec(codec, ("regression",), f"MODEL.TOPDOWN.HEAD {type(self).__name__!r}")
-        self.flip_fuse_mode = flip_fuse_mode
         self.in_feature = in_feature
         self.num_keypoints = num_keypoints
         self.codec = codec
@@ -81,16 +78,6 @@ class RLERegressionHead(nn.Module):
         """The losses from stacked targets (R, K, 2) and weights (R, K) (shared with subclasses)."""
         with torch.autocast(outputs["coords"].device.type, enabled=False):
             return {"loss_rle": self.loss(outputs["coords"], outputs["sigma"], target, weight) * self.loss_weight}
-
-    def predict(self, outputs: Dict[str, torch.Tensor]):
-        coords = self.codec.decode(outputs["coords"])
-        return coords, self.codec.score(outputs["sigma"]), {"pred_keypoint_sigmas": outputs["sigma"]}
-
-    def flip_fuse(self, outputs, flipped, flip_indices):
-        coords = self.codec.flip_back(flipped["coords"], flip_indices)
-        sigma = flipped["sigma"][:, list(flip_indices)]
-        coords, sigma = fuse_flip_views(outputs["coords"], outputs["sigma"], coords, sigma, self.flip_fuse_mode)
-        return dict(coords=coords, sigma=sigma)
 
 
 @TOPDOWN_HEAD_REGISTRY.register()

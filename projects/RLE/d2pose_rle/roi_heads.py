@@ -18,7 +18,7 @@ from detectron2.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGIST
 from detectron2.structures import Instances
 from torch import nn
 
-from d2pose.data.codecs import BoxRelativeCoords
+from d2pose.codecs import BoxRelativeCoords
 from d2pose.modeling.integral import codec_grid
 from d2pose.modeling.losses import RLELoss, rle_loss_from_config, check_heatmap_kl_args, heatmap_kl_loss
 from d2pose.modeling.rle_output import RLEOutput

@@ -31,7 +31,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 
-from d2pose.data.codecs import HeatmapCodec, register_codec
+from d2pose.codecs import HeatmapCodec, register_codec
 
 __all__ = ["TransPoseHeatmap"]
 

@@ -1,6 +1,6 @@
 """Converter of the authors' TransPose checkpoints (yangsenius/TransPose: `TransPoseR`, `TransPoseH`,
 plain state_dicts) into d2pose's TopDownPoseEstimator with `TransPoseHead`; the reading and the
-ResNet mapping are the core's (`d2pose.checkpoint.convert`). `tools/convert_checkpoint.py --method
+ResNet mapping are the core's (`d2pose.checkpoint.mapping`). `tools/convert_checkpoint.py --method
 transpose` runs it.
 
 Layout read from the tensors: TP-R (torchvision-named ResNet `conv1` ... `layer2`, blocks per stage
@@ -34,8 +34,9 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from d2pose.checkpoint.convert import (BN_PARAMS, StateDict, apply_plan, copy_entries, copy_entry,
-                                       fill_num_batches_tracked, official_names, register_converter, resnet_entries)
+from d2pose.checkpoint.convert import register_converter
+from d2pose.checkpoint.mapping import (BN_PARAMS, StateDict, apply_plan, copy_entries, copy_entry,
+                                       fill_num_batches_tracked, official_names, resnet_entries)
 
 from .encoder import TokenPositionEmbedding
 
@@ -138,8 +139,8 @@ def _plan(state_dict: StateDict):
         feature = "s4"
     overrides = backbone + [
         "MODEL.TOPDOWN.HEAD", "TransPoseHead", "MODEL.TOPDOWN.IN_FEATURES", f'["{feature}"]',
-        "MODEL.TRANSPOSE.D_MODEL", str(d), "MODEL.TRANSPOSE.NHEAD", str(heads),
-        "MODEL.TRANSPOSE.NUM_LAYERS", str(layers), "MODEL.TRANSPOSE.DIM_FEEDFORWARD", str(ffn),
+        "MODEL.TRANSPOSE.EMBED_DIM", str(d), "MODEL.TRANSPOSE.NUM_HEADS", str(heads),
+        "MODEL.TRANSPOSE.NUM_ENCODER_LAYERS", str(layers), "MODEL.TRANSPOSE.FFN_DIM", str(ffn),
         "MODEL.TRANSPOSE.UPSAMPLE", upsample, "MODEL.TRANSPOSE.DECONV_DIM", str(deconv_dim),
     ] + overrides + [
         "INPUT.TOPDOWN.CODEC", "transpose", "INPUT.TOPDOWN.UNBIASED", "True", "INPUT.TOPDOWN.SIGMA", "2.0",
@@ -155,7 +156,7 @@ def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[s
     """The authors' TransPoseR / TransPoseH state_dict -> (d2pose state_dict, config overrides).
 
     Every official key must be explained by the layout read from the tensors and every key that
-    layout needs must exist; otherwise ValueError lists them (`d2pose.checkpoint.convert._apply`).
+    layout needs must exist; otherwise ValueError lists them (`d2pose.checkpoint.mapping.apply_plan`).
     """
     sd, entries, overrides, kind = _plan(state_dict)
     out = apply_plan(sd, entries, f"TransPose-{kind} checkpoint")
@@ -167,7 +168,7 @@ def convert_transpose_official(state_dict: StateDict) -> Tuple[StateDict, List[s
 
 def transpose_official_names(state_dict: StateDict) -> Dict[str, str]:
     """{d2pose name: the authors' name} of every tensor the converter copies from `state_dict` (the
-    converter's own plan, `d2pose.checkpoint.convert.official_names`): d2pose's parameters named the
+    converter's own plan, `d2pose.checkpoint.mapping.official_names`): d2pose's parameters named the
     authors' way (the training-parity test compares per-parameter gradients by those names)."""
     _, entries, _, _ = _plan(state_dict)
     return official_names(entries)

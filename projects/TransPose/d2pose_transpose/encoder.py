@@ -48,7 +48,7 @@ class TokenPositionEmbedding(nn.Module):
         if mode not in POS_EMBEDDINGS:
             raise ValueError(f"MODEL.TRANSPOSE.POS_EMBEDDING must be one of {POS_EMBEDDINGS}, got {mode!r}")
         if d_model % 4 != 0 and mode in ("sine", "fixed"):
-            raise ValueError(f"MODEL.TRANSPOSE.D_MODEL ({d_model}) must be a multiple of 4 for the sine embedding "
+            raise ValueError(f"MODEL.TRANSPOSE.EMBED_DIM ({d_model}) must be a multiple of 4 for the sine embedding "
                              "(d/2 channels per axis, in sin / cos pairs)")
         self.mode, self.d_model = mode, int(d_model)
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
@@ -90,7 +90,8 @@ class TransformerEncoderLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float = 0.1, activation: str = "relu"):
         super().__init__()
         if d_model % nhead != 0:
-            raise ValueError(f"MODEL.TRANSPOSE.D_MODEL ({d_model}) must be divisible by MODEL.TRANSPOSE.NHEAD ({nhead})")
+            raise ValueError(f"MODEL.TRANSPOSE.EMBED_DIM ({d_model}) must be divisible by "
+                             f"MODEL.TRANSPOSE.NUM_HEADS ({nhead})")
         if activation not in ("relu", "gelu"):
             raise ValueError(f"MODEL.TRANSPOSE.ACTIVATION must be 'relu' or 'gelu', got {activation!r}")
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
@@ -120,7 +121,7 @@ class TransformerEncoder(nn.Module):
                  activation: str = "relu"):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"MODEL.TRANSPOSE.NUM_LAYERS must be >= 1, got {num_layers}")
+            raise ValueError(f"MODEL.TRANSPOSE.NUM_ENCODER_LAYERS must be >= 1, got {num_layers}")
         self.layers = nn.ModuleList(
             [TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation) for _ in range(num_layers)])
         for p in self.parameters():  # DETR's / the authors' initialisation of the encoder

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
-from d2pose.data.codecs import build_codec, check_codec
+from d2pose.codecs import build_codec, check_codec
+from d2pose.modeling.heads import TopDownHead
 from d2pose.modeling.heads.build import (TOPDOWN_HEAD_REGISTRY, num_keypoints_from_cfg, stacked_targets,
                                          topdown_in_feature)
 from d2pose.modeling.losses import heatmap_mse_loss
@@ -47,7 +48,7 @@ FLIP_SHIFTS = ("exact", "cell", "none")
 
 
 @TOPDOWN_HEAD_REGISTRY.register()
-class TransPoseHead(nn.Module):
+class TransPoseHead(TopDownHead):
     """reduce -> Transformer encoder -> upsampling -> 1x1 heatmaps; see the module docstring."""
 
     @configurable
@@ -122,8 +123,8 @@ class TransPoseHead(nn.Module):
         feature = topdown_in_feature(cfg, input_shape)
         return dict(
             in_channels=input_shape[feature].channels, in_feature=feature, in_stride=input_shape[feature].stride,
-            num_keypoints=num_keypoints_from_cfg(cfg), codec=build_codec(cfg), d_model=t.D_MODEL, nhead=t.NHEAD,
-            num_layers=t.NUM_LAYERS, dim_feedforward=t.DIM_FEEDFORWARD, dropout=t.DROPOUT, activation=t.ACTIVATION,
+            num_keypoints=num_keypoints_from_cfg(cfg), codec=build_codec(cfg), d_model=t.EMBED_DIM, nhead=t.NUM_HEADS,
+            num_layers=t.NUM_ENCODER_LAYERS, dim_feedforward=t.FFN_DIM, dropout=t.DROPOUT, activation=t.ACTIVATION,
             pos_embedding=t.POS_EMBEDDING, upsample=t.UPSAMPLE, deconv_dim=t.DECONV_DIM,
             flip_shift=cfg.TEST.KEYPOINT_FLIP_SHIFT, attention_layers=tuple(t.ATTENTION_LAYERS),
         )

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from d2pose.codecs.center_offset import center_nms, decode_center_offsets, flip_fuse_bottomup
 from d2pose.data.metadata import get_keypoint_metadata
-from d2pose.modeling.bottomup import (center_nms, decode_center_offsets, flip_fuse_bottomup, keypoint_expansion,
-                                      pose_nms, sample_bilinear)
+from d2pose.modeling.keypoint_sampling import keypoint_expansion, sample_bilinear
+from d2pose.modeling.pose_nms import pose_nms
 from d2pose_logocap import AttentiveBatchNorm2d, KAMNet, dynamic_window_conv, mesh_oks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -175,7 +176,7 @@ def test_mesh_oks_targets():
 
 
 def test_grid_sample_variant_matches_inside():
-    from d2pose.modeling.bottomup import sample_bilinear_per_channel
+    from d2pose.modeling.keypoint_sampling import sample_bilinear_per_channel
 
     g = torch.Generator().manual_seed(5)
     maps = torch.rand(3, 6, 7, generator=g, dtype=torch.float64)
@@ -220,7 +221,7 @@ def test_window_sampling_blocks_match_per_point_sampling():
     """The block + 2x2 blend window sampler against the per-point sampler (the authors' edge rules):
     windows inside the map, across every border, wholly outside, and centred exactly on W - 1 / H - 1
     (where the authors' sampling fades to 0)."""
-    from d2pose.modeling.bottomup import _sample_bilinear_windows_points, sample_bilinear_windows
+    from d2pose.modeling.keypoint_sampling import sample_bilinear_windows, sample_bilinear_windows_points
 
     g = torch.Generator().manual_seed(11)
     C, H, W, r = 3, 9, 11, 3
@@ -232,7 +233,7 @@ def test_window_sampling_blocks_match_per_point_sampling():
     cx[0, :4] = torch.tensor([W - 1.0, 2.0, W - 1 + 0.25, -30.0], dtype=torch.float64)
     cy[0, :4] = torch.tensor([3.5, H - 1.0, H - 1.0, 40.0], dtype=torch.float64)
     ours = sample_bilinear_windows(maps, cx, cy, offsets)
-    ref = _sample_bilinear_windows_points(maps, cx, cy, offsets)
+    ref = sample_bilinear_windows_points(maps, cx, cy, offsets)
     assert ours.shape == ref.shape == (C, 6, 2 * r + 1, 2 * r + 1)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     # and the per-point sampler itself is the general `sample_bilinear` on the same points
@@ -241,12 +242,12 @@ def test_window_sampling_blocks_match_per_point_sampling():
     torch.testing.assert_close(ref, sample_bilinear(maps, px, py, channel_per_point=True), rtol=1e-12, atol=1e-12)
     # non-consecutive offsets take the per-point path
     odd = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64)
-    torch.testing.assert_close(sample_bilinear_windows(maps, cx, cy, odd), _sample_bilinear_windows_points(maps, cx, cy, odd))
+    torch.testing.assert_close(sample_bilinear_windows(maps, cx, cy, odd), sample_bilinear_windows_points(maps, cx, cy, odd))
     # gradients flow to the maps the same way
     m1, m2 = maps.clone().requires_grad_(), maps.clone().requires_grad_()
     w = torch.rand(ours.shape, generator=g, dtype=torch.float64)
     (sample_bilinear_windows(m1, cx, cy, offsets) * w).sum().backward()
-    (_sample_bilinear_windows_points(m2, cx, cy, offsets) * w).sum().backward()
+    (sample_bilinear_windows_points(m2, cx, cy, offsets) * w).sum().backward()
     torch.testing.assert_close(m1.grad, m2.grad, rtol=1e-12, atol=1e-12)
 
 
@@ -255,7 +256,7 @@ def _small_cfg(**over):
     from d2pose.config import get_d2pose_cfg
 
     cfg = get_d2pose_cfg()
-    cfg.merge_from_file("configs/LOGOCAP/synthetic_logocap.yaml")
+    cfg.merge_from_file("projects/LOGOCAP/configs/synthetic_logocap.yaml")
     cfg.merge_from_list(["MODEL.TIMM.NAME", "hrnet_w18_small", "INPUT.BOTTOMUP.INPUT_SIZE", "128",
                          "MODEL.LOGOCAP.TOPK_CENTERS", "6", "MODEL.LOGOCAP.WINDOW_RADIUS", "8",
                          "DATASETS.TEST", '("synthetic_pose_val_mini",)', "DATASETS.TRAIN", '("synthetic_pose_val_mini",)']
@@ -267,7 +268,7 @@ def _batch(cfg, n=2):
     from detectron2.data import DatasetCatalog
 
 
-    from d2pose.data.bottomup import BottomUpDatasetMapper
+    from d2pose.data.bottomup_mapper import BottomUpDatasetMapper
 
     # no augmentation: the same inputs every run (the people at the training scale of the input)
     mapper = BottomUpDatasetMapper(True, flip_indices=get_keypoint_metadata("coco_person").flip_indices,

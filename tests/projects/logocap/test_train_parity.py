@@ -24,14 +24,14 @@ The perturbed-fixture tests check that the comparison can fail: a keypoint moved
 weight changed, each make the report fail on the arrays they must move.
 """
 import numpy as np
-import pytest
 import torch
 from detectron2.modeling import build_model
 
 from d2pose.data.build import build_bottomup_mapper
+from d2pose.data.transforms.affine import affine_to_pixel_index
 from d2pose_logocap.convert import convert_logocap_official, logocap_official_names
-from tests.train_parity import (RAW_INPUT, ParityReport, TrainParityFixture, affine_to_pixel_index, authors_state_dict,
-                                changed_weight, config_path, moved_keypoint, train_parity_fixture, training_cfg,
+from tests.train_parity import (RAW_INPUT, ParityReport, TrainParityFixture, authors_state_dict,
+                                changed_weight, config_path, module_fixture, moved_keypoint, training_cfg,
                                 with_fixture_input)
 
 FIXTURE = "logocap_w32"
@@ -197,9 +197,7 @@ def check_logocap_train_parity(fixture: TrainParityFixture) -> ParityReport:
     return report
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    return train_parity_fixture(FIXTURE)
+fixture = module_fixture(FIXTURE)
 
 
 def test_logocap_matches_the_authors_training_step(fixture):

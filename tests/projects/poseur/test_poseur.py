@@ -456,18 +456,16 @@ def test_poseur_authors_switches_loss_normalization_init_sigma_branch():
 def test_poseur_converter_keeps_or_folds_the_sigma_branch(parity_data):
     """fold_sigma=False keeps the authors' stacked sigma linears (SIGMA_BRANCH "stacked"); both forms
     give the same sigmas, and the inverted name table names every converted tensor of the stacked form."""
-    import importlib.util
     import os
 
     from d2pose_poseur.convert import convert_poseur_official, poseur_official_names
 
-    spec = importlib.util.spec_from_file_location("parity_synth_weights", os.path.join(parity_data, "synth_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from tests.parity import synth_weights
+
     folder = os.path.join(parity_data, "poseur_r50")
     if not os.path.isdir(folder):
         pytest.skip(f"parity fixture not found at {folder}")
-    official = module.load_fixture_state_dict(folder)
+    official = synth_weights(parity_data).load_fixture_state_dict(folder)
     folded, ov_folded = convert_poseur_official(official)
     stacked, ov_stacked = convert_poseur_official(official, fold_sigma=False)
     assert dict(zip(ov_folded[0::2], ov_folded[1::2]))["MODEL.POSEUR.SIGMA_BRANCH"] == "linear"

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _cfg():
     cfg = get_d2pose_cfg()
-    cfg.merge_from_file("configs/Poseur/synthetic_poseur_rcnn.yaml")
+    cfg.merge_from_file("projects/Poseur/configs/synthetic_poseur_rcnn.yaml")
     cfg.MODEL.POSEUR.EMBED_DIM = 32
     cfg.MODEL.POSEUR.NUM_HEADS = 4
     cfg.MODEL.POSEUR.FFN_DIM = 64

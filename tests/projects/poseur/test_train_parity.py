@@ -11,7 +11,7 @@ the outputs, per-parameter gradient norms and the last layers' full gradients. T
    coordinates), `person_instances` and the top-down training mapper of the Poseur COCO config with
    augmentation off (padding 1, no scale, rotation, flip or half-body: the identity crop, checked);
 2. the converted weights (`convert_poseur_official(fold_sigma=False)`: the authors' stacked sigma
-   linears) in the model of configs/Poseur/poseur_R_50_256x192_coco.yaml plus the converter's
+   linears) in the model of projects/Poseur/configs/poseur_R_50_256x192_coco.yaml plus the converter's
    overrides, `model.train()`, the fixture's raw input (pixel normalisation zeroed), dropout 0 and
    the fixture's noisy groups (none, or 3 groups with no point moved), then the training forward
    through `TopDownPoseEstimator.forward` on the mapper's samples (the fixture's input as image);

@@ -7,7 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, Keypoints
 
 from d2pose.config import get_d2pose_cfg
-from d2pose.data.codecs import BoxRelativeCoords
+from d2pose.codecs import BoxRelativeCoords
 from d2pose.modeling.integral import soft_argmax
 from d2pose.modeling.roi_regression import ROI_CODEC, roi_integral_coords, sample_train_rois
 from d2pose_rle import RLEKeypointHead
@@ -47,8 +47,8 @@ def _train_sample(K=17, size=(96, 128)):
                 target=kps[:, :2] / torch.tensor([W, H]), target_weight=torch.ones(K), image_id=0)
 
 
-@pytest.mark.parametrize("config", ["configs/RLE/synthetic_rle_topdown.yaml",
-                                    "configs/RLE/synthetic_rle_gap_topdown.yaml"])
+@pytest.mark.parametrize("config", ["projects/RLE/configs/synthetic_rle_topdown.yaml",
+                                    "projects/RLE/configs/synthetic_rle_gap_topdown.yaml"])
 def test_synthetic_topdown_train_and_inference_steps(config):
     cfg = _cfg(config)
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
@@ -77,7 +77,7 @@ def test_synthetic_topdown_train_and_inference_steps(config):
 
 
 def test_flip_fuse_of_rle_head_is_exact_for_symmetric_outputs():
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml")
     head = build_model(cfg).head
     flip = list(range(17))
     coords = torch.rand(3, 17, 2)
@@ -104,7 +104,7 @@ def test_sigma_weighted_flip_fusion():
 
 
 def test_flip_fuse_config_key_reaches_both_heads():
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml", **{"TEST.KEYPOINT_FLIP_FUSE": "sigma"})
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml", **{"TEST.KEYPOINT_FLIP_FUSE": "sigma"})
     head = build_model(cfg).head
     flip = list(range(17))
     coords, sigma = torch.rand(3, 17, 2), torch.rand(3, 17, 2) + 0.05
@@ -117,7 +117,7 @@ def test_flip_fuse_config_key_reaches_both_heads():
         cfg.TEST.KEYPOINT_FLIP_FUSE = bad
         with pytest.raises(ValueError, match="TEST.KEYPOINT_FLIP_FUSE"):
             build_model(cfg)
-    pcfg = _cfg("configs/Poseur/synthetic_poseur_topdown.yaml", **{"TEST.KEYPOINT_FLIP_FUSE": "sigma"})
+    pcfg = _cfg("projects/Poseur/configs/synthetic_poseur_topdown.yaml", **{"TEST.KEYPOINT_FLIP_FUSE": "sigma"})
     phead = build_model(pcfg).head
     torch.testing.assert_close(phead.flip_fuse(dict(coords=coords, sigma=sigma), sure, flip)["coords"], fused)
     pcfg.TEST.KEYPOINT_FLIP_FUSE = "median"
@@ -129,7 +129,7 @@ def test_flip_fuse_config_key_reaches_both_heads():
 def test_r50_params_and_flops_match_paper(depth, params, gflops):
     from d2pose.modeling.complexity import topdown_complexity
 
-    cfg = _cfg(f"configs/RLE/rle_R_{depth}_256x192_coco.yaml")
+    cfg = _cfg(f"projects/RLE/configs/rle_R_{depth}_256x192_coco.yaml")
     cfg.DATASETS.TRAIN = ("synthetic_pose_val_mini",)
     cfg.DATASETS.TEST = ("synthetic_pose_val_mini",)
     n, flops = topdown_complexity(build_model(cfg))
@@ -141,8 +141,8 @@ def test_r50_params_and_flops_match_paper(depth, params, gflops):
 def test_roi_head_box_relative_round_trip_and_shapes(coords):
     boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 50.0, 50.0]])
     pts = torch.rand(2, 17, 2) * 100
-    torch.testing.assert_close(from_box_relative(box_relative(pts, boxes), boxes), pts)
-    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml", **{"MODEL.ROI_REGRESSION.COORDS": coords,
+    torch.testing.assert_close(from_box_relative(box_relative(pts, boxes), boxes=boxes), pts)
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_rcnn.yaml", **{"MODEL.ROI_REGRESSION.COORDS": coords,
                                                         "MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES": 2,
                                                         "MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT": 0.0})
     from detectron2.layers import ShapeSpec
@@ -183,7 +183,7 @@ def test_roi_head_heatmap_kl_term():
     from d2pose.modeling.integral import codec_grid
 
     torch.manual_seed(0)
-    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml", **{"MODEL.ROI_REGRESSION.COORDS": "integral",
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_rcnn.yaml", **{"MODEL.ROI_REGRESSION.COORDS": "integral",
                                                         "MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT": 3.0})
     head = RLEKeypointHead(cfg, ShapeSpec(channels=16, height=14, width=14)).train()
     feats = torch.randn(2, 16, 14, 14)
@@ -224,7 +224,7 @@ def test_roi_soft_argmax_reads_roialign_bin_centres():
     want = torch.tensor([[[(j + 0.5) / S, (i + 0.5) / S] for i, j in row] for row in cells])
     torch.testing.assert_close(rel, want)
     boxes = torch.tensor([[10.0, 20.0, 38.0, 48.0], [0.0, 0.0, 140.0, 70.0]])
-    xy = from_box_relative(rel, boxes)
+    xy = from_box_relative(rel, boxes=boxes)
     torch.testing.assert_close(xy[0, 0], torch.tensor([10 + 2 * 10.5, 20 + 2 * 3.5]))
     with pytest.raises(ValueError, match="MODEL.ROI_REGRESSION.COORDS"):
         roi_integral_coords(8, 17, "heatmap")
@@ -259,7 +259,7 @@ def test_sample_train_rois_keeps_rows_and_instances_together():
 
 
 def test_rcnn_config_switches_keypoint_head_by_name():
-    cfg = _cfg("configs/RLE/synthetic_rle_rcnn.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_rcnn.yaml")
     model = build_model(cfg)
     assert isinstance(model.roi_heads.keypoint_head, RLEKeypointHead)
 
@@ -295,7 +295,7 @@ def test_soft_argmax_reference_and_gradcheck():
 
 @pytest.mark.parametrize("centered", [False, True])
 def test_integral_head_decodes_cell_centres_and_flips_exactly(centered):
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml")
     cfg.INPUT.TOPDOWN.REGRESSION_CENTERED = centered
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     model = build_model(cfg).eval()
@@ -327,7 +327,7 @@ def test_integral_head_decodes_cell_centres_and_flips_exactly(centered):
 
 
 def test_integral_head_trains_and_has_no_coordinate_fc():
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml")
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     model = build_model(cfg).train()
     assert model.head.output.fc_coord is None
@@ -342,7 +342,7 @@ def test_integral_head_heatmap_kl_term_is_training_only_and_reads_the_soft_argma
     from d2pose.modeling.integral import codec_grid
     from d2pose.modeling.losses import heatmap_kl_loss
 
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml")
     cfg.MODEL.RLE.INTEGRAL_HEATMAP_WEIGHT = 2.0
     cfg.MODEL.RLE.INTEGRAL_HEATMAP_SIGMA = 0.5
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
@@ -376,7 +376,7 @@ def test_integral_head_heatmap_kl_term_is_training_only_and_reads_the_soft_argma
 
 
 def test_crop_size_not_divisible_for_fpn_names_the_key():
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml")
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml")
     cfg.INPUT.TOPDOWN.INPUT_SIZE = (72, 96)
     with pytest.raises(ValueError, match=r"INPUT.TOPDOWN.INPUT_SIZE \(72, 96\) must be divisible by 32"):
         build_model(cfg)
@@ -414,7 +414,7 @@ def test_crops_reach_the_backbone_in_the_weights_layout(channels_last):
     layout (a mismatch made every convolution reorder: 32% overhead on a Poseur R-50 crop)."""
     from d2pose.modeling import build_model as d2pose_build_model
 
-    cfg = _cfg("configs/RLE/synthetic_rle_topdown.yaml", **{"MODEL.CHANNELS_LAST": channels_last})
+    cfg = _cfg("projects/RLE/configs/synthetic_rle_topdown.yaml", **{"MODEL.CHANNELS_LAST": channels_last})
     model = d2pose_build_model(cfg).eval()
     W, H = cfg.INPUT.TOPDOWN.INPUT_SIZE
     crops = torch.randint(0, 255, (2, 3, H, W), dtype=torch.uint8)

@@ -1,4 +1,4 @@
-"""Training parity of RLE (ResNet-50, 256x192, `configs/RLE/rle_R_50_256x192_coco.yaml`) with the
+"""Training parity of RLE (ResNet-50, 256x192, `projects/RLE/configs/rle_R_50_256x192_coco.yaml`) with the
 authors' training code, on the `rle_res50` training-parity fixture (tests/train_parity.py: what
 Jeff-sjtu/res-loglikelihood-regression's `RegressFlow` + `RLELoss` computed for the forward fixture's
 weights and a fixed batch of 4 crops; its README gives the tolerances).
@@ -171,7 +171,7 @@ def test_recipes_loss_and_target_switches(name):
 
 
 def test_supervise_outside_keeps_labelled_keypoints_outside_the_crop():
-    from d2pose.data.codecs import RegressionCoords
+    from d2pose.codecs import RegressionCoords
 
     kps = np.array([[10.0, 10.0], [-3.0, 50.0], [100.0, 300.0], [0.5, 0.5]])
     vis = np.array([2, 2, 1, 0])

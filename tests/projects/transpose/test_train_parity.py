@@ -19,16 +19,16 @@ The perturbed-fixture tests check that the comparison can fail: a keypoint moved
 weight changed, each make the report fail on the arrays they must move.
 """
 import numpy as np
-import pytest
 import torch
 from detectron2.modeling import build_model
 
-from d2pose.data.codecs import build_codec
+from d2pose.codecs import build_codec
+from d2pose.data.transforms.affine import affine_to_pixel_index
 from d2pose.modeling.losses import heatmap_mse_loss
 from d2pose_transpose.convert import convert_transpose_official, transpose_official_names
 from tests.train_parity import (NO_AUGMENTATION, RAW_INPUT, UNPADDED_BOX, OutputRecorder, ParityReport,
-                                TrainParityFixture, affine_to_pixel_index, authors_state_dict, changed_weight,
-                                config_path, moved_keypoint, topdown_training_samples, train_parity_fixture,
+                                TrainParityFixture, authors_state_dict, changed_weight,
+                                config_path, module_fixture, moved_keypoint, topdown_training_samples,
                                 training_cfg, with_fixture_input)
 
 FIXTURE = "transpose_r_a4"
@@ -106,9 +106,7 @@ def check_transpose_train_parity(fixture: TrainParityFixture, data_opts=()) -> P
     return report
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    return train_parity_fixture(FIXTURE)
+fixture = module_fixture(FIXTURE)
 
 
 def test_transpose_matches_the_authors_training_step(fixture):

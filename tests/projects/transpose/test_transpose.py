@@ -14,7 +14,7 @@ from d2pose.modeling.losses import heatmap_mse_loss
 from d2pose_transpose import TokenPositionEmbedding, affected_areas, dependency_areas
 from d2pose_transpose.convert import convert_transpose_official, transpose_official_names
 from d2pose_transpose.dependency import keypoint_tokens
-from tests.data.codec_checks import assert_encode_torch_equals_encode
+from tests.codecs.codec_checks import assert_encode_torch_equals_encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -31,7 +31,7 @@ MODELS = {
 
 def _cfg(config, *opts):
     cfg = get_d2pose_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "TransPose", config))
+    cfg.merge_from_file(os.path.join(ROOT, "projects", "TransPose", "configs", config))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + list(opts))
     return cfg
 
@@ -214,7 +214,7 @@ def test_transpose_codec_target_weight_is_the_authors_rule():
     """Weight 0 only when the int-truncated window [mu - 3 sigma, mu + 3 sigma + 1) misses the map
     (the authors' adjust_target_weight): a centre 7.5 cells left of the map keeps weight 1 (a nearly
     empty Gaussian), where "msra" drops it; 8.5 cells left both drop. encode_torch agrees."""
-    from d2pose.data.codecs import MSRAHeatmap
+    from d2pose.codecs import MSRAHeatmap
     from d2pose_transpose.codec import TransPoseHeatmap
 
     codec = TransPoseHeatmap((192, 256), (48, 64), sigma=2.0)
@@ -234,7 +234,7 @@ def test_transpose_codec_target_weight_is_the_authors_rule():
 def test_coco_configs_train_with_the_authors_targets():
     """The COCO configs (paper reproduction) use the authors' target frame; the synthetic recipe keeps
     d2pose's "msra" frame it was measured with."""
-    from d2pose.data.codecs import build_codec
+    from d2pose.codecs import build_codec
 
     for config in MODELS:
         assert build_codec(_cfg(config)).name == "transpose", config
@@ -281,8 +281,8 @@ def test_head_refuses_inconsistent_strides_and_codecs():
         _model("synthetic_transpose_r.yaml", "MODEL.TRANSPOSE.UPSAMPLE", "none")
     with pytest.raises(ValueError, match="INPUT.TOPDOWN.CODEC"):
         _model("synthetic_transpose_r.yaml", "INPUT.TOPDOWN.CODEC", "regression")
-    with pytest.raises(ValueError, match="NHEAD"):
-        _model("synthetic_transpose_r.yaml", "MODEL.TRANSPOSE.NHEAD", "3")
+    with pytest.raises(ValueError, match="NUM_HEADS"):
+        _model("synthetic_transpose_r.yaml", "MODEL.TRANSPOSE.NUM_HEADS", "3")
     with pytest.raises(ValueError, match="TEST.KEYPOINT_FLIP_SHIFT"):
         _model("synthetic_transpose_r.yaml", "TEST.KEYPOINT_FLIP_SHIFT", "half")
     # "bilinear" upsamples by any integer factor: stride-8 tokens to stride-2 heatmaps
@@ -346,8 +346,8 @@ def test_converter_reads_the_layout_and_names_every_bad_key():
     converted, overrides = convert_transpose_official(official)
     ov = dict(zip(overrides[0::2], overrides[1::2]))
     assert ov["MODEL.BACKBONE.NAME"] == "build_resnet_s_backbone" and ov["MODEL.TRANSPOSE.RESNET_BLOCKS"] == "[3, 10]"
-    assert ov["MODEL.TRANSPOSE.UPSAMPLE"] == "bilinear" and ov["MODEL.TRANSPOSE.DIM_FEEDFORWARD"] == "512"
-    assert ov["MODEL.TRANSPOSE.NHEAD"] == "8" and ov["MODEL.TRANSPOSE.POS_EMBEDDING"] == "fixed"
+    assert ov["MODEL.TRANSPOSE.UPSAMPLE"] == "bilinear" and ov["MODEL.TRANSPOSE.FFN_DIM"] == "512"
+    assert ov["MODEL.TRANSPOSE.NUM_HEADS"] == "8" and ov["MODEL.TRANSPOSE.POS_EMBEDDING"] == "fixed"
     assert ov["INPUT.TOPDOWN.INPUT_SIZE"] == "(192, 256)" and ov["TEST.KEYPOINT_FLIP_SHIFT"] == "none"
     assert set(converted) == set(own) - {"pixel_mean", "pixel_std"}
     # the converter's name table (the training-parity test inverts it): every official key, once
@@ -368,17 +368,15 @@ def test_converter_reads_the_layout_and_names_every_bad_key():
 
 
 def _tool():
-    import importlib.util
+    from d2pose_transpose import visualize
 
-    spec = importlib.util.spec_from_file_location("visualize_dependency", os.path.join(ROOT, "tools", "visualize_dependency.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return visualize
 
 
 def test_dependency_tool_draws_eq4_areas_of_a_hand_worked_matrix():
-    """tools/visualize_dependency.py's renderer on the hand-worked 2 x 2 matrix: the drawn areas
-    (token counts, attention mass inside) are Eq. 4's, and pixels outside an area stay dark."""
+    """The renderer of projects/TransPose/tools/visualize_dependency.py (d2pose_transpose.visualize) on
+    the hand-worked 2 x 2 matrix: the drawn areas (token counts, attention mass inside) are Eq. 4's,
+    and pixels outside an area stay dark."""
     A = torch.tensor([[0.5, 0.2, 0.2, 0.1], [0.05, 0.6, 0.3, 0.05], [0.4, 0.05, 0.5, 0.05], [0.1, 0.7, 0.1, 0.1]])
     crop = np.full((16, 16, 3), 200, np.uint8)
     image, stats = _tool().render(crop, np.array([[12.0, 3.0], [3.0, 9.0]]), A, (2, 2), 8, 0.1,
@@ -404,7 +402,7 @@ def test_dependency_tool_end_to_end(tmp_path):
     path = tmp_path / "person.png"
     cv2.imwrite(str(path), image)
     out = tmp_path / "areas.png"
-    args = ["--config-file", os.path.join(ROOT, "configs/TransPose/synthetic_transpose_r.yaml"), "--input", str(path),
+    args = ["--config-file", os.path.join(ROOT, "projects/TransPose/configs/synthetic_transpose_r.yaml"), "--input", str(path),
             "--box", "20", "10", "130", "190", "--output", str(out), "--cell-height", "96"]
     stats = _tool().main(args)
     assert out.exists() and len(stats) == 17

@@ -1,4 +1,5 @@
-// Argument validation shared by the CPU and CUDA entry points of multi-scale deformable attention.
+// Argument validation and input preparation shared by the CPU and CUDA entry points of multi-scale
+// deformable attention.
 #include "ms_deform_attn.h"
 
 namespace d2pose {
@@ -47,6 +48,23 @@ MSDeformAttnSizes ms_deform_attn_check(const at::Tensor& value, const at::Tensor
   TORCH_CHECK(value.device() == sampling_loc.device() && value.device() == attn_weight.device(),
               "ms_deform_attn: value, sampling_locations and attention_weights must share a device");
   return s;
+}
+
+MSDeformAttnInputs ms_deform_attn_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                         const at::Tensor& level_start_index,
+                                         const at::Tensor& sampling_loc,
+                                         const at::Tensor& attn_weight) {
+  const MSDeformAttnSizes s =
+      ms_deform_attn_check(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  const msda::Dims dims{s.batch,     s.num_value, s.value_heads, s.channels,
+                        s.num_query, s.num_heads, s.num_levels,  s.num_points};
+  return {dims, value.contiguous(), sampling_loc.contiguous(), attn_weight.contiguous()};
+}
+
+at::Tensor ms_deform_attn_grad_output(const MSDeformAttnInputs& in, const at::Tensor& grad_output) {
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(in.output_sizes()),
+              "ms_deform_attn: grad_output must be (N, Lq, M, D), got ", grad_output.sizes());
+  return grad_output.contiguous().to(in.value.scalar_type());
 }
 
 }  // namespace d2pose

@@ -14,6 +14,9 @@
 #include <torch/types.h>
 
 #include <tuple>
+#include <vector>
+
+#include "ms_deform_attn_sample.h"
 
 namespace d2pose {
 
@@ -27,24 +30,39 @@ MSDeformAttnSizes ms_deform_attn_check(const at::Tensor& value, const at::Tensor
                                        const at::Tensor& sampling_loc,
                                        const at::Tensor& attn_weight);
 
-at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                                      const at::Tensor& level_start_index,
-                                      const at::Tensor& sampling_loc,
-                                      const at::Tensor& attn_weight);
+// The inputs as every kernel reads them: checked by ms_deform_attn_check, floating tensors
+// contiguous.
+struct MSDeformAttnInputs {
+  msda::Dims dims;
+  at::Tensor value, sampling_loc, attn_weight;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
-    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output);
+  // (N, Lq, M, D): the output's shape, and grad_output's.
+  std::vector<int64_t> output_sizes() const { return {dims.N, dims.Lq, dims.M, dims.D}; }
+};
 
-#ifdef WITH_CUDA
-at::Tensor ms_deform_attn_forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
+MSDeformAttnInputs ms_deform_attn_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                         const at::Tensor& level_start_index,
+                                         const at::Tensor& sampling_loc,
+                                         const at::Tensor& attn_weight);
+
+// grad_output checked against the output's shape, contiguous, in the value's dtype.
+at::Tensor ms_deform_attn_grad_output(const MSDeformAttnInputs& in, const at::Tensor& grad_output);
+
+// The signatures of the two ops (registered in vision.cpp); every backend declares its kernels by them.
+using MSDeformAttnForward = at::Tensor(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                        const at::Tensor& level_start_index,
                                        const at::Tensor& sampling_loc,
                                        const at::Tensor& attn_weight);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
+using MSDeformAttnBackward = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output);
+
+MSDeformAttnForward ms_deform_attn_forward_cpu;
+MSDeformAttnBackward ms_deform_attn_backward_cpu;
+
+#ifdef WITH_CUDA
+MSDeformAttnForward ms_deform_attn_forward_cuda;
+MSDeformAttnBackward ms_deform_attn_backward_cuda;
 #endif
 
 }  // namespace d2pose

@@ -36,15 +36,14 @@ namespace {
 
 using msda::Corners;
 
-struct Geometry {
-  int64_t N, S, Mv, D, Lq, M, L, P;
+// The sizes, and the (H, W) and first token of every level.
+struct Geometry : msda::Dims {
   std::vector<int64_t> height, width, start;
 };
 
-Geometry make_geometry(const MSDeformAttnSizes& s, const at::Tensor& spatial_shapes,
+Geometry make_geometry(const msda::Dims& dims, const at::Tensor& spatial_shapes,
                        const at::Tensor& level_start_index) {
-  Geometry g{s.batch, s.num_value, s.value_heads, s.channels, s.num_query, s.num_heads,
-             s.num_levels, s.num_points, {}, {}, {}};
+  Geometry g{dims, {}, {}, {}};
   auto shapes = spatial_shapes.to(at::kCPU).contiguous();
   auto starts = level_start_index.to(at::kCPU).contiguous();
   const int64_t* sp = shapes.data_ptr<int64_t>();
@@ -159,45 +158,47 @@ inline void prefetch_corners(const Corners<T>& c, const T* level, int64_t spatia
 
 constexpr int kMaxSamples = 64;  // samples per row held for the prefetch pass (L * P)
 
+// Calls body(row) for every sample row (n, q, m), in parallel tasks of about 2048 multiply-adds.
+template <typename Body>
+void parallel_rows(const Geometry& g, const Body& body) {
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, g.L * g.P * g.D));
+  at::parallel_for(0, g.N * g.Lq * g.M, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) body(row);
+  });
+}
+
 template <typename T>
 void forward_kernel(const Geometry& g, const T* value, const T* loc, const T* attn, T* out) {
-  const int64_t rows = g.N * g.Lq * g.M;  // one row per (n, q, m)
-  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, g.L * g.P * g.D));
   const int64_t spatial_stride = g.Mv * g.D;
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / (g.Lq * g.M);
-      const int64_t m = row % g.M;
-      const int64_t mv = g.Mv == 1 ? 0 : m;
-      T* o = out + row * g.D;
-      std::fill(o, o + g.D, T(0));
-      const T* value_nm = value + (n * g.S * g.Mv + mv) * g.D;
-      const int64_t samples = g.L * g.P;
-      for (int64_t s0 = 0; s0 < samples; s0 += kMaxSamples) {
-        const int64_t s1 = std::min(samples, s0 + kMaxSamples);
-        Corners<T> corners[kMaxSamples];
-        const T* levels[kMaxSamples];
-        for (int64_t j = s0; j < s1; ++j) {  // pass 1: corners and prefetches
-          const int64_t l = j / g.P;
-          const int64_t k = row * samples + j;
-          levels[j - s0] = value_nm + g.start[l] * spatial_stride;
-          corners[j - s0] = msda::compute_corners<T>(loc[2 * k], loc[2 * k + 1],
-                                                     static_cast<int>(g.height[l]),
-                                                     static_cast<int>(g.width[l]));
-          if (corners[j - s0].active) prefetch_corners(corners[j - s0], levels[j - s0], spatial_stride, g.D);
-        }
-        for (int64_t j = s0; j < s1; ++j) {  // pass 2: weighted sums
-          const Corners<T>& c = corners[j - s0];
-          if (!c.active) continue;
-          T coef[4];
-          msda::corner_coefficients(c, attn[row * samples + j], coef);
-          for (int i = 0; i < 4; ++i) {
-            if (c.offset[i] < 0) continue;
-            const T* src = levels[j - s0] + c.offset[i] * spatial_stride;
-            const T w = coef[i];
-            D2POSE_SIMD
-            for (int64_t d = 0; d < g.D; ++d) o[d] += w * src[d];
-          }
+  parallel_rows(g, [&](int64_t row) {
+    T* o = out + row * g.D;
+    std::fill(o, o + g.D, T(0));
+    const T* value_nm = value + g.row_offset(row);
+    const int64_t samples = g.L * g.P;
+    for (int64_t s0 = 0; s0 < samples; s0 += kMaxSamples) {
+      const int64_t s1 = std::min(samples, s0 + kMaxSamples);
+      Corners<T> corners[kMaxSamples];
+      const T* levels[kMaxSamples];
+      for (int64_t j = s0; j < s1; ++j) {  // pass 1: corners and prefetches
+        const int64_t l = j / g.P;
+        const int64_t k = row * samples + j;
+        levels[j - s0] = value_nm + g.start[l] * spatial_stride;
+        corners[j - s0] = msda::compute_corners<T>(loc[2 * k], loc[2 * k + 1],
+                                                   static_cast<int>(g.height[l]),
+                                                   static_cast<int>(g.width[l]));
+        if (corners[j - s0].active) prefetch_corners(corners[j - s0], levels[j - s0], spatial_stride, g.D);
+      }
+      for (int64_t j = s0; j < s1; ++j) {  // pass 2: weighted sums
+        const Corners<T>& c = corners[j - s0];
+        if (!c.active) continue;
+        T coef[4];
+        msda::corner_coefficients(c, attn[row * samples + j], coef);
+        for (int i = 0; i < 4; ++i) {
+          if (c.offset[i] < 0) continue;
+          const T* src = levels[j - s0] + c.offset[i] * spatial_stride;
+          const T w = coef[i];
+          D2POSE_SIMD
+          for (int64_t d = 0; d < g.D; ++d) o[d] += w * src[d];
         }
       }
     }
@@ -209,37 +210,30 @@ void forward_kernel(const Geometry& g, const T* value, const T* loc, const T* at
 template <typename T>
 void backward_sample_kernel(const Geometry& g, const T* value, const T* loc, const T* attn,
                             const T* grad_out, T* grad_loc, T* grad_attn) {
-  const int64_t rows = g.N * g.Lq * g.M;
-  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, g.L * g.P * g.D));
   const int64_t spatial_stride = g.Mv * g.D;
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / (g.Lq * g.M);
-      const int64_t m = row % g.M;
-      const int64_t mv = g.Mv == 1 ? 0 : m;
-      const T* go = grad_out + row * g.D;
-      const T* value_nm = value + (n * g.S * g.Mv + mv) * g.D;
-      for (int64_t l = 0; l < g.L; ++l) {
-        const T* level = value_nm + g.start[l] * spatial_stride;
-        const int H = static_cast<int>(g.height[l]);
-        const int W = static_cast<int>(g.width[l]);
-        for (int64_t p = 0; p < g.P; ++p) {
-          const int64_t k = (row * g.L + l) * g.P + p;
-          const Corners<T> c = msda::compute_corners<T>(loc[2 * k], loc[2 * k + 1], H, W);
-          T s[4] = {0, 0, 0, 0};
-          if (c.active) {
-            for (int i = 0; i < 4; ++i) {
-              if (c.offset[i] < 0) continue;
-              const T* src = level + c.offset[i] * spatial_stride;
-              T acc = 0;
-              D2POSE_SIMD_REDUCE(acc)
-              for (int64_t d = 0; d < g.D; ++d) acc += go[d] * src[d];
-              s[i] = acc;
-            }
+  parallel_rows(g, [&](int64_t row) {
+    const T* go = grad_out + row * g.D;
+    const T* value_nm = value + g.row_offset(row);
+    for (int64_t l = 0; l < g.L; ++l) {
+      const T* level = value_nm + g.start[l] * spatial_stride;
+      const int H = static_cast<int>(g.height[l]);
+      const int W = static_cast<int>(g.width[l]);
+      for (int64_t p = 0; p < g.P; ++p) {
+        const int64_t k = (row * g.L + l) * g.P + p;
+        const Corners<T> c = msda::compute_corners<T>(loc[2 * k], loc[2 * k + 1], H, W);
+        T s[4] = {0, 0, 0, 0};
+        if (c.active) {
+          for (int i = 0; i < 4; ++i) {
+            if (c.offset[i] < 0) continue;
+            const T* src = level + c.offset[i] * spatial_stride;
+            T acc = 0;
+            D2POSE_SIMD_REDUCE(acc)
+            for (int64_t d = 0; d < g.D; ++d) acc += go[d] * src[d];
+            s[i] = acc;
           }
-          msda::sample_gradients(c, s, attn[k], H, W, &grad_attn[k], &grad_loc[2 * k],
-                                 &grad_loc[2 * k + 1]);
         }
+        msda::sample_gradients(c, s, attn[k], H, W, &grad_attn[k], &grad_loc[2 * k],
+                               &grad_loc[2 * k + 1]);
       }
     }
   });
@@ -263,7 +257,7 @@ void backward_value_kernel(const Geometry& g, const T* loc, const T* attn, const
       const int64_t n = task / (blocks * g.Mv);
       const int64_t d0 = b * block;
       const int64_t d1 = std::min(g.D, d0 + block);
-      T* gv_n = grad_value + (n * g.S * g.Mv + mv) * g.D;
+      T* gv_n = grad_value + g.head_offset(n, mv);
       for (int64_t q = 0; q < g.Lq; ++q) {
         for (int64_t h = 0; h < heads_per_task; ++h) {
           const int64_t m = g.Mv == 1 ? h : mv;
@@ -308,7 +302,7 @@ void backward_fused_kernel(const Geometry& g, const T* value, const T* loc, cons
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / g.Mv;
       const int64_t mv = task % g.Mv;
-      const int64_t head = (n * g.S * g.Mv + mv) * g.D;
+      const int64_t head = g.head_offset(n, mv);
       for (int64_t q = 0; q < g.Lq; ++q) {
         for (int64_t h = 0; h < heads_per_task; ++h) {
           const int64_t row = (n * g.Lq + q) * g.M + (g.Mv == 1 ? h : mv);
@@ -367,17 +361,14 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor&
                                       const at::Tensor& level_start_index,
                                       const at::Tensor& sampling_loc,
                                       const at::Tensor& attn_weight) {
-  const auto sizes =
-      ms_deform_attn_check(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  const Geometry g = make_geometry(sizes, spatial_shapes, level_start_index);
-  auto v = value.contiguous();
-  auto loc = sampling_loc.contiguous();
-  auto attn = attn_weight.contiguous();
-  auto out = at::empty({g.N, g.Lq, g.M, g.D}, value.options());
+  const auto in =
+      ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  const Geometry g = make_geometry(in.dims, spatial_shapes, level_start_index);
+  auto out = at::empty(in.output_sizes(), value.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
-    forward_kernel<scalar_t>(g, v.data_ptr<scalar_t>(), loc.data_ptr<scalar_t>(),
-                             attn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+    forward_kernel<scalar_t>(g, in.value.data_ptr<scalar_t>(), in.sampling_loc.data_ptr<scalar_t>(),
+                             in.attn_weight.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
   });
   return out;
 }
@@ -385,35 +376,30 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor&
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output) {
-  const auto sizes =
-      ms_deform_attn_check(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  const Geometry g = make_geometry(sizes, spatial_shapes, level_start_index);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({g.N, g.Lq, g.M, g.D}),
-              "ms_deform_attn: grad_output must be (N, Lq, M, D), got ", grad_output.sizes());
-  auto v = value.contiguous();
-  auto loc = sampling_loc.contiguous();
-  auto attn = attn_weight.contiguous();
-  auto go = grad_output.contiguous().to(value.scalar_type());
-  auto grad_value = gradient_buffer_like(v);
-  auto grad_loc = at::zeros_like(loc);
-  auto grad_attn = at::zeros_like(attn);
+  const auto in =
+      ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  const Geometry g = make_geometry(in.dims, spatial_shapes, level_start_index);
+  auto go = ms_deform_attn_grad_output(in, grad_output);
+  auto grad_value = gradient_buffer_like(in.value);
+  auto grad_loc = at::zeros_like(in.sampling_loc);
+  auto grad_attn = at::zeros_like(in.attn_weight);
   if (go.numel() == 0 || grad_attn.numel() == 0) return {grad_value, grad_loc, grad_attn};
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
+    const scalar_t* v = in.value.data_ptr<scalar_t>();
+    const scalar_t* loc = in.sampling_loc.data_ptr<scalar_t>();
+    const scalar_t* attn = in.attn_weight.data_ptr<scalar_t>();
     // enough (n, value head) tasks for every thread: one fused pass; otherwise (e.g. a single
     // image with a shared value) two passes that split the work by sample rows and channel blocks
     if (g.N * g.Mv >= at::get_num_threads()) {
-      backward_fused_kernel<scalar_t>(g, v.data_ptr<scalar_t>(), loc.data_ptr<scalar_t>(),
-                                      attn.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(),
+      backward_fused_kernel<scalar_t>(g, v, loc, attn, go.data_ptr<scalar_t>(),
                                       grad_value.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(),
                                       grad_attn.data_ptr<scalar_t>());
       return;
     }
-    backward_sample_kernel<scalar_t>(g, v.data_ptr<scalar_t>(), loc.data_ptr<scalar_t>(),
-                                     attn.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(),
-                                     grad_loc.data_ptr<scalar_t>(),
-                                     grad_attn.data_ptr<scalar_t>());
-    backward_value_kernel<scalar_t>(g, loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(),
-                                    go.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>());
+    backward_sample_kernel<scalar_t>(g, v, loc, attn, go.data_ptr<scalar_t>(),
+                                     grad_loc.data_ptr<scalar_t>(), grad_attn.data_ptr<scalar_t>());
+    backward_value_kernel<scalar_t>(g, loc, attn, go.data_ptr<scalar_t>(),
+                                    grad_value.data_ptr<scalar_t>());
   });
   return {grad_value, grad_loc, grad_attn};
 }

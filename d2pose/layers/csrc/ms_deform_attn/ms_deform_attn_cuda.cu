@@ -16,6 +16,7 @@ namespace d2pose {
 namespace {
 
 using msda::Corners;
+using msda::Dims;
 
 constexpr int kThreads = 256;
 
@@ -26,10 +27,6 @@ inline int blocks_for(int64_t n) {
 #define D2POSE_CUDA_LOOP(i, n) \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); \
        i += (int64_t)blockDim.x * gridDim.x)
-
-struct Dims {
-  int64_t N, S, Mv, D, Lq, M, L, P;
-};
 
 // One thread per output element (n, q, m, d).
 template <typename scalar_t, typename acc_t>
@@ -43,10 +40,7 @@ __global__ void forward_kernel(Dims g, const scalar_t* __restrict__ value,
   D2POSE_CUDA_LOOP(index, total) {
     const int64_t d = index % g.D;
     const int64_t row = index / g.D;  // (n, q, m)
-    const int64_t m = row % g.M;
-    const int64_t n = row / (g.Lq * g.M);
-    const int64_t mv = g.Mv == 1 ? 0 : m;
-    const scalar_t* value_nm = value + (n * g.S * g.Mv + mv) * g.D + d;
+    const scalar_t* value_nm = value + g.row_offset(row) + d;
     acc_t acc = 0;
     for (int64_t l = 0; l < g.L; ++l) {
       const int H = static_cast<int>(shapes[2 * l]);
@@ -79,12 +73,9 @@ __global__ void backward_value_kernel(Dims g, const int64_t* __restrict__ shapes
   const int64_t spatial_stride = g.Mv * g.D;
   D2POSE_CUDA_LOOP(index, total) {
     const int64_t d = index % g.D;
-    const int64_t row = index / g.D;
-    const int64_t m = row % g.M;
-    const int64_t n = row / (g.Lq * g.M);
-    const int64_t mv = g.Mv == 1 ? 0 : m;
+    const int64_t row = index / g.D;  // (n, q, m)
     const acc_t go = static_cast<acc_t>(grad_out[index]);
-    acc_t* gv_nm = grad_value + (n * g.S * g.Mv + mv) * g.D + d;
+    acc_t* gv_nm = grad_value + g.row_offset(row) + d;
     for (int64_t l = 0; l < g.L; ++l) {
       const int H = static_cast<int>(shapes[2 * l]);
       const int W = static_cast<int>(shapes[2 * l + 1]);
@@ -119,17 +110,14 @@ __global__ void backward_sample_kernel(Dims g, const scalar_t* __restrict__ valu
   const int64_t spatial_stride = g.Mv * g.D;
   D2POSE_CUDA_LOOP(k, total) {
     const int64_t l = (k / g.P) % g.L;
-    const int64_t row = k / (g.L * g.P);
-    const int64_t m = row % g.M;
-    const int64_t n = row / (g.Lq * g.M);
-    const int64_t mv = g.Mv == 1 ? 0 : m;
+    const int64_t row = k / (g.L * g.P);  // (n, q, m)
     const int H = static_cast<int>(shapes[2 * l]);
     const int W = static_cast<int>(shapes[2 * l + 1]);
     const Corners<acc_t> c = msda::compute_corners<acc_t>(
         static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W);
     acc_t s[4] = {0, 0, 0, 0};
     if (c.active) {
-      const scalar_t* level = value + (n * g.S * g.Mv + mv) * g.D + starts[l] * spatial_stride;
+      const scalar_t* level = value + g.row_offset(row) + starts[l] * spatial_stride;
       const scalar_t* go = grad_out + row * g.D;
       for (int64_t d = 0; d < g.D; ++d) {
         acc_t v[4];
@@ -146,34 +134,26 @@ __global__ void backward_sample_kernel(Dims g, const scalar_t* __restrict__ valu
   }
 }
 
-Dims make_dims(const MSDeformAttnSizes& s) {
-  return Dims{s.batch,     s.num_value, s.value_heads, s.channels,
-              s.num_query, s.num_heads, s.num_levels,  s.num_points};
-}
-
 }  // namespace
 
 at::Tensor ms_deform_attn_forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                        const at::Tensor& level_start_index,
                                        const at::Tensor& sampling_loc,
                                        const at::Tensor& attn_weight) {
-  const auto sizes =
-      ms_deform_attn_check(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
   at::cuda::CUDAGuard guard(value.device());
-  const Dims g = make_dims(sizes);
-  auto v = value.contiguous();
-  auto loc = sampling_loc.contiguous();
-  auto attn = attn_weight.contiguous();
+  const auto in =
+      ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
   auto shapes = spatial_shapes.to(value.device()).contiguous();
   auto starts = level_start_index.to(value.device()).contiguous();
-  auto out = at::empty({g.N, g.Lq, g.M, g.D}, value.options());
+  auto out = at::empty(in.output_sizes(), value.options());
   if (out.numel() == 0) return out;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(value.scalar_type(), "ms_deform_attn_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     forward_kernel<scalar_t, acc_t><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
-        g, v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-        loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+        in.dims, in.value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
+        in.sampling_loc.data_ptr<scalar_t>(), in.attn_weight.data_ptr<scalar_t>(),
+        out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -182,36 +162,32 @@ at::Tensor ms_deform_attn_forward_cuda(const at::Tensor& value, const at::Tensor
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output) {
-  const auto sizes =
-      ms_deform_attn_check(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
   at::cuda::CUDAGuard guard(value.device());
-  const Dims g = make_dims(sizes);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({g.N, g.Lq, g.M, g.D}),
-              "ms_deform_attn: grad_output must be (N, Lq, M, D), got ", grad_output.sizes());
-  auto v = value.contiguous();
-  auto loc = sampling_loc.contiguous();
-  auto attn = attn_weight.contiguous();
-  auto go = grad_output.contiguous().to(value.scalar_type());
+  const auto in =
+      ms_deform_attn_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  auto go = ms_deform_attn_grad_output(in, grad_output);
   auto shapes = spatial_shapes.to(value.device()).contiguous();
   auto starts = level_start_index.to(value.device()).contiguous();
-  auto grad_loc = at::zeros_like(loc);
-  auto grad_attn = at::zeros_like(attn);
+  auto grad_loc = at::zeros_like(in.sampling_loc);
+  auto grad_attn = at::zeros_like(in.attn_weight);
   at::Tensor grad_value;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor& v = in.value;
     // half values accumulate their gradient in float and are cast back at the end
     auto grad_value_acc = at::zeros(v.sizes(), v.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     if (go.numel() > 0 && grad_attn.numel() > 0) {
       backward_value_kernel<scalar_t, acc_t><<<blocks_for(go.numel()), kThreads, 0, stream>>>(
-          g, shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<scalar_t>(),
-          attn.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(), grad_value_acc.data_ptr<acc_t>());
+          in.dims, shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
+          in.sampling_loc.data_ptr<scalar_t>(), in.attn_weight.data_ptr<scalar_t>(),
+          go.data_ptr<scalar_t>(), grad_value_acc.data_ptr<acc_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       backward_sample_kernel<scalar_t, acc_t>
           <<<blocks_for(grad_attn.numel()), kThreads, 0, stream>>>(
-              g, v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-              loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(),
-              grad_loc.data_ptr<scalar_t>(), grad_attn.data_ptr<scalar_t>());
+              in.dims, v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
+              in.sampling_loc.data_ptr<scalar_t>(), in.attn_weight.data_ptr<scalar_t>(),
+              go.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(), grad_attn.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     grad_value = grad_value_acc.to(v.scalar_type());

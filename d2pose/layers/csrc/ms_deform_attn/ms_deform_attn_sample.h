@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define D2POSE_HOST_DEVICE __host__ __device__ __forceinline__
@@ -17,6 +18,21 @@
 
 namespace d2pose {
 namespace msda {
+
+// Sizes of one call, as the kernels name them (see ms_deform_attn.h): N batch, S value tokens, Mv
+// value heads, D channels per value head, Lq queries, M heads, L levels, P points.
+struct Dims {
+  int64_t N, S, Mv, D, Lq, M, L, P;
+
+  // Offset of value[n, 0, mv, 0] in a contiguous (N, S, Mv, D) value.
+  D2POSE_HOST_DEVICE int64_t head_offset(int64_t n, int64_t mv) const { return (n * S * Mv + mv) * D; }
+
+  // The same for sample row `row` = (n, q, m): value head mv = m, or 0 when the value is shared by
+  // every head (Mv = 1).
+  D2POSE_HOST_DEVICE int64_t row_offset(int64_t row) const {
+    return head_offset(row / (Lq * M), Mv == 1 ? 0 : row % M);
+  }
+};
 
 // The four bilinear corners of one sample in one level.
 // Corner order: (h0, w0), (h0, w1), (h1, w0), (h1, w1). `offset[i]` is the flattened spatial index

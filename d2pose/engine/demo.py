@@ -1,0 +1,270 @@
+"""The inference demo: pose estimation on one's own images, videos or a webcam through Detectron2's
+`DefaultPredictor`, Detectron2's demo style (the command line is tools/demo.py).
+
+    python tools/demo.py --config-file CFG --input IMAGES_OR_GLOBS ... --output DIR [--json FILE]
+                         [--opts KEY VALUE ...]
+    python tools/demo.py --config-file CFG --video-input FILE --output DIR [--json FILE] [--smooth]
+    python tools/demo.py --config-file CFG --webcam --output DIR   (Ctrl-C stops)
+
+Any d2pose config works through Detectron2's `DefaultPredictor`: a top-down one (RLE, Poseur,
+TransPose) finds the people with its person detector (`MODEL.TOPDOWN.DETECTOR.CONFIG_FILE` /
+`WEIGHTS`; without one each image is one person), a Keypoint R-CNN one with its own boxes. E.g.
+
+    python tools/demo.py --config-file projects/RLE/configs/synthetic_rle_topdown.yaml --input photos/*.jpg \\
+        --output out/ --json out/poses.json --opts MODEL.WEIGHTS output/synthetic_rle_topdown/model_final.pth \\
+        MODEL.TOPDOWN.DETECTOR.CONFIG_FILE configs/Detectors/synthetic_person_faster_rcnn.yaml \\
+        MODEL.TOPDOWN.DETECTOR.WEIGHTS output/synthetic_person_faster_rcnn/model_final.pth
+
+Images are read with Detectron2's `read_image` (EXIF orientation applied; grayscale, palette and
+alpha images converted), any size. Each output image shows every person scoring at least
+--confidence-threshold: box, skeleton with the dataset's connection rules (Detectron2's
+`Visualizer`), keypoints scoring below --keypoint-threshold left out, and the person's score (and
+track id for video). `--json` writes a COCO-format result list of every prediction (keypoints as
+COCO pixel indices, bbox XYWH, score; "file_name" for images; "frame" and "track_id" for video).
+
+Video: people keep an id across frames (d2pose.utils.tracking.PoseTracker: OKS between each person
+and each live track's last pose, optimal assignment, box IoU where no keypoint is confident; a
+track survives --max-age unmatched frames); `--smooth` filters each track's keypoints over time
+with a One-Euro filter (--smooth-min-cutoff Hz, --smooth-beta: less lag on fast motion). The output
+is DIR/<video name>.mp4.
+
+An input that cannot be read is reported with its name and the reason, and the rest go on; the exit
+status is 1 when any input failed. Existing outputs are not overwritten without --overwrite.
+"""
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.structures import Instances
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+from ..config import get_d2pose_cfg
+from ..data import read_image
+from ..evaluation.coco_results import instances_to_coco_results
+from ..utils.tracking import PoseTracker
+from ..utils.visualizer import PoseDrawer
+from .predictor import PosePredictor
+
+__all__ = ["IMAGE_EXTENSIONS", "parse_args", "setup_cfg", "expand_inputs", "run_images", "run_video",
+           "predictor_num_keypoints", "main"]
+
+logger = logging.getLogger("d2pose.demo")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+#: (results, failures as (input, reason), written files) of a run
+RunOutput = Tuple[List[Dict], List[Tuple[str, str]], List[str]]
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The demo's command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", help="image files, folders or glob patterns")
+    src.add_argument("--video-input", help="a video file")
+    src.add_argument("--webcam", action="store_true", help="camera 0 (Ctrl-C stops)")
+    p.add_argument("--output", required=True, help="folder for the drawn images / video")
+    p.add_argument("--json", default="", help="also write every prediction to this COCO-format json")
+    p.add_argument("--confidence-threshold", type=float, default=0.3, help="people drawn: score at least this")
+    p.add_argument("--keypoint-threshold", type=float, default=0.05, help="keypoints drawn: score above this")
+    p.add_argument("--no-track", action="store_true", help="video: no person ids")
+    p.add_argument("--max-age", type=int, default=30, help="video: frames a lost track is kept")
+    p.add_argument("--match-thresh", type=float, default=0.3, help="video: least OKS / IoU to continue a track")
+    p.add_argument("--smooth", action="store_true", help="video: One-Euro filter on each track's keypoints")
+    p.add_argument("--smooth-min-cutoff", type=float, default=1.0)
+    p.add_argument("--smooth-beta", type=float, default=0.05)
+    p.add_argument("--max-frames", type=int, default=0, help="video / webcam: stop after this many frames (0 = all)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
+    return p.parse_args(argv)
+
+
+def setup_cfg(args: argparse.Namespace) -> CfgNode:
+    """The frozen d2pose config of --config-file with the --opts overrides."""
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(list(args.opts))
+    cfg.freeze()
+    return cfg
+
+
+def expand_inputs(patterns: Sequence[str]) -> List[str]:
+    """Files named by each pattern (a file, a folder's images, or a glob), in order; a pattern that
+    matches nothing is kept as is so that it is reported as unreadable."""
+    files = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found = sorted(f for f in glob.glob(os.path.join(pattern, "*")) if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif any(ch in pattern for ch in "*?["):
+            found = sorted(glob.glob(pattern))
+        else:
+            found = [pattern]
+        files.extend(found or [pattern])
+    return files
+
+
+def _output_path(args: argparse.Namespace, name: str) -> str:
+    path = os.path.join(args.output, name)
+    if os.path.exists(path) and not args.overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    return path
+
+
+def run_images(args: argparse.Namespace, predictor: DefaultPredictor, drawer: PoseDrawer) -> RunOutput:
+    """Predicts and draws each image of --input; returns (results, failures, written files)."""
+    files = expand_inputs(args.input)
+    results, failures, written, names = [], [], [], set()
+    for index, path in enumerate(tqdm(files, desc="images", unit="image", file=sys.stdout)):
+        try:
+            image = read_image(path, format="BGR")
+        except (OSError, ValueError) as e:
+            logger.error("skipped %s: %s", path, e)
+            failures.append((path, str(e)))
+            continue
+        start = time.perf_counter()
+        instances = predictor(image)["instances"].to("cpu")
+        logger.info("%s: %d people in %.2f s", path, len(instances), time.perf_counter() - start)
+        base = os.path.splitext(os.path.basename(path))[0]
+        name = base + ".jpg" if base not in names else f"{base}_{index}.jpg"
+        names.add(base)
+        out = _output_path(args, name)
+        cv2.imwrite(out, drawer(image, instances))
+        written.append(out)
+        results += instances_to_coco_results(instances, index, file_name=path)
+    return results, failures, written
+
+
+def predictor_num_keypoints(predictor: DefaultPredictor) -> int:
+    """K of the predictor's model (17 where the model does not say)."""
+    head = getattr(predictor.model, "head", None)  # top-down heads; bottom-up models hold it themselves
+    return int(getattr(head, "num_keypoints", getattr(predictor.model, "num_keypoints", 17)))
+
+
+def _make_tracker(args: argparse.Namespace, predictor: DefaultPredictor, metadata, fps: float) -> Optional[PoseTracker]:
+    if args.no_track:
+        return None
+    smoothing = dict(min_cutoff=args.smooth_min_cutoff, beta=args.smooth_beta, d_cutoff=1.0) if args.smooth else None
+    sigmas = metadata.get("keypoint_oks_sigmas")
+    return PoseTracker(sigmas if sigmas is not None else [0.07] * predictor_num_keypoints(predictor),
+                       match_thresh=args.match_thresh, max_age=args.max_age, smoothing=smoothing, fps=fps)
+
+
+def _open_video(args: argparse.Namespace) -> Tuple[Optional[cv2.VideoCapture], float, int, str]:
+    """(capture, fps, expected frames or 0, "") of --video-input / the webcam, or (None, 0, 0, why not)."""
+    source = 0 if args.webcam else args.video_input
+    if not args.webcam and not os.path.isfile(source):
+        return None, 0.0, 0, "no such file"
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        return None, 0.0, 0, "cannot be opened as a video"
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    if not np.isfinite(fps) or fps <= 0:
+        fps = 30.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not args.webcam else 0
+    if args.max_frames:
+        total = min(total, args.max_frames) if total > 0 else args.max_frames
+    return cap, fps, total, ""
+
+
+def _track(tracker: Optional[PoseTracker], instances: Instances, t: float) -> Optional[np.ndarray]:
+    """Track ids (R,) of this frame's people, their keypoints replaced by the (smoothed) tracked ones."""
+    if tracker is None or not instances.has("pred_keypoints"):
+        return None
+    ids, kps = tracker.update(instances.pred_keypoints.numpy(), instances.pred_boxes.tensor.numpy(),
+                              instances.scores.numpy(), t=t)
+    instances.pred_keypoints = torch.as_tensor(kps, dtype=torch.float32)
+    return ids
+
+
+def run_video(args: argparse.Namespace, predictor: DefaultPredictor, drawer: PoseDrawer, metadata) -> RunOutput:
+    """Predicts, tracks and draws each frame of --video-input or the webcam into
+    --output/<video name>.mp4; returns (results, failures, written files)."""
+    source = 0 if args.webcam else args.video_input
+    cap, fps, total, why = _open_video(args)
+    if cap is None:
+        logger.error("skipped %s: %s", source, why)
+        return [], [(str(source), why)], []
+    base = "webcam" if args.webcam else os.path.splitext(os.path.basename(source))[0]
+    out_path = _output_path(args, base + ".mp4")
+    tracker = _make_tracker(args, predictor, metadata, fps)
+    writer, results, failures, frame, seen = None, [], [], 0, set()
+    bar = tqdm(total=total or None, desc="frames", unit="frame", file=sys.stdout)
+    try:
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            instances = predictor(image)["instances"].to("cpu")
+            ids = _track(tracker, instances, frame / fps)
+            if ids is not None:
+                seen.update(int(i) for i in ids)
+            drawn = drawer(image, instances, ids)
+            if writer is None:
+                h, w = drawn.shape[:2]
+                writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                if not writer.isOpened():
+                    raise RuntimeError(f"{out_path}: OpenCV cannot write an mp4v video here")
+            writer.write(drawn)
+            extra = {"frame": frame}
+            if ids is not None:
+                extra["track_id"] = [int(i) for i in ids]
+            results += instances_to_coco_results(instances, frame, **extra)
+            frame += 1
+            bar.update(1)
+            if args.max_frames and frame >= args.max_frames:
+                break
+    except KeyboardInterrupt:
+        logger.info("stopped after %d frames", frame)
+    finally:
+        bar.close()
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if frame == 0:
+        failures.append((str(source), "no frame could be read"))
+        logger.error("skipped %s: no frame could be read", source)
+        return results, failures, []
+    logger.info("%d frames, %d tracks -> %s", frame, len(seen), out_path)
+    return results, failures, [out_path]
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    """Runs the demo; returns {"results": COCO results, "failures": [(input, reason)], "written": files}."""
+    args = parse_args(argv)
+    setup_logger(name="d2pose")
+    cfg = setup_cfg(args)
+    os.makedirs(args.output, exist_ok=True)
+    if args.json and os.path.exists(args.json) and not args.overwrite:
+        raise SystemExit(f"{args.json} exists; pass --overwrite to replace it")
+    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
+    predictor = PosePredictor(cfg)
+    drawer = PoseDrawer(metadata, args.confidence_threshold, args.keypoint_threshold)
+    try:
+        if args.input:
+            results, failures, written = run_images(args, predictor, drawer)
+        else:
+            results, failures, written = run_video(args, predictor, drawer, metadata)
+    except FileExistsError as e:
+        raise SystemExit(str(e))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f)
+        logger.info("%d predictions -> %s", len(results), args.json)
+    logger.info("%d outputs in %s", len(written), args.output)
+    for path, why in failures:
+        logger.error("failed: %s (%s)", path, why)
+    return dict(results=results, failures=failures, written=written)
