@@ -14,7 +14,7 @@ test: setup  ## the whole suite, slow tests included
 test-fast: setup  ## everything but the slow tests
 	$(PY) -m pytest $(PYTEST) -m "not slow" tests
 
-demo: setup  ## the main job: train + evaluate the synthetic Poseur model on the CPU, draw predictions, then run it on whole images with a synthetic person detector
+demo: setup  ## the main job: the shipped pose model + person detector on whole val images (AP, drawings), then a short Poseur training run on the CPU (loss and AP plot), in under 10 minutes
 	$(PY) tools/train_demo.py --output-dir output/demo-$$(date +%Y%m%d-%H%M%S)
 
 BENCHMARK_CONFIGS = $(shell grep -L 'Moved to projects/' configs/*/*.yaml projects/*/configs/*.yaml | grep -v -e /Base- -e /Detectors/)

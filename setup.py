@@ -145,7 +145,7 @@ setup(
     description="Human pose estimation methods (RLE, Poseur, TransPose, LOGO-CAP) for Detectron2",
     packages=_packages(),
     package_dir={name: path for name, path in PROJECTS.items()},
-    package_data={"d2pose.model_zoo": _model_zoo_configs()},
+    package_data={"d2pose.model_zoo": _model_zoo_configs() + ["trained/*.json", "trained/*.pth"]},
     python_requires=">=3.9",
     ext_modules=get_extensions(),
     cmdclass={"build_ext": cpp_extension.BuildExtension},

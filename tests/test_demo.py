@@ -176,3 +176,138 @@ def test_bottomup_logocap_config_through_demo(tmp_path, shared_data):
     h, w = cv2.imread(image).shape[:2]
     xy = np.array([p["keypoints"] for p in by_file[os.path.basename(image)]]).reshape(-1, 17, 3)[..., :2]
     assert (xy[..., 0] > -w).all() and (xy[..., 0] < 2 * w).all() and (xy[..., 1] < 2 * h).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# the demo's loops with stand-in predictors and sources (no model built)
+# --------------------------------------------------------------------------------------------------
+def _person(image, score=0.9):
+    """One Instances person in the middle of `image`."""
+    from detectron2.structures import Boxes, Instances
+
+    h, w = image.shape[:2]
+    kps = _figure(None, (w / 2, h / 2), 0.3)
+    inst = Instances((h, w))
+    inst.pred_keypoints = torch.as_tensor(np.concatenate([kps, np.ones((17, 1))], -1)[None], dtype=torch.float32)
+    inst.pred_boxes = Boxes(torch.tensor([[*kps.min(0), *kps.max(0)]], dtype=torch.float32))
+    inst.scores = torch.tensor([score])
+    return inst
+
+
+class _Predictor:
+    """A stand-in DefaultPredictor: one person per image; raises on images whose first pixel is `bad`."""
+
+    def __init__(self, bad=None):
+        self.bad = bad
+
+    def __call__(self, image):
+        if self.bad is not None and image[0, 0, 0] == self.bad:
+            raise RuntimeError("CUDA out of memory (a stand-in)")
+        return {"instances": _person(image)}
+
+
+def _write_images(root, names):
+    for i, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.full((40, 30, 3), 10 * i, np.uint8))
+
+
+def test_output_names_do_not_collide(tmp_path):
+    from d2pose.engine.demo import output_names
+
+    files = [str(tmp_path / n) for n in ("x.png", "y/x.png", "x_1.png", "y_x.jpg", "z.png")]
+    names = output_names(files)
+    assert names[0] == "x.jpg" and names[1] == "y_x.jpg" and names[4] == "z.jpg"
+    assert len(set(names)) == len(files)
+    assert output_names([str(tmp_path / "a.png"), str(tmp_path / "a.png")]) == ["a.jpg", "a_2.jpg"]
+
+
+def test_colliding_names_and_a_model_error(tmp_path, monkeypatch):
+    """x.png, y/x.png and x_1.png each get their own drawing; the model failing on one image names it,
+    the others are drawn and their predictions written to the json, and the run reports the failure."""
+    from d2pose.engine import demo
+
+    _write_images(tmp_path / "in", ["x.png", "y/x.png", "x_1.png", "bad.png"])  # bad.png's pixels are 30
+    monkeypatch.setattr(demo, "PosePredictor", lambda cfg: _Predictor(bad=30))
+    summary = demo_main(["--config-file", CONFIG, "--input", str(tmp_path / "in"), str(tmp_path / "in/y/x.png"),
+                         "--output", str(tmp_path / "out"), "--json", str(tmp_path / "p.json"),
+                         "--confidence-threshold", "0"])
+    assert [os.path.basename(p) for p, _ in summary["failures"]] == ["bad.png"]
+    assert "the model failed" in summary["failures"][0][1] and "out of memory" in summary["failures"][0][1]
+    assert len(summary["written"]) == 3 and len(set(summary["written"])) == 3
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(os.path.basename(p) for p in summary["written"])
+    preds = json.load(open(tmp_path / "p.json"))
+    assert sorted(os.path.relpath(p["file_name"], tmp_path / "in") for p in preds) == ["x.png", "x_1.png",
+                                                                                       os.path.join("y", "x.png")]
+
+
+class _Camera:
+    """A stand-in live capture of `frames` frames that announces `nominal_fps`."""
+
+    def __init__(self, frames, nominal_fps=30.0):
+        self.frames, self.nominal_fps, self.read_count = frames, nominal_fps, 0
+
+    def isOpened(self):
+        return True
+
+    def get(self, prop):
+        return self.nominal_fps if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self):
+        if self.read_count >= self.frames:
+            return False, None
+        self.read_count += 1
+        image = np.full((96, 128, 3), 60, np.uint8)
+        return True, image
+
+    def release(self):
+        pass
+
+
+def test_webcam_uses_wall_clock_time(tmp_path, monkeypatch):
+    """A camera announcing 30 fps that delivers 8 frames a second (the model is slow): the tracker's
+    One-Euro filter gets the measured times and the video plays at 8 fps."""
+    from d2pose.engine import demo
+    from d2pose.utils.tracking import PoseTracker
+
+    gaps = [0.125, 0.1, 0.15, 0.125, 0.125, 0.12, 0.13, 0.125, 0.125, 0.125, 0.125, 0.125]
+    times = list(100.0 + np.cumsum(gaps))
+    seen = []
+    real_update = PoseTracker.update
+
+    def update(self, *a, t=None, **kw):
+        seen.append(t)
+        return real_update(self, *a, t=t, **kw)
+
+    monkeypatch.setattr(PoseTracker, "update", update)
+    clock = iter(times)
+    args = demo.parse_args(["--config-file", CONFIG, "--webcam", "--output", str(tmp_path), "--smooth",
+                            "--max-frames", "12"])
+    results, failures, written = demo.run_video(
+        args, _Predictor(), lambda image, inst, ids=None: image, {"keypoint_oks_sigmas": [0.07] * 17},
+        open_capture=lambda source: _Camera(12), clock=lambda: next(clock))
+    assert not failures and len(results) == 12
+    np.testing.assert_allclose(seen, np.array(times) - times[0], atol=1e-9)  # not frame / 30
+    fps = cv2.VideoCapture(written[0]).get(cv2.CAP_PROP_FPS)
+    assert fps == pytest.approx(9 / (times[9] - times[0]), rel=1e-3)  # the first RATE_FRAMES frames' rate
+    assert demo.measured_fps([1.0], 25.0) == 25.0 and demo.measured_fps([1.0, 1.5, 2.0], 25.0) == 2.0
+
+
+def test_video_file_uses_nominal_rate(tmp_path, monkeypatch):
+    from d2pose.engine import demo
+    from d2pose.utils.tracking import PoseTracker
+
+    _video(tmp_path / "clip.mp4", [((100, 80), (2, 0), (0, 0, 255))], frames=5)  # 10 fps
+    seen = []
+    real_update = PoseTracker.update
+    monkeypatch.setattr(PoseTracker, "update", lambda self, *a, t=None, **kw: seen.append(t) or real_update(
+        self, *a, t=t, **kw))
+    args = demo.parse_args(["--config-file", CONFIG, "--video-input", str(tmp_path / "clip.mp4"), "--output",
+                            str(tmp_path / "out")])
+    os.makedirs(tmp_path / "out")
+    _, failures, written = demo.run_video(args, _Predictor(), lambda image, inst, ids=None: image,
+                                          {"keypoint_oks_sigmas": [0.07] * 17},
+                                          clock=lambda: pytest.fail("a file is not timed by the clock"))
+    assert not failures and seen == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert cv2.VideoCapture(written[0]).get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)

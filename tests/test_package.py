@@ -238,10 +238,10 @@ def test_installed_model_zoo_resolves_every_config(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__", "configs", "projects"))
     package_data = _setup_functions(str(source))["_model_zoo_configs"]()
     installed = tmp_path / "site" / "model_zoo"
-    for name in ["__init__.py"] + package_data:  # what build_py copies: files, links followed
+    for name in ["config_files.py"] + package_data:  # what build_py copies: files, links followed
         os.makedirs(os.path.dirname(installed / name), exist_ok=True)
         shutil.copyfile(source / "d2pose" / "model_zoo" / name, installed / name)
-    spec = importlib.util.spec_from_file_location("installed_model_zoo", str(installed / "__init__.py"))
+    spec = importlib.util.spec_from_file_location("installed_model_zoo", str(installed / "config_files.py"))
     zoo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(zoo)
     names = zoo.list_configs()

@@ -16,7 +16,7 @@ import argparse
 from typing import List, Optional
 
 import torch
-from detectron2.utils.logger import setup_logger
+from d2pose.utils.logger import setup_logger
 
 import d2pose  # noqa: F401  (registers every component)
 from d2pose.config import get_d2pose_cfg

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """The main job on built-in data (`make demo`; `d2pose.engine.train_demo`, --help for the details):
-train Poseur top-down on the synthetic benchmark on the CPU within a time budget, evaluate it, draw
-its predictions and its decoder's samples, then run it on whole images behind a synthetic person
-detector.
+first the trained models shipped with the package (TransPose-R behind the shipped person detector)
+on whole synthetic val images, their AP beside the recorded one and their drawings; then a short
+run of Poseur top-down trained on the CPU within the time left, its loss and AP over iterations
+plotted against the shipped model's AP, its predictions and its decoder's samples drawn; then where
+everything is.
 
     python tools/train_demo.py [--config-file projects/Poseur/configs/synthetic_poseur_topdown.yaml] [--iters 600]
-                               [--time-budget 5] [--output-dir output/demo] [--num-vis 8]
-                               [--detector-budget 2] [--num-images 6] [KEY VALUE ...]
+                               [--total-budget 9] [--time-budget 5] [--output-dir output/demo] [--num-vis 8]
+                               [--num-images 6] [--skip-shipped] [KEY VALUE ...]
 """
 from d2pose.engine.train_demo import main
 

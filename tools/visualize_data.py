@@ -13,7 +13,7 @@ unless --overwrite is given.
 import argparse
 from typing import List, Optional
 
-from detectron2.utils.logger import setup_logger
+from d2pose.utils.logger import setup_logger
 
 import d2pose  # noqa: F401  (registers the datasets)
 from d2pose.utils.visualizer import visualize_dataset

@@ -5,18 +5,25 @@ model's INPUT.FORMAT itself). Real inputs are not always that: grayscale (H, W) 
 arrays, RGBA / BGRA (H, W, 4) ones (PNGs with transparency), float images in [0, 1], 16-bit ones.
 `prepare_image` turns each into a BGR uint8 (H, W, 3) array and refuses what cannot be an image
 with a message saying what is expected; `read_image` reads a file with Detectron2's reader (EXIF
-orientation applied, any mode converted) and names the file when it cannot be read.
+orientation applied, any mode converted) and names the file when it cannot be read. 16-bit and
+32-bit grayscale files (PIL modes "I;16", "I", "F", e.g. depth or medical PNGs) are read at full depth
+and scaled by `prepare_image`, where Detectron2's reader would clip every value above 255.
 
     from d2pose.data import prepare_image, read_image
     predictor(prepare_image(gray))            # (H, W) -> (H, W, 3) BGR
     predictor(read_image("photo.png"))        # BGR (H, W, 3), EXIF-rotated
 """
 import os
+from typing import Optional
 
 import numpy as np
 from detectron2.data.detection_utils import read_image as d2_read_image
+from PIL import Image, ImageOps
 
 __all__ = ["prepare_image", "read_image"]
+
+#: PIL modes of more than 8 bits per pixel that Image.convert("RGB") clips to 255
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def prepare_image(image, alpha_background: int = 0, input_order: str = "BGR") -> np.ndarray:
@@ -61,13 +68,27 @@ def prepare_image(image, alpha_background: int = 0, input_order: str = "BGR") ->
     return np.ascontiguousarray(np.round(a).astype(np.uint8) if a.dtype != np.uint8 else a)
 
 
+def _read_high_depth(path: str) -> Optional[np.ndarray]:
+    """The (H, W) array of a 16- or 32-bit grayscale file at full depth (EXIF orientation applied;
+    16-bit values held in PIL's int32 mode "I" as uint16), or None for any other file."""
+    with Image.open(path) as image:
+        if image.mode not in _HIGH_DEPTH_MODES:
+            return None
+        a = np.asarray(ImageOps.exif_transpose(image))
+    if a.dtype.kind == "i" and a.size and a.min() >= 0 and a.max() <= np.iinfo(np.uint16).max:
+        a = a.astype(np.uint16)  # e.g. a 16-bit PNG that PIL opens in mode "I"
+    return a
+
+
 def read_image(path: str, format: str = "BGR") -> np.ndarray:
     """Detectron2's `read_image` (EXIF orientation, any mode converted to `format`), with errors
-    that name the file; returns an (H, W, 3) uint8 array (BGR by default, DefaultPredictor's input)."""
+    that name the file; returns an (H, W, 3) uint8 array (BGR by default, DefaultPredictor's input).
+    16-bit grayscale files are scaled to 8 bits (`prepare_image`), not clipped."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        image = d2_read_image(path, format=format)
+        deep = _read_high_depth(path) if format in ("BGR", "RGB") else None
+        image = d2_read_image(path, format=format) if deep is None else prepare_image(deep)
     except Exception as e:  # PIL's UnidentifiedImageError, truncated files, ...
         raise ValueError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from e
     return prepare_image(image, input_order="BGR") if image.ndim != 3 or image.shape[2] != 3 else image

@@ -83,7 +83,8 @@ class TopDownDatasetMapper:
     Training output: {"image": (3, H, W) uint8 crop, "keypoints": (K, 3) crop coordinates + visibility,
     "target", "target_weight" (from the codec), "crop_matrix" (2, 3), "image_id"}.
     Test output: {"image": (R, 3, H, W) uint8 crops, "crop_matrices_inv" (R, 2, 3) crop -> image,
-    "boxes" (R, 4), "box_scores" (R,), "image_id", "height", "width"}; with a person detector
+    "boxes" (R, 4), "box_scores" (R,), "box_scores_detected" (whether the boxes are detections),
+    "image_id", "height", "width"}; with a person detector
     (`whole_images`) the whole image {"image": (3, H, W) uint8, "image_id", "height", "width"}.
     """
 
@@ -197,11 +198,14 @@ class TopDownDatasetMapper:
         flip = rng.random() < self.flip_prob
         return center, size * s, rot, flip
 
-    def _read(self, record: Dict) -> np.ndarray:
+    def _read(self, record: Dict, check_size: bool = True) -> np.ndarray:
+        """The decoded image; with `check_size`, Detectron2's SizeMismatchError when the record's
+        height / width are not the image's."""
         if self._cache is not None and record["file_name"] in self._cache:
             return self._cache[record["file_name"]]
         image = utils.read_image(record["file_name"], format=self.image_format)
-        utils.check_image_size(record, image)
+        if check_size:
+            utils.check_image_size(record, image)
         if self._cache is not None:
             image.setflags(write=False)  # shared between samples: never modified in place
             self._cache[record["file_name"]] = image
@@ -231,11 +235,16 @@ class TopDownDatasetMapper:
         )
 
     def _test(self, record: Dict) -> Dict:
-        image = self._read(record)
-        if self.whole_images:  # the model's person detector finds the people
+        if self.whole_images:  # the model's person detector finds the people, in the decoded image's frame
+            image = self._read(record, check_size=False)
+            H, W = image.shape[:2]
+            if (record.get("height"), record.get("width")) not in ((H, W), (None, None)):
+                logger.warning("%s: the record says %s x %s (height x width), the image decodes to %d x %d; "
+                               "the predictions are in the image's frame", record["file_name"],
+                               record.get("height"), record.get("width"), H, W)
             return dict(image=torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                        image_id=record["image_id"], height=record.get("height", image.shape[0]),
-                        width=record.get("width", image.shape[1]), file_name=record["file_name"])
+                        image_id=record["image_id"], height=H, width=W, file_name=record["file_name"])
+        image = self._read(record)
         if self.use_detections:
             if "person_boxes" not in record:
                 raise KeyError(
@@ -254,6 +263,7 @@ class TopDownDatasetMapper:
             crop_matrices_inv=torch.as_tensor(inv),
             boxes=torch.as_tensor(boxes),
             box_scores=torch.as_tensor(scores),
+            box_scores_detected=self.use_detections,
             image_id=record["image_id"],
             height=record.get("height", image.shape[0]),
             width=record.get("width", image.shape[1]),

@@ -18,18 +18,26 @@ TransPose) finds the people with its person detector (`MODEL.TOPDOWN.DETECTOR.CO
 Images are read with Detectron2's `read_image` (EXIF orientation applied; grayscale, palette and
 alpha images converted), any size. Each output image shows every person scoring at least
 --confidence-threshold: box, skeleton with the dataset's connection rules (Detectron2's
-`Visualizer`), keypoints scoring below --keypoint-threshold left out, and the person's score (and
-track id for video). `--json` writes a COCO-format result list of every prediction (keypoints as
+`Visualizer`), keypoints scoring below --keypoint-threshold left out, and a label in Detectron2's
+style, "person 97%" from the person detector's score (and the track id for video); people without a
+detector score (no detector: the whole image is the person) show their pose score, the mean
+keypoint score, as "pose 73%" with a legend saying so (d2pose.utils.visualizer.PoseDrawer). `--json` writes a COCO-format result list of every prediction (keypoints as
 COCO pixel indices, bbox XYWH, score; "file_name" for images; "frame" and "track_id" for video).
 
 Video: people keep an id across frames (d2pose.utils.tracking.PoseTracker: OKS between each person
 and each live track's last pose, optimal assignment, box IoU where no keypoint is confident; a
 track survives --max-age unmatched frames); `--smooth` filters each track's keypoints over time
 with a One-Euro filter (--smooth-min-cutoff Hz, --smooth-beta: less lag on fast motion). The output
-is DIR/<video name>.mp4.
+is DIR/<video name>.mp4. A video file's frames are timed by its nominal frame rate; a webcam's by the
+wall-clock time at which each frame arrived (its nominal rate is often not what it delivers while the
+model runs): the filter's time steps are the measured ones, and the output video plays at the rate
+measured over its first frames.
 
-An input that cannot be read is reported with its name and the reason, and the rest go on; the exit
-status is 1 when any input failed. Existing outputs are not overwritten without --overwrite.
+Each image's drawing is DIR/<name>.jpg; inputs whose names collide (x.png, y/x.png) keep their path
+under the folder they share (x.jpg, y_x.jpg). An input that cannot be read, or on which the model
+fails, is reported with its name and the reason, and the rest go on (the json holds their
+predictions); the exit status is 1 when any input failed. Existing outputs are not overwritten
+without --overwrite.
 """
 import argparse
 import glob
@@ -38,7 +46,7 @@ import logging
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -47,18 +55,18 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
-from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 from ..config import get_d2pose_cfg
 from ..data import read_image
 from ..evaluation.coco_results import instances_to_coco_results
+from ..utils.logger import setup_logger
 from ..utils.tracking import PoseTracker
 from ..utils.visualizer import PoseDrawer
 from .predictor import PosePredictor
 
-__all__ = ["IMAGE_EXTENSIONS", "parse_args", "setup_cfg", "expand_inputs", "run_images", "run_video",
-           "predictor_num_keypoints", "main"]
+__all__ = ["IMAGE_EXTENSIONS", "RATE_FRAMES", "parse_args", "setup_cfg", "expand_inputs", "output_names",
+           "run_images", "measured_fps", "run_video", "predictor_num_keypoints", "main"]
 
 logger = logging.getLogger("d2pose.demo")
 
@@ -78,7 +86,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     src.add_argument("--webcam", action="store_true", help="camera 0 (Ctrl-C stops)")
     p.add_argument("--output", required=True, help="folder for the drawn images / video")
     p.add_argument("--json", default="", help="also write every prediction to this COCO-format json")
-    p.add_argument("--confidence-threshold", type=float, default=0.3, help="people drawn: score at least this")
+    p.add_argument("--confidence-threshold", type=float, default=0.3,
+                   help="people drawn: detector score (else pose score), 0-1, at least this")
     p.add_argument("--keypoint-threshold", type=float, default=0.05, help="keypoints drawn: score above this")
     p.add_argument("--no-track", action="store_true", help="video: no person ids")
     p.add_argument("--max-age", type=int, default=30, help="video: frames a lost track is kept")
@@ -116,6 +125,33 @@ def expand_inputs(patterns: Sequence[str]) -> List[str]:
     return files
 
 
+def output_names(files: Sequence[str], extension: str = ".jpg") -> List[str]:
+    """One distinct output file name per input: its name with `extension`, or, for inputs whose names
+    collide, their paths under the folder they share joined by "_" (x.png, y/x.png -> x.jpg, y_x.jpg);
+    a name still taken gets a number (x_2.jpg)."""
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    groups: Dict[str, List[int]] = {}
+    for i, stem in enumerate(stems):
+        groups.setdefault(stem, []).append(i)
+    wanted = list(stems)
+    for indices in groups.values():
+        if len(indices) > 1:
+            paths = [os.path.abspath(files[i]) for i in indices]
+            root = os.path.commonpath([os.path.dirname(p) for p in paths])
+            for i, path in zip(indices, paths):
+                rel = os.path.splitext(os.path.relpath(path, root))[0]
+                wanted[i] = rel.replace(os.sep, "_")
+    names, taken = [], set()
+    for stem in wanted:
+        name, n = stem + extension, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem}_{n}{extension}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
 def _output_path(args: argparse.Namespace, name: str) -> str:
     path = os.path.join(args.output, name)
     if os.path.exists(path) and not args.overwrite:
@@ -126,7 +162,8 @@ def _output_path(args: argparse.Namespace, name: str) -> str:
 def run_images(args: argparse.Namespace, predictor: DefaultPredictor, drawer: PoseDrawer) -> RunOutput:
     """Predicts and draws each image of --input; returns (results, failures, written files)."""
     files = expand_inputs(args.input)
-    results, failures, written, names = [], [], [], set()
+    names = output_names(files)
+    results, failures, written = [], [], []
     for index, path in enumerate(tqdm(files, desc="images", unit="image", file=sys.stdout)):
         try:
             image = read_image(path, format="BGR")
@@ -135,12 +172,14 @@ def run_images(args: argparse.Namespace, predictor: DefaultPredictor, drawer: Po
             failures.append((path, str(e)))
             continue
         start = time.perf_counter()
-        instances = predictor(image)["instances"].to("cpu")
+        try:
+            instances = predictor(image)["instances"].to("cpu")
+        except Exception as e:  # a model error on one image: report it, go on with the others
+            logger.exception("skipped %s: the model failed on it", path)
+            failures.append((path, f"the model failed: {type(e).__name__}: {e}"))
+            continue
         logger.info("%s: %d people in %.2f s", path, len(instances), time.perf_counter() - start)
-        base = os.path.splitext(os.path.basename(path))[0]
-        name = base + ".jpg" if base not in names else f"{base}_{index}.jpg"
-        names.add(base)
-        out = _output_path(args, name)
+        out = _output_path(args, names[index])
         cv2.imwrite(out, drawer(image, instances))
         written.append(out)
         results += instances_to_coco_results(instances, index, file_name=path)
@@ -162,12 +201,17 @@ def _make_tracker(args: argparse.Namespace, predictor: DefaultPredictor, metadat
                        match_thresh=args.match_thresh, max_age=args.max_age, smoothing=smoothing, fps=fps)
 
 
-def _open_video(args: argparse.Namespace) -> Tuple[Optional[cv2.VideoCapture], float, int, str]:
-    """(capture, fps, expected frames or 0, "") of --video-input / the webcam, or (None, 0, 0, why not)."""
+#: frames of a live source timed before its output video is opened at their measured rate
+RATE_FRAMES = 10
+
+
+def _open_video(args: argparse.Namespace, open_capture: Callable = cv2.VideoCapture
+                ) -> Tuple[Optional[cv2.VideoCapture], float, int, str]:
+    """(capture, nominal fps, expected frames or 0, "") of --video-input / the webcam, or (None, 0, 0, why not)."""
     source = 0 if args.webcam else args.video_input
     if not args.webcam and not os.path.isfile(source):
         return None, 0.0, 0, "no such file"
-    cap = cv2.VideoCapture(source)
+    cap = open_capture(source)
     if not cap.isOpened():
         return None, 0.0, 0, "cannot be opened as a video"
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
@@ -189,35 +233,87 @@ def _track(tracker: Optional[PoseTracker], instances: Instances, t: float) -> Op
     return ids
 
 
-def run_video(args: argparse.Namespace, predictor: DefaultPredictor, drawer: PoseDrawer, metadata) -> RunOutput:
+def measured_fps(times: Sequence[float], nominal: float) -> float:
+    """Frames per second of frames that arrived at `times` (seconds), or `nominal` without two distinct times."""
+    if len(times) < 2 or not times[-1] > times[0]:
+        return nominal
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+class _VideoOutput:
+    """The drawn frames into an mp4v video; for a live source, the first RATE_FRAMES frames are held
+    until their arrival times give the rate the video is written at."""
+
+    def __init__(self, path: str, nominal_fps: float, live: bool):
+        self.path, self.fps, self.live = path, nominal_fps, live
+        self.writer, self.held, self.times = None, [], []
+
+    def add(self, drawn: np.ndarray, t: float) -> None:
+        self.held.append(drawn)
+        self.times.append(t)
+        if self.writer is None and (not self.live or len(self.times) >= RATE_FRAMES):
+            self._open()
+        if self.writer is not None:
+            self._flush()
+
+    def _open(self) -> None:
+        if self.live:
+            self.fps = measured_fps(self.times, self.fps)
+            logger.info("live source: %.1f frames per second measured over %d frames", self.fps, len(self.times))
+        h, w = self.held[0].shape[:2]
+        self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        if not self.writer.isOpened():
+            raise RuntimeError(f"{self.path}: OpenCV cannot write an mp4v video here")
+
+    def _flush(self) -> None:
+        for drawn in self.held:
+            self.writer.write(drawn)
+        self.held.clear()
+
+    def close(self) -> None:
+        """Writes what is held (a live source of fewer than RATE_FRAMES frames) and closes the file."""
+        if self.held and self.writer is None:
+            self._open()
+        if self.writer is not None:
+            self._flush()
+            self.writer.release()
+
+
+def run_video(args: argparse.Namespace, predictor: DefaultPredictor, drawer: PoseDrawer, metadata, *,
+              open_capture: Callable = cv2.VideoCapture, clock: Callable[[], float] = time.monotonic) -> RunOutput:
     """Predicts, tracks and draws each frame of --video-input or the webcam into
-    --output/<video name>.mp4; returns (results, failures, written files)."""
+    --output/<video name>.mp4; returns (results, failures, written files).
+
+    A file's frame i is at i / (its nominal fps) seconds; a webcam's frames at the `clock` time
+    (seconds) at which each was read, counted from the first. `open_capture(source)` opens the
+    video (cv2.VideoCapture's interface: isOpened, get, read, release)."""
     source = 0 if args.webcam else args.video_input
-    cap, fps, total, why = _open_video(args)
+    cap, fps, total, why = _open_video(args, open_capture)
     if cap is None:
         logger.error("skipped %s: %s", source, why)
         return [], [(str(source), why)], []
     base = "webcam" if args.webcam else os.path.splitext(os.path.basename(source))[0]
     out_path = _output_path(args, base + ".mp4")
     tracker = _make_tracker(args, predictor, metadata, fps)
-    writer, results, failures, frame, seen = None, [], [], 0, set()
+    video = _VideoOutput(out_path, fps, live=bool(args.webcam))
+    results, failures, frame, seen, start, t = [], [], 0, set(), None, -1.0
     bar = tqdm(total=total or None, desc="frames", unit="frame", file=sys.stdout)
     try:
         while True:
             ok, image = cap.read()
             if not ok:
                 break
+            if args.webcam:
+                now = clock()
+                start = now if start is None else start
+                t = max(now - start, t + 1e-6)  # the One-Euro filter needs strictly increasing times
+            else:
+                t = frame / fps
             instances = predictor(image)["instances"].to("cpu")
-            ids = _track(tracker, instances, frame / fps)
+            ids = _track(tracker, instances, t)
             if ids is not None:
                 seen.update(int(i) for i in ids)
-            drawn = drawer(image, instances, ids)
-            if writer is None:
-                h, w = drawn.shape[:2]
-                writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                if not writer.isOpened():
-                    raise RuntimeError(f"{out_path}: OpenCV cannot write an mp4v video here")
-            writer.write(drawn)
+            video.add(drawer(image, instances, ids), t)
             extra = {"frame": frame}
             if ids is not None:
                 extra["track_id"] = [int(i) for i in ids]
@@ -231,13 +327,12 @@ def run_video(args: argparse.Namespace, predictor: DefaultPredictor, drawer: Pos
     finally:
         bar.close()
         cap.release()
-        if writer is not None:
-            writer.release()
+        video.close()
     if frame == 0:
         failures.append((str(source), "no frame could be read"))
         logger.error("skipped %s: no frame could be read", source)
         return results, failures, []
-    logger.info("%d frames, %d tracks -> %s", frame, len(seen), out_path)
+    logger.info("%d frames at %.1f fps, %d tracks -> %s", frame, video.fps, len(seen), out_path)
     return results, failures, [out_path]
 
 

@@ -24,10 +24,10 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PoseCheckpointer, check_weights_file
 from ..config import add_d2pose_config
+from ..utils.logger import drop_duplicate_handlers, setup_logger
 from .trainer import Trainer
 
 __all__ = ["FLAGS", "RUN_FILES", "eval_output_dir", "guard_output_dir", "main", "parse_args", "previous_run_files",
@@ -137,8 +137,12 @@ def setup(args: argparse.Namespace) -> CfgNode:
         cfg.OUTPUT_DIR = eval_output_dir(cfg, args)
     cfg.freeze()
     default_setup(cfg, args)
+    # each entry (the training demo sets up several runs in one process) adds Detectron2 handlers:
+    # one stdout handler and one per log.txt are kept, so that no line is printed twice
+    for name in ("fvcore", "detectron2"):
+        drop_duplicate_handlers(logging.getLogger(name))
     # d2pose's own messages (precision choice, lr multipliers, data checks) into the same log.txt
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2pose", abbrev_name="d2pose")
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2pose")
     return cfg
 
 

@@ -16,13 +16,13 @@ import torch
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine import create_ddp_model as d2_create_ddp_model
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PoseCheckpointer
 from ..data.build import build_pose_test_loader, build_pose_train_loader
 from ..evaluation import build_evaluator
 from ..modeling.build import build_model
 from ..solver import build_optimizer
+from ..utils.logger import setup_logger
 from .autocast import precision_trainer
 from .finite import install_finite_loss_check
 from .hooks import SeedPerIteration
@@ -68,7 +68,7 @@ class Trainer(DefaultTrainer):
         """DefaultTrainer.__init__, with d2pose's DDP wrapper and checkpointer."""
         TrainerBase.__init__(self)  # what DefaultTrainer.__init__'s super().__init__() runs
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):  # setup_logger is not called for d2
-            setup_logger()
+            setup_logger(name="detectron2")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         # Detectron2's order: model, optimizer, data loader
         model = self.build_model(cfg)

@@ -24,11 +24,11 @@ from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import PoseCheckpointer
 from ..config import get_d2pose_cfg
 from ..modeling import build_model
+from ..utils.logger import setup_logger
 from .onnx import (DEFAULT_OPSET, CropPoseModel, check_exportable_config, export_onnx, max_relative_errors,
                    run_onnx)
 

@@ -6,7 +6,9 @@ TransPose) then crops: its config is a file path or a model-zoo name such as
 weights a file path, a ``detectron2://`` / ``https://`` URL or a model-zoo name (its trained
 checkpoint); d2pose's own detector configs resolve by name too (``Detectors/synthetic_person_faster_rcnn.yaml``).
 The pose config chooses which class is a person (``CLASS_INDEX``, 0 for COCO
-detectors), the score threshold, an extra NMS over the person boxes and the most people per image.
+detectors), the score threshold (applied to the boxes returned; the detector's own test threshold,
+whichever kind it is: ROI heads, RetinaNet, FCOS, is lowered to it), an extra NMS over the person
+boxes and the most people per image.
 
 The detector keeps its own input conventions (``INPUT.FORMAT``, ``MIN_SIZE_TEST`` /
 ``MAX_SIZE_TEST`` resize, pixel statistics): `PersonDetector` converts the pose model's image to
@@ -31,7 +33,8 @@ from .. import model_zoo as d2pose_zoo
 from ..config import get_d2pose_cfg
 from .build import apply_memory_format
 
-__all__ = ["PersonDetector", "build_person_detector", "resolve_detector_config", "resolve_detector_weights"]
+__all__ = ["PersonDetector", "build_person_detector", "lower_score_thresholds", "resolve_detector_config",
+           "resolve_detector_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +133,26 @@ class PersonDetector(nn.Module):
         return results
 
 
+#: the test-time score thresholds of Detectron2's detectors (ROI heads: Faster / Mask / Keypoint R-CNN;
+#: RetinaNet) and AdelaiDet's FCOS, where the detector's config has them
+_SCORE_THRESH_KEYS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.RETINANET.SCORE_THRESH_TEST",
+                      "MODEL.FCOS.INFERENCE_TH_TEST")
+
+
+def lower_score_thresholds(det_cfg, score_thresh: float) -> None:
+    """Lowers every test-time score threshold key of a detector config (`_SCORE_THRESH_KEYS`, those
+    it has) to at most `score_thresh`, so that the detector returns every box the pose config may
+    keep; `PersonDetector` then drops the boxes below `score_thresh` whatever the detector's kind."""
+    for key in _SCORE_THRESH_KEYS:
+        node, name = det_cfg, key.split(".")
+        for part in name[:-1]:
+            node = node.get(part)
+            if node is None:
+                break
+        if node is not None and name[-1] in node:
+            node[name[-1]] = min(float(node[name[-1]]), float(score_thresh))
+
+
 def build_person_detector(cfg):
     """The detector of `cfg.MODEL.TOPDOWN.DETECTOR`, or None when CONFIG_FILE is empty."""
     d = cfg.MODEL.TOPDOWN.DETECTOR
@@ -141,8 +164,7 @@ def build_person_detector(cfg):
     det_cfg = get_d2pose_cfg()
     det_cfg.merge_from_file(path)
     det_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
-    # let the detector return every box the pose config may keep
-    det_cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(det_cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, d.SCORE_THRESH)
+    lower_score_thresholds(det_cfg, d.SCORE_THRESH)
     det_cfg.TEST.DETECTIONS_PER_IMAGE = max(det_cfg.TEST.DETECTIONS_PER_IMAGE, d.MAX_PEOPLE)
     if det_cfg.MODEL.META_ARCHITECTURE == "TopDownPoseEstimator":
         raise ValueError(f"{_KEY}.CONFIG_FILE {d.CONFIG_FILE!r} is a top-down pose config, not a detector")

@@ -17,7 +17,7 @@ from detectron2.utils.visualizer import Visualizer
 
 from ..evaluation.coco_results import coco_results_to_instances, load_coco_results
 
-__all__ = ["track_color", "PoseDrawer", "draw_record", "visualize_dataset", "register_demo_drawing", "demo_drawing"]
+__all__ = ["track_color", "POSE_SCORE_LEGEND", "display_scores", "PoseDrawer", "draw_record", "visualize_dataset", "register_demo_drawing", "demo_drawing"]
 
 logger = logging.getLogger("d2pose.visualize_data")
 
@@ -30,39 +30,70 @@ def track_color(track_id: int) -> Tuple[float, float, float]:
     return colorsys.hsv_to_rgb((0.61803398875 * int(track_id)) % 1.0, 0.85, 1.0)
 
 
+#: the legend of drawings whose people carry no detector score
+POSE_SCORE_LEGEND = "pose %: mean keypoint score"
+
+
+def display_scores(instances: Instances) -> Tuple[np.ndarray, bool]:
+    """((R,) scores in [0, 1] that a drawing shows and thresholds, whether they are detector scores).
+
+    A detector's score when the people have one: `detector_scores` (a top-down model's person boxes
+    from a detector) or `scores` beside `pred_classes` (a detector's own output, Keypoint R-CNN);
+    otherwise the pose score, the mean keypoint score clipped to [0, 1] (instance `scores` are not
+    shown: a rescoring such as "box_plus_mean_max" gives values up to 3)."""
+    if instances.has("detector_scores"):
+        return instances.detector_scores.numpy().astype(np.float64), True
+    if instances.has("pred_classes") and instances.has("scores"):
+        return instances.scores.numpy().astype(np.float64), True
+    if instances.has("pred_keypoints") and instances.pred_keypoints.shape[1] > 0:
+        kp_scores = np.clip(instances.pred_keypoints.numpy()[..., 2].astype(np.float64), 0.0, 1.0)
+        return kp_scores.mean(axis=1), False
+    return np.clip(instances.scores.numpy().astype(np.float64), 0.0, 1.0), False
+
+
 class PoseDrawer:
-    """Draws Instances with Detectron2's Visualizer: boxes, labels (score, track id), skeletons."""
+    """Draws Instances with Detectron2's Visualizer: boxes labelled Detectron2's way ("person 97%",
+    from the detector's score) or, without a detector score, with the pose score as a percentage and a
+    legend saying so ("pose 73%"; `display_scores`); track ids and colours for video; skeletons."""
 
     def __init__(self, metadata, confidence_threshold: float, keypoint_threshold: float):
         """
         Args:
             metadata: the dataset's metadata (keypoint names and connection rules).
-            confidence_threshold: people scoring below it are not drawn.
+            confidence_threshold: people whose shown score (detector score, else pose score; in
+                [0, 1]) is below it are not drawn.
             keypoint_threshold: keypoints scoring at most this are left out.
         """
         self.metadata = metadata
         self.confidence_threshold = confidence_threshold
         self.keypoint_threshold = keypoint_threshold
 
+    def labels(self, instances: Instances, track_ids: Optional[Sequence[int]] = None
+               ) -> Tuple[np.ndarray, List[str], Optional[str]]:
+        """(indices of the people drawn, their box labels, the legend or None)."""
+        scores, from_detector = display_scores(instances)
+        keep = np.nonzero(scores >= self.confidence_threshold)[0]
+        what = "person" if from_detector else "pose"
+        labels = [f"{what} {int(round(100 * s))}%" for s in scores[keep]]
+        if track_ids is not None:
+            labels = [f"id {int(i)} {label}" for i, label in zip(np.asarray(track_ids)[keep], labels)]
+        legend = POSE_SCORE_LEGEND if len(keep) and not from_detector else None
+        return keep, labels, legend
+
     def __call__(self, bgr: np.ndarray, instances: Instances, track_ids: Optional[Sequence[int]] = None) -> np.ndarray:
         """The BGR image with the people of `instances` (R people; `track_ids` (R,) label and colour them)."""
         vis = Visualizer(bgr[:, :, ::-1], metadata=self.metadata)
-        vis.keypoint_threshold = self.keypoint_threshold
-        keep = np.nonzero(instances.scores.numpy() >= self.confidence_threshold)[0]
+        vis.keypoint_threshold = self.keypoint_threshold  # Visualizer draws keypoints scoring above it
+        keep, labels, legend = self.labels(instances, track_ids)
         if len(keep) == 0:
             return vis.output.get_image()[:, :, ::-1]
-        scores = instances.scores.numpy()[keep]
         boxes = instances.pred_boxes.tensor.numpy()[keep] if instances.has("pred_boxes") else None
         kps = instances.pred_keypoints.numpy()[keep] if instances.has("pred_keypoints") else None
-        if track_ids is not None:
-            ids = np.asarray(track_ids)[keep]
-            labels = [f"id {int(i)} {s:.2f}" for i, s in zip(ids, scores)]
-            colors = [track_color(i) for i in ids]
-        else:
-            labels = [f"{s:.2f}" for s in scores]
-            colors = None
-        out = vis.overlay_instances(boxes=boxes, labels=labels, keypoints=kps, assigned_colors=colors)
-        return out.get_image()[:, :, ::-1]
+        colors = [track_color(i) for i in np.asarray(track_ids)[keep]] if track_ids is not None else None
+        vis.overlay_instances(boxes=boxes, labels=labels, keypoints=kps, assigned_colors=colors)
+        if legend is not None:
+            vis.draw_text(legend, (4, 4), horizontal_alignment="left", color="w")
+        return vis.output.get_image()[:, :, ::-1]
 
 
 def draw_record(record: Dict, metadata, predictions: Optional[Dict[int, List[Dict]]] = None,

@@ -86,3 +86,25 @@ def test_dataset_without_keypoint_metadata_is_named():
         MetadataCatalog.get(name).set(thing_classes=["person"])
     with pytest.raises(ValueError, match="test_topdown_plain_dataset.*register_keypoint_dataset"):
         _mapper(name, True)
+
+
+def test_whole_image_size_is_the_decoded_images(tmp_path, caplog):
+    """Whole-image testing (a person detector finds the people): the output frame is the decoded
+    image's, even where the record's height / width say otherwise (e.g. a wrong annotation file)."""
+    import cv2
+
+    path = str(tmp_path / "wide.png")
+    cv2.imwrite(path, np.zeros((30, 50, 3), np.uint8))
+    mapper = TopDownDatasetMapper(False, input_size=(192, 256), codec=RegressionCoords((192, 256)),
+                                  flip_indices=list(range(17)), whole_images=True)
+    record = {"file_name": path, "image_id": 1, "height": 50, "width": 30, "annotations": []}
+    with caplog.at_level("WARNING", logger="d2pose.data.topdown"):
+        out = mapper(record)
+    assert out["image"].shape == (3, 30, 50) and (out["height"], out["width"]) == (30, 50)
+    assert "decodes to 30 x 50" in caplog.text
+    out = mapper({"file_name": path, "image_id": 2})  # no size in the record
+    assert (out["height"], out["width"]) == (30, 50)
+    crops = TopDownDatasetMapper(False, input_size=(192, 256), codec=RegressionCoords((192, 256)),
+                                 flip_indices=list(range(17)))
+    with pytest.raises(Exception, match="Mismatched image shape"):  # crops of annotated boxes: still refused
+        crops(record)

@@ -107,6 +107,37 @@ def test_model_zoo_names_resolve():
     assert resolve_detector_weights(name, name).startswith("https://")
 
 
+def test_score_thresh_reaches_a_retinanet_detector():
+    """MODEL.TOPDOWN.DETECTOR.SCORE_THRESH lowers a RetinaNet's own test threshold (not only the ROI
+    heads' key, which a RetinaNet does not read), and the boxes returned are filtered by it."""
+    from detectron2.config import get_cfg
+    from d2pose.modeling.person_detector import resolve_detector_config
+
+    name = "COCO-Detection/retinanet_R_50_FPN_1x.yaml"
+    try:
+        resolve_detector_config(name)
+    except FileNotFoundError:
+        pytest.skip("detectron2's model-zoo config files are not installed (the PyPI redistribution)")
+    cfg = _cfg(METHODS["rle"], "MODEL.TOPDOWN.DETECTOR.CONFIG_FILE", name, "MODEL.TOPDOWN.DETECTOR.SCORE_THRESH", "0.01",
+               "MODEL.TOPDOWN.DETECTOR.MAX_PEOPLE", "7")
+    detector = build_person_detector(cfg)  # no weights: random, with a warning
+    assert type(detector.model).__name__ == "RetinaNet"
+    assert detector.model.test_score_thresh == pytest.approx(0.01)  # the config file says 0.05
+    assert detector.score_thresh == pytest.approx(0.01) and detector.max_people == 7
+    # a threshold above the detector's own leaves it: PersonDetector drops the boxes below
+    from d2pose.modeling.person_detector import lower_score_thresholds
+
+    det_cfg = get_cfg()
+    det_cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.05
+    lower_score_thresholds(det_cfg, 0.5)
+    assert det_cfg.MODEL.RETINANET.SCORE_THRESH_TEST == 0.05 and det_cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.05
+    lower_score_thresholds(det_cfg, 0.02)
+    assert det_cfg.MODEL.RETINANET.SCORE_THRESH_TEST == 0.02 and det_cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.02
+    det_cfg.MODEL.FCOS = type(det_cfg)({"INFERENCE_TH_TEST": 0.05})  # AdelaiDet's key, where present
+    lower_score_thresholds(det_cfg, 0.03)
+    assert det_cfg.MODEL.FCOS.INFERENCE_TH_TEST == 0.03
+
+
 def test_predictor_with_detector(shared_data, tmp_path):
     """A tiny detector + pose config without weights through Detectron2's own DefaultPredictor: a
     real image, a synthetic one and one without people."""
@@ -127,8 +158,15 @@ def test_predictor_with_detector(shared_data, tmp_path):
         assert inst.pred_keypoints.shape == (R, 17, 3) and inst.pred_keypoints.dtype == torch.float32
         assert inst.pred_keypoint_sigmas.shape == (R, 17, 2)
         assert inst.scores.shape == (R,) and inst.pred_boxes.tensor.shape == (R, 4)
+        assert inst.detector_scores.shape == (R,)  # what drawings label "person 97%"
         b = inst.pred_boxes.tensor
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= W).all() and (b[:, 3] <= H).all()
+    # given boxes: their scores are detector scores when given; the whole image's is none
+    x = {"image": torch.as_tensor(synthetic.transpose(2, 0, 1).copy()), "person_boxes": [[40, 20, 110, 190]]}
+    with torch.no_grad():
+        assert not model([x])[0]["instances"].has("detector_scores")
+        inst = model([dict(x, person_scores=[0.7])])[0]["instances"]
+    assert inst.detector_scores.tolist() == pytest.approx([0.7])
     # no person: the detector finds nothing above an impossible threshold -> empty Instances
     model.person_detector.score_thresh = 2.0
     inst = predictor(synthetic)["instances"]

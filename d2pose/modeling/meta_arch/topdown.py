@@ -3,7 +3,9 @@
 backbone -> head (TOPDOWN_HEAD_REGISTRY) -> codec: training on person crops made by
 `TopDownDatasetMapper`; inference on the person boxes of each image, with flip test and OKS-NMS,
 returning Detectron2 `Instances` (`pred_keypoints` (R, K, 3) in image coordinates, `scores`,
-`pred_boxes`, head extras such as `pred_keypoint_sigmas`) per image.
+`pred_boxes`, `detector_scores` (the person boxes' scores, where a detector gave them: the person
+detector, given "person_scores", a mapper's detection boxes), head extras such as
+`pred_keypoint_sigmas`) per image.
 
 Inputs at inference, in Detectron2's list-of-dicts form:
   * whole images {"image": (3, H, W) in INPUT.FORMAT, 0-255, optional "height", "width",
@@ -182,9 +184,9 @@ class TopDownPoseEstimator(nn.Module):
             raise ValueError(f"TopDownPoseEstimator input {i}: the image is empty ({image.shape[1]} x {image.shape[2]})")
         return image
 
-    def _crop_inputs(self, x: Dict, boxes, scores) -> Dict:
+    def _crop_inputs(self, x: Dict, boxes, scores, detected: bool) -> Dict:
         """Crops a whole image (3, H, W) around `boxes` (R, 4 XYXY in the image's frame); the inverse
-        crop matrices map to the output frame (height, width)."""
+        crop matrices map to the output frame (height, width). `detected`: `scores` are a detector's."""
         image = x["image"].permute(1, 2, 0).cpu().numpy()
         H, W = image.shape[:2]
         out_h, out_w = int(x.get("height", H)), int(x.get("width", W))
@@ -195,11 +197,12 @@ class TopDownPoseEstimator(nn.Module):
         out_boxes = boxes / np.array([sx, sy, sx, sy])
         return dict(x, image=torch.as_tensor(crops).permute(0, 3, 1, 2), crop_matrices_inv=torch.as_tensor(inv),
                     boxes=torch.as_tensor(out_boxes), box_scores=torch.as_tensor(np.asarray(scores, np.float64)),
-                    height=out_h, width=out_w)
+                    box_scores_detected=detected, height=out_h, width=out_w)
 
     def _person_boxes(self, inputs: List[Dict]) -> List:
-        """(boxes (R, 4) in each whole image's own frame, scores (R,)) per whole-image input: given
-        "person_boxes" (output frame, scaled here), else the detector's, else the whole image."""
+        """(boxes (R, 4) in each whole image's own frame, scores (R,), whether the scores are a
+        detector's) per whole-image input: given "person_boxes" (output frame, scaled here; their
+        "person_scores" a detector's), else the detector's, else the whole image."""
         found = [None] * len(inputs)
         to_detect = []
         for i, x in enumerate(inputs):
@@ -210,15 +213,15 @@ class TopDownPoseEstimator(nn.Module):
                 if len(s) != len(b):
                     raise ValueError(f"TopDownPoseEstimator input {i}: {len(b)} person_boxes but {len(s)} person_scores")
                 sx, sy = W / int(x.get("width", W)), H / int(x.get("height", H))
-                found[i] = (b * np.array([sx, sy, sx, sy]), s)
+                found[i] = (b * np.array([sx, sy, sx, sy]), s, "person_scores" in x)
             elif self.person_detector is not None:
                 to_detect.append(i)
             else:
-                found[i] = (np.array([[0.0, 0.0, W, H]]), np.ones(1))
+                found[i] = (np.array([[0.0, 0.0, W, H]]), np.ones(1), False)
         if to_detect:
             detected = self.person_detector([inputs[i]["image"] for i in to_detect], self.input_format)
             for i, (b, s) in zip(to_detect, detected):
-                found[i] = (b.double().numpy(), s.double().numpy())
+                found[i] = (b.double().numpy(), s.double().numpy(), True)
         return found
 
     def _predict_crops(self, crops: torch.Tensor):
@@ -235,8 +238,8 @@ class TopDownPoseEstimator(nn.Module):
         images = [self._check_image(x, i) for i, x in enumerate(batched_inputs)]
         whole = [i for i, image in enumerate(images) if image.dim() == 3]
         inputs = list(batched_inputs)
-        for i, (boxes, scores) in zip(whole, self._person_boxes([batched_inputs[i] for i in whole])):
-            inputs[i] = self._crop_inputs(batched_inputs[i], boxes, scores)
+        for i, (boxes, scores, detected) in zip(whole, self._person_boxes([batched_inputs[i] for i in whole])):
+            inputs[i] = self._crop_inputs(batched_inputs[i], boxes, scores, detected)
         counts = [len(x["image"]) for x in inputs]
         crops = torch.cat([x["image"] for x in inputs]) if inputs else torch.zeros(0)
         if crops.shape[0] > 0:
@@ -260,6 +263,8 @@ class TopDownPoseEstimator(nn.Module):
             inst.pred_keypoints = torch.zeros(0, K, 3)
             inst.scores = torch.zeros(0)
             inst.pred_boxes = Boxes(torch.zeros(0, 4))
+            if x.get("box_scores_detected", False):
+                inst.detector_scores = torch.zeros(0)
             return inst
         inv = x["crop_matrices_inv"].double().cpu().numpy()
         c = coords[sl].double().cpu().numpy()
@@ -271,6 +276,8 @@ class TopDownPoseEstimator(nn.Module):
         inst.pred_keypoints = kps
         inst.scores = inst_scores.float()
         inst.pred_boxes = Boxes(x["boxes"].float().cpu())
+        if x.get("box_scores_detected", False):
+            inst.detector_scores = box_scores
         for name, value in extras.items():
             inst.set(name, value[sl].float().cpu())
         if self.oks_nms_thresh > 0 and self.sigmas is not None and n > 1:

@@ -32,7 +32,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
-from detectron2.utils.logger import setup_logger
+from d2pose.utils.logger import setup_logger
 from tqdm import tqdm
 
 from d2pose.config import get_d2pose_cfg

@@ -41,7 +41,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.logger import setup_logger
+from d2pose.utils.logger import setup_logger
 
 from d2pose.config import get_d2pose_cfg
 from d2pose.data.build import build_pose_train_loader

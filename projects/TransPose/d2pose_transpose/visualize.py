@@ -31,7 +31,7 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.modeling import build_model
-from detectron2.utils.logger import setup_logger
+from d2pose.utils.logger import setup_logger
 
 from d2pose.config import get_d2pose_cfg
 from d2pose.data.datasets.coco_keypoints import box_xyxy
