@@ -17,7 +17,7 @@ TransPose) finds the people with its person detector (`MODEL.TOPDOWN.DETECTOR.CO
 
 Images are read with Detectron2's `read_image` (EXIF orientation applied; grayscale, palette and
 alpha images converted), any size. Each output image shows every person scoring at least
---confidence-threshold: box, skeleton with the dataset's connection rules (Detectron2's
+--confidence-threshold (0.5, as Detectron2's demo): box, skeleton with the dataset's connection rules (Detectron2's
 `Visualizer`), keypoints scoring below --keypoint-threshold left out, and a label in Detectron2's
 style, "person 97%" from the person detector's score (and the track id for video); people without a
 detector score (no detector: the whole image is the person) show their pose score, the mean
@@ -86,7 +86,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     src.add_argument("--webcam", action="store_true", help="camera 0 (Ctrl-C stops)")
     p.add_argument("--output", required=True, help="folder for the drawn images / video")
     p.add_argument("--json", default="", help="also write every prediction to this COCO-format json")
-    p.add_argument("--confidence-threshold", type=float, default=0.3,
+    p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="people drawn: detector score (else pose score), 0-1, at least this")
     p.add_argument("--keypoint-threshold", type=float, default=0.05, help="keypoints drawn: score above this")
     p.add_argument("--no-track", action="store_true", help="video: no person ids")

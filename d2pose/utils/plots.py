@@ -73,7 +73,7 @@ def plot_training(metrics_json: str, out_png: str, reference: Optional[float] = 
     right.set(xlabel="iteration", ylabel="AP", title="AP on the evaluation set", ylim=(0, min(100.0, top * 1.15)))
     right.grid(alpha=0.3)
     if ap or reference is not None:
-        right.legend(loc="lower right", fontsize=8)
+        right.legend(loc="center right", fontsize=8)
     if loss or ap:  # both panels share the run's iterations
         steps = [s for s, _ in loss] + [s for s, _ in ap]
         for axis in (left, right):
