@@ -23,7 +23,11 @@ SHIPPED = {os.path.relpath(p, os.path.join(ROOT, "configs")): p
 SHIPPED.update({f"{m}/{os.path.basename(p)}": p for m in METHODS
                 for p in glob.glob(os.path.join(ROOT, "projects", m, "configs", "*.yaml"))})
 CONFIGS = sorted(p for p in SHIPPED.values() if not os.path.basename(p).startswith("Base-"))
-MOVED = sorted(p for m in METHODS for p in glob.glob(os.path.join(ROOT, "projects", m, "configs", "*.yaml")))
+# the configs that moved from configs/<Method>/ (0.3) keep a redirect there; configs added since live in
+# projects/<Method>/configs/ only
+MOVED_AT_0_3 = 36
+MOVED = sorted(os.path.join(ROOT, "projects", m, "configs", os.path.basename(p))
+               for m in METHODS for p in glob.glob(os.path.join(ROOT, "configs", m, "*.yaml")))
 
 
 def test_there_are_configs_for_each_method():
@@ -55,6 +59,10 @@ def test_old_path_loads_the_moved_config(new):
     via_old.merge_from_file(old)
     via_new.merge_from_file(new)
     assert via_old.dump() == via_new.dump()
+
+
+def test_every_moved_config_keeps_its_old_path():
+    assert len(MOVED) == MOVED_AT_0_3, "a redirect in configs/<Method>/ was removed: old paths must keep working"
 
 
 def test_every_redirect_points_to_a_moved_config():

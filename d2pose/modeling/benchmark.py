@@ -457,13 +457,13 @@ def _topdown_variants(model: torch.nn.Module, crops: torch.Tensor, full: List[Di
         model(full)
 
     # the two parts outside the network, timed on their own
-    cropped = model._crop_inputs(full[0], box, np.ones(1))
+    cropped = model._crop_inputs(full[0], box, np.ones(1), detected=False)
     model.flip_test = True
     with torch.no_grad():
         decoded = model._predict_crops(cropped["image"])
 
     def crop_and_warp():
-        model._crop_inputs(full[0], box, np.ones(1))
+        model._crop_inputs(full[0], box, np.ones(1), detected=False)
 
     def decode_and_pack():
         model._to_instances(cropped, *decoded, slice(0, 1), 1)
