@@ -184,9 +184,25 @@ def reset_peak_memory(device: str = "cpu") -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return True
     except OSError:
         return False
+    # some kernels (sandboxes among them) accept the write and keep the old peak: check that it moved
+    status = _proc_status_mib(("VmHWM", "VmRSS"))
+    return len(status) == 2 and status["VmHWM"] <= status["VmRSS"] + 64.0
+
+
+def _proc_status_mib(keys) -> dict:
+    """The named fields of /proc/self/status in MiB ({} where /proc is absent)."""
+    found = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name = line.split(":", 1)[0]
+                if name in keys:
+                    found[name] = int(line.split()[1]) / 1024.0
+    except OSError:
+        return {}
+    return found
 
 
 def peak_memory_mib(device: str = "cpu") -> float:
@@ -195,13 +211,9 @@ def peak_memory_mib(device: str = "cpu") -> float:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    status = _proc_status_mib(("VmHWM",))
+    if status:
+        return status["VmHWM"]
     import resource
     import sys
 
