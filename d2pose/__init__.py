@@ -11,7 +11,20 @@ the environment variable `D2POSE_NO_SAFEGUARDS=1` is set; `d2pose.uninstall_safe
 """
 __version__ = "0.2.0"
 
-from . import codecs, data, evaluation, layers, modeling  # noqa: F401  (registering modules)
+import warnings
+
+# Two libraries d2pose imports warn at every import about their own code, not about anything a user
+# can change: fvcore.nn (imported by Detectron2's layers) scripts two focal losses with
+# `torch.jit.script`, which PyTorch deprecates with a FutureWarning each, and Detectron2's model_zoo
+# imports the deprecated `pkg_resources`. They are imported here first with exactly these warnings
+# silenced, for these imports only (the filters are restored afterwards; later imports are cached).
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated as an API", category=UserWarning)
+    import fvcore.nn  # noqa: F401,E402
+    import detectron2.model_zoo  # noqa: F401,E402
+
+from . import codecs, data, evaluation, layers, modeling  # noqa: F401,E402  (registering modules)
 # the method packages (projects/<Method>/d2pose_<method>/): they register their components, converters
 # and config keys (`d2pose.config.CONFIG_ADDERS`); the only place where the core imports them
 import d2pose_rle  # noqa: F401,E402

@@ -23,7 +23,12 @@ d2pose config merged without `add_d2pose_config` say so.
 * `detectron2.checkpoint.DetectionCheckpointer.save` and `.tag_last_checkpoint`: written atomically
   into a local save dir (a kill mid-write leaves the previous checkpoint whole);
 * `detectron2.engine.DefaultPredictor.__init__`: a non-empty `MODEL.WEIGHTS` must exist and fit the
-  model (strict loading); an empty one gives one warning (an untrained model);
+  model (strict loading); an empty one gives one warning (an untrained model); MODEL.DEVICE "cuda"
+  on a machine without CUDA runs on the CPU, with a warning (`d2pose.config.resolve_device`, on the
+  predictor's copy of the config);
+* `detectron2.engine.DefaultPredictor.__call__`: an input that is not an (H, W, 3) image of 0-255
+  values (a path, a grayscale array, a float image in [0, 1]) is refused with a message saying what
+  it takes and how to convert (`d2pose.engine.predictor.check_predictor_image`);
 * `detectron2.config.CfgNode.merge_from_other_cfg` and `.merge_from_list`: renamed d2pose keys
   (`d2pose.config.RENAMED_KEYS`) given under their old names are merged under the new ones, with a
   warning (`d2pose.config.with_new_key_names`); a "Non-existent config key" error for a d2pose key
@@ -45,7 +50,8 @@ from .checkpoint.checkpointer import is_local_dir, read_weights_as_data, save_at
 from .checkpoint.safe_load import torch_load_safely
 from .checkpoint.strict import check_fit, strict_checkpoint_loading, strict_loading_active
 from .checkpoint.weights import check_weights_file
-from .config import d2pose_keys, with_new_key_names
+from .config import d2pose_keys, resolve_device, with_new_key_names
+from .engine.predictor import check_predictor_image
 
 __all__ = ["CHANGES", "ENV_VAR", "disabled_by_environment", "install_safeguards", "installed", "uninstall_safeguards"]
 
@@ -103,14 +109,17 @@ def _tag_last_checkpoint(self, last_filename_basename: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# DefaultPredictor: MODEL.WEIGHTS must fit
+# DefaultPredictor: MODEL.WEIGHTS must fit, MODEL.DEVICE must exist, the image must be one
 
 
 def _predictor_init(self, cfg) -> None:
     """Detectron2's `DefaultPredictor.__init__`; a non-empty MODEL.WEIGHTS must exist and fit the model,
-    an empty one warns once (d2pose.safeguards)."""
+    an empty one warns once; "cuda" without CUDA runs on the CPU (d2pose.safeguards)."""
     global _warned_empty
     init = _original("DefaultPredictor.__init__")
+    if str(cfg.MODEL.DEVICE).startswith("cuda"):
+        cfg = cfg.clone()  # the caller's config is left as it is
+        resolve_device(cfg)
     if not cfg.MODEL.WEIGHTS:
         if not _warned_empty:
             logger.warning("DefaultPredictor: MODEL.WEIGHTS is empty, the model is untrained (random weights)")
@@ -119,6 +128,12 @@ def _predictor_init(self, cfg) -> None:
     check_weights_file(cfg.MODEL.WEIGHTS)
     with strict_checkpoint_loading():
         return init(self, cfg)
+
+
+def _predictor_call(self, original_image) -> Dict[str, Any]:
+    """Detectron2's `DefaultPredictor.__call__`, after `check_predictor_image` (d2pose.safeguards)."""
+    check_predictor_image(original_image)
+    return _original("DefaultPredictor.__call__")(self, original_image)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -175,6 +190,7 @@ _PATCHES: Tuple[Tuple[str, type, str, Callable], ...] = (
     ("detectron2.checkpoint.DetectionCheckpointer", DetectionCheckpointer, "save", _save),
     ("detectron2.checkpoint.DetectionCheckpointer", DetectionCheckpointer, "tag_last_checkpoint", _tag_last_checkpoint),
     ("detectron2.engine.DefaultPredictor", DefaultPredictor, "__init__", _predictor_init),
+    ("detectron2.engine.DefaultPredictor", DefaultPredictor, "__call__", _predictor_call),
     ("detectron2.config.CfgNode", CfgNode, "merge_from_other_cfg", _merge_from_other_cfg),
     ("detectron2.config.CfgNode", CfgNode, "merge_from_list", _merge_from_list),
 )

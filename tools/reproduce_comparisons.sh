@@ -8,6 +8,11 @@
 #   tools/reproduce_comparisons.sh rcnn      # Keypoint R-CNN: the heatmap run, then from its checkpoint
 #                                            # the same number of iterations with the heatmap, RLE and
 #                                            # Poseur heads
+#   tools/reproduce_comparisons.sh logocap   # LOGO-CAP's synthetic recipe, then the heatmap Keypoint R-CNN
+#                                            # from scratch for the same training time on this machine
+#                                            # (its schedule fitted by tools/time_recipe.py --fit-log), both
+#                                            # evaluated on whole synthetic_pose_val images; prints both and
+#                                            # LOGO-CAP's ceiling / upper bound / ADAPTATION table
 #   tools/reproduce_comparisons.sh ablations # the top-down runs with the authors' flow-term count
 #                                            # (MODEL.RLE.OFFICIAL_FLOW_TERM per_coordinate), Poseur also
 #                                            # with the previous noise, and Poseur with EMSDA's offsets
@@ -87,10 +92,28 @@ rcnn() {
     $(schedule "$RCNN_ITERS")
 }
 
+logocap() {
+  local lc="$OUT/logocap" rc="$OUT/rcnn_heatmap_equal_time_to_logocap"
+  train projects/LOGOCAP/configs/synthetic_logocap.yaml "$lc"
+  if [ ! -f "$rc/model_final.pth" ]; then
+    local fit
+    fit=$("$PY" tools/time_recipe.py --config-file configs/Baselines/synthetic_keypoint_rcnn_heatmap.yaml \
+      --fit-log "$lc/log.txt" | tail -n 1)
+    echo "[reproduce] Keypoint R-CNN schedule for LOGO-CAP's training time: $fit"
+    # shellcheck disable=SC2086
+    train configs/Baselines/synthetic_keypoint_rcnn_heatmap.yaml "$rc" $fit
+  fi
+  "$PY" projects/LOGOCAP/tools/logocap_upper_bound.py --config-file projects/LOGOCAP/configs/synthetic_logocap.yaml \
+    --output "$lc/logocap_upper_bound.json" --overwrite MODEL.WEIGHTS "$lc/model_final.pth"
+  "$PY" tools/compare_runs.py "$lc" "$rc" --names "LOGO-CAP (synthetic_logocap.yaml)" \
+    "Keypoint R-CNN heatmap, from scratch, same training time"
+}
+
 case "${1:-}" in
   topdown) topdown ;;
   rcnn) rcnn ;;
   ablations) ablations ;;
-  all) topdown; rcnn; ablations ;;
-  *) echo "usage: $0 topdown|rcnn|ablations|all" >&2; exit 2 ;;
+  logocap) logocap ;;
+  all) topdown; rcnn; ablations; logocap ;;
+  *) echo "usage: $0 topdown|rcnn|ablations|logocap|all" >&2; exit 2 ;;
 esac

@@ -5,6 +5,9 @@ the other kind of 2-core machine (AVX2 without native bfloat16 in float32, or th
 
     python tools/time_recipe.py --config-file projects/RLE/configs/synthetic_rle_topdown.yaml [--steps 20]
         [--float32-too] [KEY VALUE ...]
+    # the schedule of a config that trains as long as a finished run did (last line: KEY VALUE overrides)
+    python tools/time_recipe.py --config-file configs/Baselines/synthetic_keypoint_rcnn_heatmap.yaml \
+        --fit-log output/comparisons/logocap/log.txt
 
 The step is measured on a throwaway model with the real loader (d2pose.engine.timing); minutes are
 the step's compute (loading excluded: the first epoch's images are read cold, later ones come from
@@ -20,7 +23,10 @@ from d2pose.utils.logger import setup_logger
 
 import d2pose  # noqa: F401  (registers every component)
 from d2pose.config import get_d2pose_cfg
-from d2pose.engine.timing import AVX2_FLOAT32_PEAKS, StepTiming, avx2_float32_scale, measure_step_time
+from d2pose.engine.cli import add_config_overrides, parse_with_overrides
+from d2pose.engine.runs import logged_training_seconds
+from d2pose.engine.timing import (AVX2_FLOAT32_PEAKS, StepTiming, avx2_float32_scale, fit_schedule, measure_step_time,
+                                  scale_schedule)
 from d2pose.utils.machine import describe_machine, measure_peaks
 
 
@@ -30,8 +36,14 @@ def main(argv: Optional[List[str]] = None) -> List[StepTiming]:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--float32-too", action="store_true", help="also time the step in float32 (when 'auto' picks bfloat16)")
-    p.add_argument("opts", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    p.add_argument("--fit-seconds", type=float, default=0.0,
+                   help="print the schedule (MAX_ITER, STEPS, WARMUP_ITERS as KEY VALUE overrides, last line) "
+                        "whose training takes this many seconds here")
+    p.add_argument("--fit-log", default="",
+                   help="as --fit-seconds, with the training time of a finished run's log.txt (equal wall-clock "
+                        "comparisons: tools/reproduce_comparisons.sh logocap)")
+    add_config_overrides(p)
+    args = parse_with_overrides(p, argv)
     setup_logger(name="d2pose")
     torch.set_num_threads(args.threads)
     cfg = get_d2pose_cfg()
@@ -58,7 +70,22 @@ def main(argv: Optional[List[str]] = None) -> List[StepTiming]:
             print(f"  expected on an AVX2 machine in float32 (x{scale:.2f}: peaks there {ref['conv_default_gflops']:.0f} "
                   f"conv / {ref['matmul_gflops']:.0f} matmul GFLOP/s vs {f32['conv_default_gflops']:.0f} / "
                   f"{f32['matmul_gflops']:.0f} here): {t.compute_seconds * scale:.3f} s/it -> {minutes * scale:.1f} min")
+    budget = fit_budget(args)
+    if budget:
+        iters, steps, warmup = scale_schedule(cfg, fit_schedule(rows[0].seconds_per_iter, budget, 10 ** 7))
+        print(f"  {budget / 60:.1f} min of training here at {rows[0].seconds_per_iter:.3f} s/it: {iters} iterations")
+        print(f"SOLVER.MAX_ITER {iters} SOLVER.STEPS ({','.join(str(s) for s in steps)},) SOLVER.WARMUP_ITERS {warmup}")
     return rows
+
+
+def fit_budget(args) -> float:
+    """Seconds of training to fit (--fit-seconds, or the training time logged in --fit-log); 0 = none."""
+    if args.fit_log:
+        iters, seconds = logged_training_seconds(args.fit_log)
+        if seconds is None:
+            raise ValueError(f"--fit-log {args.fit_log}: no 'Overall training speed' line (has the run finished?)")
+        return seconds
+    return args.fit_seconds
 
 
 if __name__ == "__main__":

@@ -9,8 +9,19 @@ everything is.
     python tools/train_demo.py [--config-file projects/Poseur/configs/synthetic_poseur_topdown.yaml] [--iters 600]
                                [--total-budget 9] [--time-budget 5] [--output-dir output/demo] [--num-vis 8]
                                [--num-images 6] [--skip-shipped] [KEY VALUE ...]
+
+Config overrides: KEY VALUE pairs at the end, or anywhere after --opts (d2pose.engine.cli).
 """
-from d2pose.engine.train_demo import main
+from typing import Any, Dict, List, Optional
+
+from d2pose.engine import train_demo
+from d2pose.engine.cli import overrides_last
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Runs the demo as the command line says (`d2pose.engine.train_demo.main`)."""
+    return train_demo.main(overrides_last(argv))
+
 
 if __name__ == "__main__":
     main()

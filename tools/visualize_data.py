@@ -7,7 +7,7 @@ Visualizer (`d2pose.utils.visualizer.visualize_dataset`).
         --predictions output/inference/coco_2017_val_pose/keypoints_results.json --output-dir out/vis
 
 Predictions are COCO keypoint results (pixel-index coordinates, as written by KeypointEvaluator);
-they are drawn next to the ground truth. Existing files in the output folder are not overwritten
+they are drawn next to the ground truth, the panels captioned "ground truth" and "predictions". Existing files in the output folder are not overwritten
 unless --overwrite is given.
 """
 import argparse

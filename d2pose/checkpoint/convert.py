@@ -10,10 +10,15 @@ is exactly the converted one and whose inference follows the authors' code. Not 
 set by the overrides: the flows' prior mean (RLE 0, Poseur 0.5) and the input normalisation of the
 authors' pipelines (RLE: RGB / 255 minus (0.406, 0.457, 0.480), no std; Poseur: ImageNet mean / std
 on RGB).
+
+A checkpoint that is d2pose's already (written by `train_net.py` or by the converter itself) is
+recognised by its module names (`D2POSE_PREFIXES`: Detectron2's ResNet stem and FPN, d2pose's timm
+wrapper, the R-CNN heads, names no official checkpoint has) when its conversion fails:
+`load_official_checkpoint` raises `AlreadyConvertedError`, which says to load it with MODEL.WEIGHTS.
 """
 import os
 from collections import OrderedDict
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from detectron2.utils.registry import Registry
@@ -21,11 +26,21 @@ from detectron2.utils.registry import Registry
 from .mapping import StateDict
 from .safe_load import torch_load_safely
 
-__all__ = ["CONVERTERS", "Converter", "ConverterRegistry", "register_converter", "read_checkpoint",
-           "load_official_checkpoint"]
+__all__ = ["AlreadyConvertedError", "CONVERTERS", "Converter", "ConverterRegistry", "D2POSE_PREFIXES",
+           "d2pose_layout_key", "register_converter", "read_checkpoint", "load_official_checkpoint"]
 
 #: official state_dict -> (d2pose state_dict, config overrides)
 Converter = Callable[[StateDict], Tuple[StateDict, List[str]]]
+
+#: state_dict name prefixes of d2pose's models that no official checkpoint has: Detectron2's ResNet stem
+#: (RLE, Poseur, TransPose-R) and FPN (the R-CNN models, with their proposal generator and ROI heads),
+#: d2pose's timm backbone wrapper (HRNet, MobileNet: Poseur, TransPose-H, LOGO-CAP). The authors' names
+#: are `preact.` (RLE), `backbone.conv1` / `backbone.layer1` (mmpose), `conv1` / `layer1` (TransPose).
+D2POSE_PREFIXES = ("backbone.stem.", "backbone.bottom_up.", "backbone.body.", "proposal_generator.", "roi_heads.")
+
+
+class AlreadyConvertedError(ValueError):
+    """The checkpoint given to a converter is in d2pose's format already (load it with MODEL.WEIGHTS)."""
 
 
 class ConverterRegistry(Registry):
@@ -85,10 +100,26 @@ def read_checkpoint(path: str) -> StateDict:
     return OrderedDict(obj)
 
 
+def d2pose_layout_key(state_dict: StateDict) -> Optional[str]:
+    """The first name of `state_dict` that starts with one of :data:`D2POSE_PREFIXES` (a name only d2pose's
+    models have), or None."""
+    return next((key for key in state_dict if key.startswith(D2POSE_PREFIXES)), None)
+
+
 def load_official_checkpoint(path: str, method: str) -> Tuple[StateDict, List[str]]:
     """Reads an official checkpoint (see :func:`read_checkpoint`) and converts it with the converter
     registered for `method` ("rle", "poseur", "transpose", "logocap"): (d2pose state_dict, config
-    overrides)."""
+    overrides). A checkpoint that fails to convert and holds d2pose's names raises AlreadyConvertedError."""
     if method not in CONVERTERS:
         raise ValueError(f"method must be one of {CONVERTERS.names()}, got {method!r}")
-    return CONVERTERS.get(method)(read_checkpoint(path))
+    state_dict = read_checkpoint(path)
+    try:
+        return CONVERTERS.get(method)(state_dict)
+    except Exception as e:
+        found = d2pose_layout_key(state_dict)
+        if found is None:
+            raise
+        raise AlreadyConvertedError(
+            f"{path} is already a d2pose checkpoint (it holds {found}, a name of d2pose's models that the authors' "
+            f"{method} checkpoints do not have): load it with MODEL.WEIGHTS {path} (train_net.py --eval-only, "
+            "DefaultPredictor); convert_checkpoint.py converts the authors' checkpoints") from e

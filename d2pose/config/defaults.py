@@ -10,6 +10,8 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.utils.registry import Registry
 
+from .renamed import register_old_key_errors
+
 __all__ = ["add_d2pose_config", "add_transformer_keys", "CONFIG_ADDERS", "d2pose_keys", "get_d2pose_cfg"]
 
 CONFIG_ADDERS = Registry("CONFIG_ADDERS")
@@ -83,6 +85,9 @@ def _add_models(cfg: CN) -> None:
     # data pipeline of the DEKR / LOGO-CAP authors' code line for line (their random affine, grid,
     # target generators and rules: d2pose/data/bottomup_mapper.py), what the LOGO-CAP COCO configs train with
     b.PROTOCOL = "d2pose"
+    # the small-person rule: people whose annotated area in the source image is below this many
+    # pixels get no centre (and no offsets) in training; 32^2 as the DEKR / LOGO-CAP authors
+    b.MIN_CENTER_AREA = 32 ** 2
 
     cfg.MODEL.TOPDOWN = CN()
     # top-down head (TOPDOWN_HEAD_REGISTRY) and the backbone features it reads
@@ -154,7 +159,10 @@ def _add_models(cfg: CN) -> None:
     # averaged, the authors' default; "sigma": coordinates weighted by 1 / sigma^2; "official":
     # Poseur's p^5-weighted "type2"), the keypoint score from a regression head's sigma ("rle":
     # mean of 1 - sigma; "poseur": Eq. 8, prod of 1 - exp(-a / sigma) with a = KEYPOINT_SCORE_A),
-    # the instance rescoring rule and the OKS-NMS threshold (0 = off)
+    # the instance rescoring rule (top-down `Instances.scores` in [0, 1]: "box_x_mean" or
+    # "box_plus_mean_max" / 3, d2pose.evaluation.rescore_instances), the OKS-NMS threshold (0 = off)
+    # over detected people's poses (whole images, TEST.PERSON_DETECTIONS) and whether it also runs
+    # over the poses of ground-truth boxes (one per person; the COCO configs: True, the authors' protocol)
     cfg.TEST.KEYPOINT_FLIP = True
     # with TEST.EVAL_PERIOD > 0, train_net keeps the checkpoint with the best value of this result
     # (Detectron2's BestCheckpointer: OUTPUT_DIR/model_best.pth); a leading "-" keeps the lowest;
@@ -164,7 +172,8 @@ def _add_models(cfg: CN) -> None:
     cfg.TEST.KEYPOINT_SCORE = "rle"
     cfg.TEST.KEYPOINT_SCORE_A = 0.2
     cfg.TEST.KEYPOINT_RESCORE = "box_x_mean"
-    cfg.TEST.OKS_NMS_THRESH = 0.0
+    cfg.TEST.OKS_NMS_THRESH = 0.9
+    cfg.TEST.OKS_NMS_GT_BOXES = False
     # heatmap heads' flip test: how heatmaps of the mirrored crop are mapped back ("exact": the
     # codec's exact sub-cell mirror; "cell": a one-cell shift, HRNet's code; "none": no shift,
     # TransPose's and LOGO-CAP's code)
@@ -224,6 +233,7 @@ def add_d2pose_config(cfg: CN) -> CN:
     _add_models(cfg)
     for _, add_method_config in CONFIG_ADDERS:  # the methods' own keys
         add_method_config(cfg)
+    register_old_key_errors(cfg)  # an old key name fails naming its new one (d2pose.config.renamed)
     if defrosted:
         cfg.freeze()
     return cfg

@@ -3,8 +3,8 @@
 Follows the DEKR / LOGO-CAP protocol (Geng et al. CVPR 2021; Xue et al. CVPR 2022): one affine per
 image (rotation +-30 deg, scale 0.75-1.5, translation +-40 px, horizontal flip) to a square input;
 targets are keypoint heatmaps, a person-centre heatmap (centre = mean of the visible keypoints;
-people whose annotated area in the original image is below 32^2 px get none, as in the authors'
-code, whatever the input scale), offset fields from the pixels around each centre to the
+people whose annotated area in the original image is below INPUT.BOTTOMUP.MIN_CENTER_AREA, 32^2 px
+as in the authors' code, get none, whatever the input scale), offset fields from the pixels around each centre to the
 person's keypoints, and their weights (1 / sqrt(area)): the encoding of the centre + offset codec
 (`d2pose.codecs.CenterOffsetCodec`). Testing resizes the short side and keeps the aspect ratio,
 padding the long side to a multiple of 64.

@@ -15,7 +15,7 @@ from .robust import SkipUnreadableImages, drop_missing_images
 from .samplers import PositionedMapDataset, ResumableTrainingSampler
 from .topdown import TopDownDatasetMapper, attach_person_detections, person_instances
 
-__all__ = ["build_pose_train_loader", "build_pose_test_loader", "build_bottomup_mapper"]
+__all__ = ["build_pose_train_loader", "build_pose_test_loader", "build_bottomup_mapper", "min_center_area"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,18 @@ def build_bottomup_mapper(cfg, is_train: bool) -> BottomUpDatasetMapper:
     return BottomUpDatasetMapper(is_train, flip_indices=meta.keypoint_flip_indices, input_size=b.INPUT_SIZE,
                                  stride=b.STRIDE, test_short_side=b.TEST_SHORT_SIDE, image_format=cfg.INPUT.FORMAT,
                                  max_rotation=b.MAX_ROTATION, scale_range=tuple(b.SCALE_RANGE),
-                                 max_translation=b.MAX_TRANSLATION, flip_prob=b.FLIP_PROB, protocol=b.PROTOCOL)
+                                 max_translation=b.MAX_TRANSLATION, flip_prob=b.FLIP_PROB, protocol=b.PROTOCOL,
+                                 min_area=min_center_area(cfg))
+
+
+def min_center_area(cfg) -> float:
+    """The bottom-up small-person rule, INPUT.BOTTOMUP.MIN_CENTER_AREA (source-image pixels; people
+    below it get no centre in training), checked: a number >= 0."""
+    value = cfg.INPUT.BOTTOMUP.MIN_CENTER_AREA
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"INPUT.BOTTOMUP.MIN_CENTER_AREA must be a source-image area in pixels >= 0 "
+                         f"(32^2 = 1024 as the authors), got {value!r}")
+    return float(value)
 
 
 def build_pose_train_loader(cfg):

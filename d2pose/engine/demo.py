@@ -1,10 +1,13 @@
 """The inference demo: pose estimation on one's own images, videos or a webcam through Detectron2's
 `DefaultPredictor`, Detectron2's demo style (the command line is tools/demo.py).
 
-    python tools/demo.py --config-file CFG --input IMAGES_OR_GLOBS ... --output DIR [--json FILE]
-                         [--opts KEY VALUE ...]
+    python tools/demo.py --config-file CFG --input IMAGES_FOLDERS_OR_GLOBS ... --output DIR [--json FILE]
+                         [KEY VALUE ...]
     python tools/demo.py --config-file CFG --video-input FILE --output DIR [--json FILE] [--smooth]
     python tools/demo.py --config-file CFG --webcam --output DIR   (Ctrl-C stops)
+
+Config overrides (KEY VALUE, e.g. MODEL.WEIGHTS model.pth) go at the end as train_net.py takes them, or
+anywhere after --opts (Detectron2's demo style; d2pose.engine.cli).
 
 Any d2pose config works through Detectron2's `DefaultPredictor`: a top-down one (RLE, Poseur,
 TransPose) finds the people with its person detector (`MODEL.TOPDOWN.DETECTOR.CONFIG_FILE` /
@@ -34,10 +37,12 @@ model runs): the filter's time steps are the measured ones, and the output video
 measured over its first frames.
 
 Each image's drawing is DIR/<name>.jpg; inputs whose names collide (x.png, y/x.png) keep their path
-under the folder they share (x.jpg, y_x.jpg). An input that cannot be read, or on which the model
-fails, is reported with its name and the reason, and the rest go on (the json holds their
-predictions); the exit status is 1 when any input failed. Existing outputs are not overwritten
-without --overwrite.
+under the folder they share (x.jpg, y_x.jpg). The log's count of people per image is the number
+drawn (those below --confidence-threshold are only in the json). An input that names no image (a
+folder without images, a pattern matching nothing, a video: that is --video-input's), that cannot
+be read, or on which the model fails, is reported with its name and the reason, and the rest go on
+(the json holds their predictions); the exit status is 1 when any input failed. Existing outputs
+are refused, before the model is built, unless --overwrite is given.
 """
 import argparse
 import glob
@@ -63,14 +68,19 @@ from ..evaluation.coco_results import instances_to_coco_results
 from ..utils.logger import setup_logger
 from ..utils.tracking import PoseTracker
 from ..utils.visualizer import PoseDrawer
+from .cli import add_config_overrides, parse_with_overrides
 from .predictor import PosePredictor
 
-__all__ = ["IMAGE_EXTENSIONS", "RATE_FRAMES", "parse_args", "setup_cfg", "expand_inputs", "output_names",
-           "run_images", "measured_fps", "run_video", "predictor_num_keypoints", "main"]
+__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VIDEO_HINT", "RATE_FRAMES", "parse_args", "setup_cfg", "find_inputs",
+           "expand_inputs", "output_names", "planned_outputs", "refuse_existing_outputs", "run_images",
+           "measured_fps", "run_video", "predictor_num_keypoints", "main"]
 
 logger = logging.getLogger("d2pose.demo")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+#: files that --input refuses with a hint to give them with --video-input
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+VIDEO_HINT = "a video: give it with --video-input (--input takes images)"
 
 #: (results, failures as (input, reason), written files) of a run
 RunOutput = Tuple[List[Dict], List[Tuple[str, str]], List[str]]
@@ -96,13 +106,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--smooth-min-cutoff", type=float, default=1.0)
     p.add_argument("--smooth-beta", type=float, default=0.05)
     p.add_argument("--max-frames", type=int, default=0, help="video / webcam: stop after this many frames (0 = all)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
-    return p.parse_args(argv)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_config_overrides(p)
+    return parse_with_overrides(p, argv)
 
 
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """The frozen d2pose config of --config-file with the --opts overrides."""
+    """The frozen d2pose config of --config-file with the KEY VALUE overrides."""
     cfg = get_d2pose_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts))
@@ -110,19 +120,44 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
-def expand_inputs(patterns: Sequence[str]) -> List[str]:
-    """Files named by each pattern (a file, a folder's images, or a glob), in order; a pattern that
-    matches nothing is kept as is so that it is reported as unreadable."""
-    files = []
+def _pattern_files(pattern: str) -> Tuple[List[str], str]:
+    """(the files one --input pattern names, why it names none or "")."""
+    if os.path.isdir(pattern):
+        found = sorted(f for f in glob.glob(os.path.join(pattern, "*")) if os.path.isfile(f))
+        images = [f for f in found if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if images:
+            return images, ""
+        why = f"the folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        videos = [os.path.basename(f) for f in found if f.lower().endswith(VIDEO_EXTENSIONS)]
+        if videos:
+            why += f"; its videos ({', '.join(videos[:3])}{', ...' if len(videos) > 3 else ''}) go one at a time " \
+                   "to --video-input"
+        return [], why
+    if any(ch in pattern for ch in "*?["):
+        found = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+        return found, "" if found else "no file matches this pattern"
+    return ([pattern], "") if os.path.exists(pattern) else ([], "no such file or folder")
+
+
+def find_inputs(patterns: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(the image files named by `patterns` (files, folders' images, glob patterns), in order;
+    (input, why it names no image) for each pattern that names none and each video among them)."""
+    files, problems = [], []
     for pattern in patterns:
-        if os.path.isdir(pattern):
-            found = sorted(f for f in glob.glob(os.path.join(pattern, "*")) if f.lower().endswith(IMAGE_EXTENSIONS))
-        elif any(ch in pattern for ch in "*?["):
-            found = sorted(glob.glob(pattern))
-        else:
-            found = [pattern]
-        files.extend(found or [pattern])
-    return files
+        found, why = _pattern_files(pattern)
+        if why:
+            problems.append((pattern, why))
+        for path in found:
+            if path.lower().endswith(VIDEO_EXTENSIONS):
+                problems.append((path, VIDEO_HINT))
+            else:
+                files.append(path)
+    return files, problems
+
+
+def expand_inputs(patterns: Sequence[str]) -> List[str]:
+    """The image files named by `patterns`, in order (`find_inputs` without the problems)."""
+    return find_inputs(patterns)[0]
 
 
 def output_names(files: Sequence[str], extension: str = ".jpg") -> List[str]:
@@ -152,6 +187,28 @@ def output_names(files: Sequence[str], extension: str = ".jpg") -> List[str]:
     return names
 
 
+def planned_outputs(args: argparse.Namespace, files: Sequence[str] = ()) -> List[str]:
+    """The files the demo will write: a drawing per image of `files` (--input), or the video of
+    --video-input / the webcam, and --json."""
+    if args.input:
+        paths = [os.path.join(args.output, name) for name in output_names(files)]
+    else:
+        base = "webcam" if args.webcam else os.path.splitext(os.path.basename(args.video_input))[0]
+        paths = [os.path.join(args.output, base + ".mp4")]
+    return paths + ([args.json] if args.json else [])
+
+
+def refuse_existing_outputs(args: argparse.Namespace, files: Sequence[str] = ()) -> None:
+    """Exits, naming them, when outputs the run would write exist and --overwrite is not given
+    (before the model is built: nothing is computed to be thrown away)."""
+    existing = [p for p in planned_outputs(args, files) if os.path.exists(p)]
+    if existing and not args.overwrite:
+        others = existing[1:]
+        shown = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+        also = f" and the {len(others)} other existing outputs ({shown})" if others else ""
+        raise SystemExit(f"{existing[0]} exists; pass --overwrite to replace it{also}, or choose another --output")
+
+
 def _output_path(args: argparse.Namespace, name: str) -> str:
     path = os.path.join(args.output, name)
     if os.path.exists(path) and not args.overwrite:
@@ -161,9 +218,11 @@ def _output_path(args: argparse.Namespace, name: str) -> str:
 
 def run_images(args: argparse.Namespace, predictor: DefaultPredictor, drawer: PoseDrawer) -> RunOutput:
     """Predicts and draws each image of --input; returns (results, failures, written files)."""
-    files = expand_inputs(args.input)
+    files, failures = find_inputs(args.input)
+    for path, why in failures:
+        logger.error("skipped %s: %s", path, why)
     names = output_names(files)
-    results, failures, written = [], [], []
+    results, written = [], []
     for index, path in enumerate(tqdm(files, desc="images", unit="image", file=sys.stdout)):
         try:
             image = read_image(path, format="BGR")
@@ -178,12 +237,19 @@ def run_images(args: argparse.Namespace, predictor: DefaultPredictor, drawer: Po
             logger.exception("skipped %s: the model failed on it", path)
             failures.append((path, f"the model failed: {type(e).__name__}: {e}"))
             continue
-        logger.info("%s: %d people in %.2f s", path, len(instances), time.perf_counter() - start)
+        _log_count(path, drawer.people_drawn(instances), len(instances), args.confidence_threshold,
+                   time.perf_counter() - start)
         out = _output_path(args, names[index])
         cv2.imwrite(out, drawer(image, instances))
         written.append(out)
         results += instances_to_coco_results(instances, index, file_name=path)
     return results, failures, written
+
+
+def _log_count(path: str, drawn: int, predicted: int, threshold: float, seconds: float) -> None:
+    """Logs the people drawn on an image (those below the threshold are only in the json)."""
+    below = f" ({predicted - drawn} more below --confidence-threshold {threshold:g})" if predicted > drawn else ""
+    logger.info("%s: %d %s drawn%s in %.2f s", path, drawn, "person" if drawn == 1 else "people", below, seconds)
 
 
 def predictor_num_keypoints(predictor: DefaultPredictor) -> int:
@@ -341,19 +407,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     args = parse_args(argv)
     setup_logger(name="d2pose")
     cfg = setup_cfg(args)
-    os.makedirs(args.output, exist_ok=True)
-    if args.json and os.path.exists(args.json) and not args.overwrite:
-        raise SystemExit(f"{args.json} exists; pass --overwrite to replace it")
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
-    predictor = PosePredictor(cfg)
-    drawer = PoseDrawer(metadata, args.confidence_threshold, args.keypoint_threshold)
-    try:
-        if args.input:
-            results, failures, written = run_images(args, predictor, drawer)
-        else:
-            results, failures, written = run_video(args, predictor, drawer, metadata)
-    except FileExistsError as e:
-        raise SystemExit(str(e))
+    files, problems = find_inputs(args.input) if args.input else ([], [])
+    refuse_existing_outputs(args, files)
+    if args.input and not files:  # nothing to predict on: no model built
+        for path, why in problems:
+            logger.error("skipped %s: %s", path, why)
+        results, failures, written = [], problems, []
+    else:
+        results, failures, written = _predict(args, cfg)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
@@ -363,3 +424,17 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     for path, why in failures:
         logger.error("failed: %s (%s)", path, why)
     return dict(results=results, failures=failures, written=written)
+
+
+def _predict(args: argparse.Namespace, cfg: CfgNode) -> RunOutput:
+    """Builds the predictor and runs it on the images, or on the video / webcam."""
+    os.makedirs(args.output, exist_ok=True)
+    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
+    predictor = PosePredictor(cfg)
+    drawer = PoseDrawer(metadata, args.confidence_threshold, args.keypoint_threshold)
+    try:
+        if args.input:
+            return run_images(args, predictor, drawer)
+        return run_video(args, predictor, drawer, metadata)
+    except FileExistsError as e:
+        raise SystemExit(str(e))

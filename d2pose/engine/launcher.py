@@ -10,7 +10,8 @@ Runs never replace each other's results silently:
   needs weights that fit the model: an empty MODEL.WEIGHTS (without `--resume` on a run with
   checkpoints) or a checkpoint with missing, unexpected or differently shaped tensors is refused,
   naming them.
-* `--resume`, `--eval-only` and `--overwrite` may also come after the KEY VALUE overrides.
+* `--resume`, `--eval-only` and `--overwrite` may also come after the KEY VALUE overrides, and the
+  overrides may also be given anywhere after `--opts` (d2pose.engine.cli), as every d2pose tool takes them.
 """
 import argparse
 import logging
@@ -20,18 +21,20 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
+import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from ..checkpoint import PoseCheckpointer, check_weights_file
-from ..config import add_d2pose_config
+from ..config import add_d2pose_config, cpu_fallback
 from ..utils.logger import drop_duplicate_handlers, setup_logger
+from .cli import add_config_overrides, parse_with_overrides
 from .trainer import Trainer
 
-__all__ = ["FLAGS", "RUN_FILES", "eval_output_dir", "guard_output_dir", "main", "parse_args", "previous_run_files",
-           "setup"]
+__all__ = ["FLAGS", "RUN_FILES", "device_notes", "eval_output_dir", "guard_output_dir", "main", "parse_args",
+           "previous_run_files", "setup"]
 
 logger = logging.getLogger("d2pose")
 
@@ -42,24 +45,15 @@ RUN_FILES = ("last_checkpoint", "metrics.json")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Detectron2's arguments + `--overwrite`; the boolean flags are also taken from among the overrides."""
+    """Detectron2's arguments + `--overwrite` + the `--opts` alias of the overrides (d2pose.engine.cli:
+    a config KEY VALUE pair may also stand before an option); the boolean flags are also taken from
+    among the overrides."""
     parser = default_argument_parser()
     parser.add_argument("--overwrite", action="store_true",
                         help="train into an OUTPUT_DIR that holds another run: its files move to "
                              "OUTPUT_DIR/previous_runs/")
-    args = parser.parse_args(argv)
-    opts = []
-    for token in args.opts:
-        if token in FLAGS:
-            setattr(args, token[2:].replace("-", "_"), True)
-        elif token.startswith("--"):
-            parser.error(f"option {token} must come before the KEY VALUE overrides "
-                         "(after them it would be read as a key)")
-        else:
-            opts.append(token)
-    if len(opts) % 2:
-        parser.error(f"the overrides must be KEY VALUE pairs; {opts[-1]!r} has no value (overrides: {opts})")
-    args.opts = opts
+    add_config_overrides(parser, positional=False)  # Detectron2's parser has the positional overrides
+    args = parse_with_overrides(parser, argv, flags=FLAGS)
     args.started = time.strftime("%Y%m%d-%H%M%S")  # one stamp for every process of the run
     return args
 
@@ -116,6 +110,19 @@ def _check_eval_weights(cfg: CfgNode, args: argparse.Namespace) -> None:
                             " (give MODEL.WEIGHTS path/to/model.pth, or --resume to use OUTPUT_DIR's last checkpoint)"))
 
 
+def device_notes(cfg: CfgNode, args: argparse.Namespace) -> List[str]:
+    """Falls MODEL.DEVICE back to the CPU where PyTorch finds no CUDA device (`d2pose.config.cpu_fallback`)
+    and returns what to log about the run's devices: that fallback, and that `--num-gpus N` (N > 1) on
+    such a machine runs N CPU processes (Detectron2's `launch` uses Gloo there)."""
+    notes = [note for note in (cpu_fallback(cfg),) if note]
+    processes = int(getattr(args, "num_gpus", 1) or 1)
+    if processes > 1 and not torch.cuda.is_available():
+        notes.append(f"--num-gpus {processes} on a machine without CUDA: {processes} CPU processes (Gloo backend) run "
+                     f"this, each with 1/{processes} of SOLVER.IMS_PER_BATCH and sharing the CPU cores; "
+                     "--num-gpus 1 runs one process")
+    return notes
+
+
 def setup(args: argparse.Namespace) -> CfgNode:
     """Config from d2pose's keys, the YAML file and the command-line overrides; the run folder checked
     (see the module docstring), Detectron2's and d2pose's logging set up. Takes the arguments of
@@ -132,6 +139,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
         except FileNotFoundError as e:
             raise SystemExit(str(e)) from None
     guard_output_dir(cfg, args)
+    notes = device_notes(cfg, args)
     if getattr(args, "eval_only", False):
         _check_eval_weights(cfg, args)
         cfg.OUTPUT_DIR = eval_output_dir(cfg, args)
@@ -143,6 +151,8 @@ def setup(args: argparse.Namespace) -> CfgNode:
         drop_duplicate_handlers(logging.getLogger(name))
     # d2pose's own messages (precision choice, lr multipliers, data checks) into the same log.txt
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2pose")
+    for note in notes:
+        logger.warning(note)
     return cfg
 
 

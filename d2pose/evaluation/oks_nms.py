@@ -8,7 +8,8 @@ over the keypoints k of the reference pose, where d_k is the distance between th
 and s^2 the object area. Top-down methods (SimpleBaseline, HRNet, TransPose, Poseur, RLE, ...) run
 OKS-NMS over the poses estimated from every person detection of an image, and rescore each pose from
 its detection score and keypoint scores before NMS and evaluation; `rescore_instances` gathers the
-rescoring rules those methods use.
+rescoring rules those methods use, each mapped monotonically into [0, 1] (the authors' ranking, hence
+COCO's AP, is kept; one threshold reads the same for every method).
 
 All functions accept numpy arrays or torch tensors. Rescoring returns the type it was given; the NMS
 functions return kept indices as an int64 numpy array, or a LongTensor (on the input's device) when
@@ -189,7 +190,7 @@ def _score_box_x_mean(box: np.ndarray, kps: np.ndarray, thresh: float) -> np.nda
 def _score_box_plus_mean_max(box: np.ndarray, kps: np.ndarray, thresh: float) -> np.ndarray:
     if kps.shape[1] == 0:
         return box
-    return box + kps.mean(axis=1) + kps.max(axis=1)
+    return (box + kps.mean(axis=1) + kps.max(axis=1)) / 3.0
 
 
 RESCORE_METHODS: Dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
@@ -197,7 +198,8 @@ RESCORE_METHODS: Dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]
     "box": _score_box,
     # SimpleBaseline/HRNet/TransPose: box score x mean of the keypoint scores above `thresh` (0 if none)
     "box_x_mean": _score_box_x_mean,
-    # RLE / Poseur official code: box score + mean keypoint score + max keypoint score
+    # RLE / Poseur official code: box score + mean keypoint score + max keypoint score, divided by 3
+    # (three terms in [0, 1]: the authors' sum in [0, 3] rescaled, the same ranking)
     "box_plus_mean_max": _score_box_plus_mean_max,
 }
 
@@ -208,13 +210,20 @@ def rescore_instances(
     method: str = "box_x_mean",
     thresh: float = 0.2,
 ) -> Union[np.ndarray, torch.Tensor]:
-    """Instance scores from detection scores and keypoint scores, by a named rule.
+    """Instance scores in [0, 1] from detection scores and keypoint scores, by a named rule.
 
     Methods (see `RESCORE_METHODS`):
         "box": the detection score.
         "box_x_mean": detection score x mean of the keypoint scores > `thresh` (0 when none passes);
             the rescoring of SimpleBaseline, HRNet and TransPose (thresh 0.2).
-        "box_plus_mean_max": detection score + mean + max of all keypoint scores (RLE, Poseur).
+        "box_plus_mean_max": (detection score + mean + max of all keypoint scores) / 3: the RLE and
+            Poseur authors' sum, which runs over [0, 3], divided by its three terms.
+
+    Every rule's result is then clipped to [0, 1]. With detection and keypoint scores in [0, 1]
+    (detectors, ground-truth boxes (1), regression heads' scores from sigma) the clip changes
+    nothing; it bounds what can exceed 1 (heatmap maxima a little above 1, given person scores). Both
+    maps are monotone, so the ranking of the authors' rules, and the COCO AP that depends on it
+    alone, are kept (the clip ties only scores outside [0, 1]).
 
     Args:
         box_scores: (R,) detection scores.
@@ -223,8 +232,8 @@ def rescore_instances(
         thresh: keypoint score threshold of "box_x_mean".
 
     Returns:
-        (R,) scores, a tensor (dtype and device of `box_scores`) when `box_scores` is a tensor, else a
-        float64 numpy array.
+        (R,) scores in [0, 1], a tensor (dtype and device of `box_scores`) when `box_scores` is a
+        tensor, else a float64 numpy array.
     """
     if method not in RESCORE_METHODS:
         raise ValueError(f"rescore_instances: unknown method {method!r}; choose one of {sorted(RESCORE_METHODS)}")
@@ -233,7 +242,7 @@ def rescore_instances(
     if kps.ndim == 3:
         kps = kps[..., 2]
     kps = kps.reshape(box.shape[0], -1) if box.size else np.zeros((0, 0))
-    out = RESCORE_METHODS[method](box, kps, thresh)
+    out = np.clip(RESCORE_METHODS[method](box, kps, thresh), 0.0, 1.0)
     if isinstance(box_scores, torch.Tensor):
         return torch.as_tensor(out, device=box_scores.device).to(box_scores.dtype)
     return out

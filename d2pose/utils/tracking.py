@@ -16,11 +16,17 @@ them over time by tracking-by-detection, giving each person a stable integer id:
    the box IoU stands in for the OKS (`use_iou_fallback`), otherwise the pair gets similarity 0.
 2. Assignment. The detection-to-track assignment that maximises the total similarity is found by
    the Hungarian algorithm (`scipy.optimize.linear_sum_assignment`); pairs below `match_thresh` are
-   excluded before the assignment and never matched.
-3. Track management. A matched track takes the detection's keypoints and box. An unmatched detection
-   starts a new track with the next id: ids start at 0 and are never reused, so a person lost for too
-   long comes back under a new id. A track unmatched for more than `max_age` consecutive frames is
-   dropped.
+   excluded before the assignment and never matched. It runs twice (ByteTrack's order): first the
+   confident detections (score >= `new_track_score`) against every live track, then the others
+   against the tracks still unmatched, so that a low-scored duplicate of a person never takes that
+   person's track, while a person whose score drops for a while keeps it.
+3. Track management. A matched track takes the detection's keypoints and box. An unmatched confident
+   detection starts a new track with the next id, unless it duplicates a person already tracked in
+   this frame (similarity > `duplicate_thresh` with a detection that has an id: the leftovers of a
+   detector's and the pose model's duplicate boxes). Ids start at 0 and are never reused, so a person
+   lost for too long comes back under a new id. Unmatched detections scored below `new_track_score`
+   and duplicates get id -1 (not tracked). A track unmatched for more than `max_age` consecutive
+   frames is dropped.
 
 The result does not depend on the order of the detections: they are put into a canonical order
 (sorted by box, score and keypoints) before matching, and new ids are issued in that order.
@@ -278,6 +284,11 @@ class PoseTracker:
             motion per frame, averaged with `momentum`), not its last pose: fast people stay
             close to their own prediction rather than to a neighbour's last pose.
         momentum: weight of the previous velocity in its running average (0: last step only).
+        new_track_score: detections scoring at least this start tracks and are matched first; the
+            others only continue tracks left unmatched (id -1 otherwise). For d2pose's instance
+            scores, in [0, 1] for every method; 0 tracks every detection.
+        duplicate_thresh: an unmatched detection whose similarity with a detection already tracked in
+            the frame exceeds this is that person's duplicate (id -1, no new track); >= 1 turns it off.
     """
 
     def __init__(
@@ -291,6 +302,8 @@ class PoseTracker:
         fps: float = 30.0,
         motion: bool = True,
         momentum: float = 0.5,
+        new_track_score: float = 0.3,
+        duplicate_thresh: float = 0.5,
     ):
         sig = np.asarray(sigmas, dtype=np.float64)
         if sig.ndim != 1 or sig.shape[0] == 0 or not np.all(np.isfinite(sig)) or np.any(sig <= 0):
@@ -321,6 +334,11 @@ class PoseTracker:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.motion = bool(motion)
         self.momentum = float(momentum)
+        if not (math.isfinite(new_track_score) and math.isfinite(duplicate_thresh)):
+            raise ValueError(f"new_track_score and duplicate_thresh must be finite, got {new_track_score}, "
+                             f"{duplicate_thresh}")
+        self.new_track_score = float(new_track_score)
+        self.duplicate_thresh = float(duplicate_thresh)
         self.reset()
 
     def reset(self) -> None:
@@ -367,6 +385,15 @@ class PoseTracker:
             raise ValueError("scores must be finite (no NaN or inf)")
         return kps, box, sc
 
+    def _pair_similarity(self, kps: np.ndarray, boxes: np.ndarray, ref_kps: np.ndarray,
+                         ref_boxes: np.ndarray) -> np.ndarray:
+        """(A, B) similarity of poses A with reference poses B: OKS (B's box areas), box IoU where no
+        keypoint is usable and `use_iou_fallback`."""
+        sim, counts = _oks_and_counts(kps, ref_kps, _box_areas(ref_boxes), self.sigmas, self.min_keypoint_score)
+        if self.use_iou_fallback and np.any(counts == 0):
+            sim = np.where(counts > 0, sim, box_iou_matrix(boxes, ref_boxes))
+        return sim
+
     def _similarity(self, kps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """(R, T) similarity between the detections and the live tracks."""
         if self.motion:
@@ -376,10 +403,42 @@ class PoseTracker:
         else:
             t_kps = np.stack([tr.keypoints for tr in self._tracks])
             t_boxes = np.stack([tr.box for tr in self._tracks])
-        sim, counts = _oks_and_counts(kps, t_kps, _box_areas(t_boxes), self.sigmas, self.min_keypoint_score)
-        if self.use_iou_fallback and np.any(counts == 0):
-            sim = np.where(counts > 0, sim, box_iou_matrix(boxes, t_boxes))
-        return sim
+        return self._pair_similarity(kps, boxes, t_kps, t_boxes)
+
+    def _assign(self, sim: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> Dict[int, int]:
+        """{row: col} of the best assignment of `rows` to `cols` of `sim` (pairs >= match_thresh)."""
+        if len(rows) == 0 or len(cols) == 0:
+            return {}
+        sub = sim[np.ix_(rows, cols)]
+        gated = np.where(sub >= self.match_thresh, sub, 0.0)  # sub-threshold pairs cannot win
+        found = {}
+        for i, j in zip(*linear_sum_assignment(gated, maximize=True)):
+            if sub[i, j] >= self.match_thresh:
+                found[int(rows[i])] = int(cols[j])
+        return found
+
+    def _match(self, kps: np.ndarray, boxes: np.ndarray, confident: np.ndarray) -> Dict[int, int]:
+        """{detection: track index} for detections in canonical order: the confident ones against
+        every live track, then the others against the tracks left."""
+        if len(kps) == 0 or not self._tracks:
+            return {}
+        sim = self._similarity(kps, boxes)
+        everyone = np.arange(len(self._tracks))
+        first = self._assign(sim, np.nonzero(confident)[0], everyone)
+        left = np.setdiff1d(everyone, list(first.values()))
+        return {**first, **self._assign(sim, np.nonzero(~confident)[0], left)}
+
+    def _new_tracks(self, kps: np.ndarray, boxes: np.ndarray, scores: np.ndarray, tracked: Sequence[int],
+                    candidates: Sequence[int]) -> List[int]:
+        """The `candidates` (unmatched confident detections) that start tracks: best-scored first, each
+        unless its similarity with a detection tracked in this frame exceeds `duplicate_thresh`."""
+        kept = list(tracked)
+        for d in sorted(candidates, key=lambda d: -scores[d]):  # stable: canonical order among ties
+            if kept and self._pair_similarity(kps[d:d + 1], boxes[d:d + 1], kps[kept], boxes[kept]).max() \
+                    > self.duplicate_thresh:
+                continue
+            kept.append(d)
+        return sorted(kept[len(tracked):])
 
     def update(self, keypoints: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                t: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -392,7 +451,8 @@ class PoseTracker:
             t: time of the frame in seconds (strictly increasing); default frame_index / fps.
 
         Returns:
-            ids: (R,) int64 person ids, ids[i] for detection i.
+            ids: (R,) int64 person ids, ids[i] for detection i; -1 for a detection not tracked (scored
+                below `new_track_score` and matching no track, or a duplicate of a tracked person).
             keypoints: (R, K, 3) float64 poses, with smoothed coordinates when smoothing is on (the
                 scores column is the input's).
         """
@@ -412,28 +472,26 @@ class PoseTracker:
         order = np.lexsort(np.concatenate([kps.reshape(r, -1), sc[:, None], box], axis=1).T[::-1]) \
             if r else np.zeros(0, dtype=np.int64)
 
-        matched_tracks = set()
-        det_track: Dict[int, _Track] = {}
-        if r and self._tracks:
-            sim = self._similarity(kps[order], box[order])  # (R, T), rows in canonical order
-            gated = np.where(sim >= self.match_thresh, sim, 0.0)  # sub-threshold pairs cannot win
-            rows, cols = linear_sum_assignment(gated, maximize=True)
-            for i, j in zip(rows, cols):
-                if sim[i, j] >= self.match_thresh:
-                    det_track[int(order[i])] = self._tracks[j]
-                    matched_tracks.add(j)
+        kps_c, box_c, sc_c = kps[order], box[order], sc[order]  # canonical order
+        confident = sc_c >= self.new_track_score
+        matches = self._match(kps_c, box_c, confident)  # {canonical detection: track index}
+        matched_tracks = set(matches.values())
+        unmatched = [i for i in range(r) if i not in matches and confident[i]]
+        starting = set(self._new_tracks(kps_c, box_c, sc_c, sorted(matches), unmatched))
 
         new_tracks: List[_Track] = []
-        for d in order:
+        for i, d in enumerate(order):
             d = int(d)
-            track = det_track.get(d)
-            if track is None:
+            if i in matches:
+                track = self._tracks[matches[i]]
+                track.update(kps[d], box[d], self.momentum)
+            elif i in starting:
                 filt = OneEuroFilter(**self._smoothing) if self._smoothing is not None else None
                 track = _Track(self._next_id, kps[d], box[d], filt)
                 self._next_id += 1
                 new_tracks.append(track)
             else:
-                track.update(kps[d], box[d], self.momentum)
+                continue  # not tracked: id -1, keypoints as given
             ids[d] = track.id
             if track.filter is not None:
                 out[d, :, :2] = track.filter(kps[d, :, :2], t)

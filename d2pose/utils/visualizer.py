@@ -1,7 +1,8 @@
 """Drawing poses with Detectron2's `Visualizer`: a model's predictions (`PoseDrawer`, with track
 ids and colours for video), a dataset's annotations beside predictions (`draw_record`,
-`visualize_dataset`), and the registry of the per-method drawings the training demo makes
-(`register_demo_drawing`: a method package registers what shows its model's inner workings).
+`visualize_dataset`, each panel captioned: "ground truth", "predictions"), and the registry of the
+per-method drawings the training demo makes (`register_demo_drawing`: a method package registers what
+shows its model's inner workings).
 """
 import colorsys
 import logging
@@ -17,7 +18,8 @@ from detectron2.utils.visualizer import Visualizer
 
 from ..evaluation.coco_results import coco_results_to_instances, load_coco_results
 
-__all__ = ["track_color", "POSE_SCORE_LEGEND", "display_scores", "PoseDrawer", "draw_record", "visualize_dataset", "register_demo_drawing", "demo_drawing"]
+__all__ = ["track_color", "POSE_SCORE_LEGEND", "display_scores", "PoseDrawer", "PANEL_CAPTIONS", "caption",
+           "draw_record", "visualize_dataset", "register_demo_drawing", "demo_drawing"]
 
 logger = logging.getLogger("d2pose.visualize_data")
 
@@ -80,6 +82,10 @@ class PoseDrawer:
         legend = POSE_SCORE_LEGEND if len(keep) and not from_detector else None
         return keep, labels, legend
 
+    def people_drawn(self, instances: Instances) -> int:
+        """How many of the people of `instances` a drawing shows (those scoring at least the threshold)."""
+        return len(self.labels(instances)[0])
+
     def __call__(self, bgr: np.ndarray, instances: Instances, track_ids: Optional[Sequence[int]] = None) -> np.ndarray:
         """The BGR image with the people of `instances` (R people; `track_ids` (R,) label and colour them)."""
         vis = Visualizer(bgr[:, :, ::-1], metadata=self.metadata)
@@ -96,17 +102,33 @@ class PoseDrawer:
         return vis.output.get_image()[:, :, ::-1]
 
 
+#: the captions of `draw_record`'s two panels
+PANEL_CAPTIONS = ("ground truth", "predictions")
+
+
+def caption(rgb: np.ndarray, text: str) -> np.ndarray:
+    """`rgb` (H, W, 3) under a dark band (H + band, W, 3) holding `text` in white."""
+    height = max(20, rgb.shape[0] // 14)
+    font_scale = height / 40
+    band = np.full((height, rgb.shape[1], 3), 32, np.uint8)
+    (_, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    cv2.putText(band, text, (4, (height + text_h) // 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return np.concatenate([band, rgb], axis=0)
+
+
 def draw_record(record: Dict, metadata, predictions: Optional[Dict[int, List[Dict]]] = None,
                 scale: float = 1.0) -> np.ndarray:
     """RGB drawing of one dataset record's annotations, side by side with its predictions (COCO
-    results grouped by image id, as `load_coco_results` gives them) if given."""
+    results grouped by image id, as `load_coco_results` gives them) if given, each panel captioned
+    (PANEL_CAPTIONS)."""
     image = utils.read_image(record["file_name"], format="RGB")
     gt = Visualizer(image, metadata=metadata, scale=scale).draw_dataset_dict(record).get_image()
     if predictions is None:
         return gt
     inst = coco_results_to_instances(predictions.get(record["image_id"], []), image.shape[:2])
     pred = Visualizer(image, metadata=metadata, scale=scale).draw_instance_predictions(inst).get_image()
-    return np.concatenate([gt, pred], axis=1)
+    return np.concatenate([caption(panel, text) for panel, text in zip((gt, pred), PANEL_CAPTIONS)], axis=1)
 
 
 def visualize_dataset(dataset: str, output_dir: str, num: int = 16, predictions: str = "", score_thresh: float = 0.3,

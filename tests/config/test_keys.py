@@ -65,11 +65,14 @@ def test_key_count():
     (MODEL.TOPDOWN.DETECTOR.*); reproducible and multi-process training add SOLVER.DETERMINISTIC and
     MODEL.DDP_FIND_UNUSED_PARAMETERS (2026-12-03); training parity with the authors adds
     INPUT.TOPDOWN.REGRESSION_SUPERVISE_OUTSIDE (RLE), INPUT.BOTTOMUP.PROTOCOL (LOGO-CAP) and
-    MODEL.POSEUR.LOSS_NORMALIZATION / INIT / SIGMA_BRANCH (2026-12-07)."""
+    MODEL.POSEUR.LOSS_NORMALIZATION / INIT / SIGMA_BRANCH (2026-12-07); LOGO-CAP's training search adds
+    INPUT.BOTTOMUP.MIN_CENTER_AREA and MODEL.LOGOCAP.MAX_KEPT, OKS-NMS on whole images
+    TEST.OKS_NMS_GT_BOXES (0.3)."""
     keys = d2pose_keys()
-    assert len(keys) == 130, (len(keys), keys)
+    assert len(keys) == 133, (len(keys), keys)
     for key in ("INPUT.TOPDOWN.REGRESSION_SUPERVISE_OUTSIDE", "INPUT.BOTTOMUP.PROTOCOL", "MODEL.POSEUR.LOSS_NORMALIZATION",
-                "MODEL.POSEUR.INIT", "MODEL.POSEUR.SIGMA_BRANCH"):
+                "MODEL.POSEUR.INIT", "MODEL.POSEUR.SIGMA_BRANCH", "INPUT.BOTTOMUP.MIN_CENTER_AREA",
+                "MODEL.LOGOCAP.MAX_KEPT", "TEST.OKS_NMS_GT_BOXES"):
         assert key in keys
     assert sum(k.startswith("MODEL.TOPDOWN.DETECTOR.") for k in keys) == 6
     assert sum(k.startswith("MODEL.TRANSPOSE.") for k in keys) == 11

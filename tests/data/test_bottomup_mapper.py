@@ -32,6 +32,33 @@ def test_small_person_rule_reads_the_image_area():
     np.testing.assert_allclose(t["offset_weights"].max(), 1.0 / 20.0, rtol=1e-6)
 
 
+def test_min_center_area_key_sets_the_rule_for_both_protocols():
+    """INPUT.BOTTOMUP.MIN_CENTER_AREA reaches the targets: with 0 the 30x30 px person gets a centre,
+    with the default (32^2, the authors') it gets none; a bad value names the key."""
+    import pytest
+
+    from d2pose.config import get_d2pose_cfg
+    from d2pose.data.build import build_bottomup_mapper
+
+    cfg = get_d2pose_cfg()
+    cfg.INPUT.PIPELINE = "bottomup"
+    cfg.DATASETS.TRAIN = ("synthetic_pose_val_mini",)
+    assert cfg.INPUT.BOTTOMUP.MIN_CENTER_AREA == 1024
+    rng = np.random.default_rng(2)
+    people = np.stack([random_person(rng, 100, 100, size=40), random_person(rng, 250, 250, size=40)])
+    M = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    for protocol in ("d2pose", "dekr"):
+        cfg.INPUT.BOTTOMUP.PROTOCOL = protocol
+        for area, small_has_centre in ((1024.0, False), (0.0, True)):
+            cfg.INPUT.BOTTOMUP.MIN_CENTER_AREA = area
+            t = build_bottomup_mapper(cfg, True).targets(people, np.array([1600.0, 900.0]), M, False)
+            assert np.isfinite(t["centers"][0]).all()
+            assert np.isfinite(t["centers"][1]).all() == small_has_centre, (protocol, area)
+    cfg.INPUT.BOTTOMUP.MIN_CENTER_AREA = -1.0
+    with pytest.raises(ValueError, match="INPUT.BOTTOMUP.MIN_CENTER_AREA"):
+        build_bottomup_mapper(cfg, True)
+
+
 def test_inference_resize():
     S, (w, h) = inference_resize_affine((640, 427), 512, 64)
     assert h == 512 and w % 64 == 0 and w >= 640 * 512 / 427

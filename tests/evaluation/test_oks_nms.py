@@ -99,10 +99,14 @@ def test_rescore_instances_numbers():
     # 0.9 x mean(0.3, 0.5); no keypoint above 0.2 -> 0
     np.testing.assert_allclose(rescore_instances(BOX, KPS, "box_x_mean"), [0.36, 0.0])
     np.testing.assert_allclose(rescore_instances(BOX, KPS, "box_x_mean", thresh=0.0), [0.9 * 0.3, 0.5 * 0.1])
-    np.testing.assert_allclose(rescore_instances(BOX, KPS, "box_plus_mean_max"), [1.7, 0.7])
+    # the authors' box + mean + max (1.7, 0.7) divided by its three terms: in [0, 1], the same ranking
+    np.testing.assert_allclose(rescore_instances(BOX, KPS, "box_plus_mean_max"), [1.7 / 3, 0.7 / 3])
     # (R, K, 3) keypoints are accepted too
     kpts = np.concatenate([np.zeros(KPS.shape + (2,)), KPS[..., None]], -1)
-    np.testing.assert_allclose(rescore_instances(BOX, kpts, "box_plus_mean_max"), [1.7, 0.7])
+    np.testing.assert_allclose(rescore_instances(BOX, kpts, "box_plus_mean_max"), [1.7 / 3, 0.7 / 3])
+    # scores above 1 (heatmap maxima, given person scores) are clipped: every rule stays in [0, 1]
+    np.testing.assert_allclose(rescore_instances([1.0, 0.5], [[1.2, 1.1], [0.3, 0.5]], "box_x_mean"), [1.0, 0.2])
+    np.testing.assert_allclose(rescore_instances([1.4, -0.1], KPS, "box"), [1.0, 0.0])
     with pytest.raises(ValueError):
         rescore_instances(BOX, KPS, "nope")
 

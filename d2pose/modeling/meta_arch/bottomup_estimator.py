@@ -3,9 +3,13 @@
 `BottomUpPoseEstimator` holds what any bottom-up method needs around its network: pixel
 normalisation, padding to the backbone's divisibility, the flip-test batch, the map from the network
 input back to the output frame, pose NMS, the people limit and Detectron2 `Instances`
-(`pred_keypoints` (P, K, 3), `scores`, `pred_boxes` = the keypoints' box). A method subclasses it and
-implements `losses(images, batched_inputs)` (training) and `predict(images)` (one image and, with
-the flip test, its mirror -> poses (P, K, 3) in continuous input coordinates and scores (P,)).
+(`pred_keypoints` (P, K, 3), `scores` in [0, 1], `pred_boxes` = the keypoints' box). A method
+subclasses it and implements `losses(images, batched_inputs)` (training) and `predict(images)` (one
+image and, with the flip test, its mirror -> poses (P, K, 3) in continuous input coordinates and
+scores (P,)).
+`Instances.scores` are the method's pose scores clipped to [0, 1] after pose NMS and the people
+limit (which rank by the unclipped scores): a monotone map, so the method's ranking and its COCO AP
+are kept, and one threshold reads as for the top-down models.
 
 Inputs, in Detectron2's list-of-dicts form:
   * from `BottomUpDatasetMapper` at test time: {"image": (3, H', W') resized (short side, aspect
@@ -139,7 +143,7 @@ class BottomUpPoseEstimator(nn.Module):
         xy = poses[..., :2].double() @ m[:, :2].t() + m[:, 2]
         kps = torch.cat([xy.float(), poses[..., 2:]], -1)
         inst.pred_keypoints = kps
-        inst.scores = scores
+        inst.scores = scores.clamp(0.0, 1.0)
         if len(kps):
             boxes = torch.cat([kps[..., :2].amin(1), kps[..., :2].amax(1)], -1)
         else:

@@ -1,7 +1,11 @@
 """Keypoint R-CNN with d2pose's layout option: Detectron2's GeneralizedRCNN that applies
 MODEL.CHANNELS_LAST itself, so that every builder (Detectron2's `DefaultPredictor` and `build_model`
 too) gets the same model. Set `MODEL.META_ARCHITECTURE: "PoseRCNN"` to use it; otherwise it is
-GeneralizedRCNN unchanged (the regression ROI heads of RLE and Poseur work in either)."""
+GeneralizedRCNN unchanged (the regression ROI heads of RLE and Poseur work in either).
+
+`Instances.scores` of either are Detectron2's box scores, the box classifier's softmax probability of
+the person class, in [0, 1]; the keypoint heads (heatmap or regression) leave them as they are and
+write only the keypoints, with keypoint scores in [0, 1] from sigma for the regression heads."""
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 

@@ -7,6 +7,17 @@ returning Detectron2 `Instances` (`pred_keypoints` (R, K, 3) in image coordinate
 detector, given "person_scores", a mapper's detection boxes), head extras such as
 `pred_keypoint_sigmas`) per image.
 
+`scores` are in [0, 1]: the box score (1 for ground-truth boxes and the whole image) and the keypoint
+scores combined by TEST.KEYPOINT_RESCORE (`d2pose.evaluation.rescore_instances`): "box_x_mean" (the
+TransPose / HRNet authors' box score x mean of the keypoint scores above 0.2) or "box_plus_mean_max"
+(the RLE / Poseur authors' box score + mean + max keypoint score, divided by 3), clipped to [0, 1];
+monotone maps of the authors' scores, so their ranking and the COCO AP are theirs.
+
+OKS-NMS (TEST.OKS_NMS_THRESH, 0 = off) runs on the poses of each image whose people are detections
+(the person detector's, given "person_boxes" with "person_scores", TEST.PERSON_DETECTIONS); on poses
+of ground-truth or given boxes without scores (one box per person) only with TEST.OKS_NMS_GT_BOXES
+(the COCO configs' authors' protocol).
+
 Inputs at inference, in Detectron2's list-of-dicts form:
   * whole images {"image": (3, H, W) in INPUT.FORMAT, 0-255, optional "height", "width",
     "person_boxes" (R, 4 XYXY), "person_scores" (R,)}: what `DefaultPredictor` and the demo give.
@@ -57,7 +68,8 @@ class TopDownPoseEstimator(nn.Module):
     @configurable
     def __init__(self, *, backbone: nn.Module, head: nn.Module, pixel_mean, pixel_std, input_size,
                  flip_indices=None, flip_test: bool = True, padding: float = 1.25, rescore: str = "box_x_mean",
-                 oks_nms_thresh: float = 0.0, sigmas=None, input_format: str = "BGR",
+                 oks_nms_thresh: float = 0.9, oks_nms_gt_boxes: bool = False, sigmas=None,
+                 input_format: str = "BGR",
                  inference_dtype=None, channels_last: bool = False, detector: nn.Module = None):
         """
         Args:
@@ -67,8 +79,11 @@ class TopDownPoseEstimator(nn.Module):
             flip_indices: left/right permutation for the flip test (None disables it).
             flip_test: average the crop and its mirror at inference.
             padding: box enlargement when the model crops inputs itself.
-            rescore: instance score from box and keypoint scores (d2pose.evaluation.rescore_instances).
+            rescore: instance score in [0, 1] from box and keypoint scores
+                (d2pose.evaluation.rescore_instances).
             oks_nms_thresh: OKS-NMS threshold per image (0 disables it).
+            oks_nms_gt_boxes: OKS-NMS also on the poses of boxes that are not detections (ground
+                truth, given boxes without scores); False: only on detections' poses.
             sigmas: OKS sigmas for OKS-NMS.
             input_format: channel order of the images.
             inference_dtype: autocast type of the network at inference (None: float32); from
@@ -89,6 +104,7 @@ class TopDownPoseEstimator(nn.Module):
         self.padding = padding
         self.rescore = rescore
         self.oks_nms_thresh = oks_nms_thresh
+        self.oks_nms_gt_boxes = bool(oks_nms_gt_boxes)
         self.sigmas = np.asarray(sigmas) if sigmas is not None else None
         self.input_format = input_format
         self.inference_dtype = inference_dtype
@@ -137,7 +153,7 @@ class TopDownPoseEstimator(nn.Module):
             input_size=cfg.INPUT.TOPDOWN.INPUT_SIZE,
             flip_indices=meta.get("keypoint_flip_indices") if meta is not None else None,
             flip_test=cfg.TEST.KEYPOINT_FLIP, padding=cfg.INPUT.TOPDOWN.PADDING, rescore=cfg.TEST.KEYPOINT_RESCORE,
-            oks_nms_thresh=cfg.TEST.OKS_NMS_THRESH,
+            oks_nms_thresh=cfg.TEST.OKS_NMS_THRESH, oks_nms_gt_boxes=cfg.TEST.OKS_NMS_GT_BOXES,
             sigmas=meta.get("keypoint_oks_sigmas") if meta is not None else None, input_format=cfg.INPUT.FORMAT,
             inference_dtype=inference_precision(cfg).dtype, channels_last=cfg.MODEL.CHANNELS_LAST,
             detector=build_person_detector(cfg),
@@ -280,9 +296,16 @@ class TopDownPoseEstimator(nn.Module):
             inst.detector_scores = box_scores
         for name, value in extras.items():
             inst.set(name, value[sl].float().cpu())
-        if self.oks_nms_thresh > 0 and self.sigmas is not None and n > 1:
+        if self._runs_oks_nms(x, n):
             b = x["boxes"].double().cpu().numpy()
             areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
             keep = oks_nms(kps.numpy(), inst.scores.numpy(), areas, self.sigmas, thresh=self.oks_nms_thresh)
             inst = inst[torch.as_tensor(np.asarray(keep), dtype=torch.long)]
         return inst
+
+    def _runs_oks_nms(self, x: Dict, n: int) -> bool:
+        """Whether OKS-NMS runs on the `n` poses of input `x`: on, with sigmas and > 1 pose, for
+        detected people, and for ground-truth / given boxes with `oks_nms_gt_boxes`."""
+        if self.oks_nms_thresh <= 0 or self.sigmas is None or n < 2:
+            return False
+        return bool(x.get("box_scores_detected", False)) or self.oks_nms_gt_boxes

@@ -55,3 +55,6 @@ def add_logocap_config(cfg: CN) -> None:
     c.OUTPUT_HEATMAP_LOSS_WEIGHT = 1.0
     c.OUTPUT_HEATMAP_SIGMA = 4.0
     c.MATCH_OKS = 0.5
+    # at most this many candidates per image train the decoder (the best-scored of those reaching
+    # MATCH_OKS; each costs a KAM-network pass); 0 = all, as the authors
+    c.MAX_KEPT = 0

@@ -10,7 +10,8 @@
     global: each keypoint's (2R + 1)^2 window of its (upsampled) heatmap x a Gaussian prior,
            convolved with its own KAM / S^2 (a dynamic kernel, applied at 1 px spacing)
     final keypoint: top-2 responses blended; keypoint score x centre value; pose score = mean;
-    pose NMS; at most MAX_PEOPLE people.
+    pose NMS; at most MAX_PEOPLE people; `Instances.scores`: the pose scores clipped to [0, 1]
+    (> 0 by construction, above 1 only with heatmap or centre values above 1)
 
 The offset head predicts (cell - keypoint) / stride, the parametrisation of the authors' code, so
 their checkpoints load unchanged; the model turns it into d2pose's offset fields (keypoint - cell
@@ -46,6 +47,7 @@ from d2pose.modeling.keypoint_sampling import (keypoint_expansion, sample_biline
                                                sample_bilinear_windows)
 from d2pose.modeling.meta_arch.bottomup_estimator import BottomUpPoseEstimator
 from d2pose.structures.keypoints import keypoint_similarities, masked_keypoint_mean
+from d2pose.utils.events import log_training_metrics
 
 from .kam import KAMNet
 
@@ -98,6 +100,7 @@ class LOGOCAP(BottomUpPoseEstimator):
                  prior_sigma: float = 16.0, top1_weight: float = 0.75, adaptation: str = "full",
                  loss_weights: Dict[str, float] = None, heatmap_bg_weight: float = 0.1,
                  kam_oks_sigma_scale: float = 2.0, output_heatmap_sigma: float = 4.0, match_oks: float = 0.5,
+                 max_kept: int = 0,
                  **kwargs):
         super().__init__(backbone=backbone, **kwargs)
         if adaptation not in ("full", "partial", "none"):
@@ -127,6 +130,7 @@ class LOGOCAP(BottomUpPoseEstimator):
         self.kam_oks_sigma_scale = float(kam_oks_sigma_scale)
         self.output_heatmap_sigma = float(output_heatmap_sigma)
         self.match_oks = float(match_oks)
+        self.max_kept = int(max_kept)
         self.register_buffer("sigma_values", torch.tensor(self.sigmas, dtype=torch.float32), False)
 
     @classmethod
@@ -165,7 +169,7 @@ class LOGOCAP(BottomUpPoseEstimator):
             loss_weights=dict(heatmap=c.HEATMAP_LOSS_WEIGHT, offset=c.OFFSET_LOSS_WEIGHT, kam=c.KAM_LOSS_WEIGHT,
                               output_heatmap=c.OUTPUT_HEATMAP_LOSS_WEIGHT),
             heatmap_bg_weight=c.HEATMAP_BG_WEIGHT, kam_oks_sigma_scale=c.KAM_OKS_SIGMA_SCALE,
-            output_heatmap_sigma=c.OUTPUT_HEATMAP_SIGMA, match_oks=c.MATCH_OKS,
+            output_heatmap_sigma=c.OUTPUT_HEATMAP_SIGMA, match_oks=c.MATCH_OKS, max_kept=c.MAX_KEPT,
         )
 
     # -- network -----------------------------------------------------------------------------
@@ -334,26 +338,34 @@ class LOGOCAP(BottomUpPoseEstimator):
 
     def _decoder_targets(self, meshes: torch.Tensor, gt: torch.Tensor, areas: torch.Tensor):
         """Matches candidates (C, S, S, K, 2) continuous to ground truth (G, K, 3), areas (G,):
-        {"keep" (C,): candidates whose best mesh pose reaches MATCH_OKS (the first one when none
-        does, with weight 0), "assignment" (C,): each candidate's person (the best mean over
+        {"keep" (C,): candidates whose best mesh pose reaches MATCH_OKS, at most MAX_KEPT of them
+        (> 0: the best-scored; candidates come sorted by centre score), the first one when none
+        does, with weight 0, "assignment" (C,): each candidate's person (the best mean over
         keypoints of each keypoint's best cell), "parts" (C, K, S, S) per-cell keypoint OKS with it,
         "person" (C, S, S) their mean, "weight" (C, K): how much the mesh beats its centre cell (0
-        below MATCH_OKS), "gt" (C, K, 3) the assigned person, "matched": how many reach MATCH_OKS}."""
+        below MATCH_OKS), "gt" (C, K, 3) the assigned person, "matched": how many reach MATCH_OKS,
+        "person_initial_oks" / "person_best_oks" (G,): per ground-truth person, the best initial
+        pose's OKS and the best OKS of any pose in any candidate's mesh (the KAM targets' sigmas)}."""
         sig = self.sigma_values.to(meshes.device) * self.kam_oks_sigma_scale
-        parts, person, best = mesh_oks(meshes, gt, areas, sig)
+        parts, mesh_people, best = mesh_oks(meshes, gt, areas, sig)
         assign = best.argmax(-1)  # (C,)
         idx = torch.arange(meshes.shape[0], device=meshes.device)
         parts = parts[idx, :, :, assign]  # (C, S, S, K)
-        person = person[idx, :, :, assign]  # (C, S, S)
+        person = mesh_people[idx, :, :, assign]  # (C, S, S)
         matched = person.amax(dim=(1, 2)) >= self.match_oks
+        if self.max_kept > 0:  # candidates come sorted by centre score: the best-scored ones stay
+            matched &= torch.cumsum(matched.long(), 0) <= self.max_kept
         keep = matched.clone()
         if not keep.any():
             keep[0] = True
         r = self.kem_size // 2
         weight = parts.amax(dim=(1, 2)) - parts[:, r, r]  # (C, K): how much the mesh beats its centre
         weight = weight * matched[:, None].to(weight.dtype)
+        # per ground-truth person: the best initial pose's OKS and the best pose in any candidate's mesh
+        everyone = mesh_people
         return dict(keep=keep, assignment=assign, parts=parts.permute(0, 3, 1, 2), person=person, weight=weight,
-                    gt=gt[assign], matched=int(matched.sum()))
+                    gt=gt[assign], matched=int(matched.sum()), person_initial_oks=everyone[:, r, r].amax(0),
+                    person_best_oks=everyone.amax(dim=(0, 1, 2)))
 
     def training_outputs(self, images: torch.Tensor, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         """The training forward up to the losses, with every intermediate (the training-parity test
@@ -377,10 +389,11 @@ class LOGOCAP(BottomUpPoseEstimator):
         keep_all = torch.zeros(N, C, dtype=torch.bool, device=meshes.device)
         assign_all = torch.zeros(N, C, dtype=torch.long, device=meshes.device)
         codes, raw_windows, prior, cand_image, cand_index, matched_count = [], [], None, [], [], 0
-        kam_t, kam_p, kam_w, hm_t, gts = [], [], [], [], []
+        kam_t, kam_p, kam_w, hm_t, gts, people_initial, people_best = [], [], [], [], [], [], []
         for b, x in enumerate(batched_inputs):
             gt, areas = x.get("keypoints"), x.get("areas")
-            if gt is None or len(gt) == 0 or not (gt[..., 2] > 0).any():
+            labelled = gt is not None and len(gt) > 0 and bool((gt[..., 2] > 0).any())
+            if not labelled:
                 # no labelled person: the first candidate still enters the KAM network (its train-mode
                 # BatchNorm statistics), with weight 0, as in the authors' code (zero ground truth)
                 gt = torch.zeros(1, K, 3)
@@ -389,6 +402,10 @@ class LOGOCAP(BottomUpPoseEstimator):
             gt = gt.to(meshes.device).float()
             d = self._decoder_targets(meshes[b], gt, areas.to(meshes.device).float())
             keep = d["keep"]
+            if labelled:
+                people = (gt[..., 2] > 0).any(-1)
+                people_initial.append(d["person_initial_oks"][people])
+                people_best.append(d["person_best_oks"][people])
             keep_all[b], assign_all[b] = keep, d["assignment"]
             matched_count += d["matched"]
             idx = keep.nonzero()[:, 0]
@@ -408,7 +425,9 @@ class LOGOCAP(BottomUpPoseEstimator):
             py = m_index[:, r, r, :, 1, None, None] + yy - g[..., 1, None, None]
             hm_t.append(torch.exp(-(px ** 2 + py ** 2) / (2 * self.output_heatmap_sigma ** 2)))
         result = dict(out, heatmaps_hr=heatmaps_hr, centers=centers, meshes=meshes, keep=keep_all,
-                      assignment=assign_all, num_matched=matched_count)
+                      assignment=assign_all, num_matched=matched_count,
+                      people_initial_oks=torch.cat(people_initial) if people_initial else meshes.new_zeros(0),
+                      people_best_oks=torch.cat(people_best) if people_best else meshes.new_zeros(0))
         if not codes:  # an empty batch
             return result
         kams = self.kam_net(torch.cat(codes))
@@ -453,4 +472,21 @@ class LOGOCAP(BottomUpPoseEstimator):
         return losses
 
     def losses(self, images: torch.Tensor, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
-        return self.training_losses(self.training_outputs(images, batched_inputs), batched_inputs)
+        t = self.training_outputs(images, batched_inputs)
+        log_training_metrics(self.candidate_metrics(t, len(batched_inputs)), prefix="logocap/")
+        return self.training_losses(t, batched_inputs)
+
+    def candidate_metrics(self, t: Dict[str, torch.Tensor], num_images: int) -> Dict[str, float]:
+        """What the decoder meets in a training batch (`training_outputs`' result): "kept_per_image",
+        the candidates per image that reach MATCH_OKS and train the KAMs; "kept_fraction", of all
+        candidates; per labelled person, "person_initial_oks" the best initial pose's OKS and
+        "person_mesh_oks" the best OKS in any candidate's mesh (KAM target sigmas), batch means; and
+        "person_initial_oks_over_match", the fraction of people with an initial pose at MATCH_OKS."""
+        candidates = t["meshes"].shape[0] * t["meshes"].shape[1]
+        initial, best = t["people_initial_oks"].float(), t["people_best_oks"].float()
+        metrics = {"kept_per_image": t["num_matched"] / max(num_images, 1),
+                   "kept_fraction": t["num_matched"] / max(candidates, 1)}
+        if initial.numel():
+            metrics.update(person_initial_oks=float(initial.mean()), person_mesh_oks=float(best.mean()),
+                           person_initial_oks_over_match=float((initial >= self.match_oks).float().mean()))
+        return metrics

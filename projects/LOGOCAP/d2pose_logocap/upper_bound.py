@@ -6,13 +6,22 @@ ground-truth person are summed over the mesh and the keypoints to match the pose
 each keypoint then moves to its mesh point of highest similarity with that person: the best pose in
 the local window. A perfect KAM would find it; its AP bounds what the local search can give.
 
-`main` (the command line, projects/LOGOCAP/tools/logocap_upper_bound.py) evaluates the bound next to
-the initial centre-offset poses and LOGO-CAP's adapted poses of the same model:
+The targets' ceiling is the AP of a model whose heads equal its training targets: each image's ground
+truth, scaled to the test input (short side INPUT.BOTTOMUP.TEST_SHORT_SIDE), encoded by
+`bottomup_targets` with the small-person rule (INPUT.BOTTOMUP.MIN_CENTER_AREA, source-image areas)
+and decoded by `decode_center_offsets` on the output grid (no pose NMS, no MAX_PEOPLE): it shows what
+the targets themselves lose (people under the rule, centres that share a cell or a peak).
 
-    # initial poses from a LOGO-CAP model (MODEL.LOGOCAP.ADAPTATION "none"), + the adapted ones
+`main` (the command line, projects/LOGOCAP/tools/logocap_upper_bound.py) evaluates, in one table, the
+targets' ceiling, the upper bound of the model's initial poses and the model's poses with
+MODEL.LOGOCAP.ADAPTATION "none" (the initial centre-offset poses), "partial" (each keypoint at its
+KAM's maximum on the KEM) and "full" (LOGO-CAP), the model built and loaded once:
+
+    # a LOGO-CAP model: ceiling, upper bound, ADAPTATION none / partial / full
     python projects/LOGOCAP/tools/logocap_upper_bound.py --config-file projects/LOGOCAP/configs/synthetic_logocap.yaml \
         MODEL.WEIGHTS output/synthetic_logocap/model_final.pth
-    # initial poses from a COCO keypoint results file (any centre-offset method)
+    # initial poses from a COCO keypoint results file (any centre-offset method): ceiling, upper
+    # bound, initial poses
     python projects/LOGOCAP/tools/logocap_upper_bound.py --config-file projects/LOGOCAP/configs/synthetic_logocap.yaml \
         --initial-poses initial.json --dataset synthetic_pose_val
 
@@ -23,8 +32,9 @@ Shape shorthand: P poses, G ground-truth people, K keypoints.
 """
 import argparse
 import json
+import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,8 +45,10 @@ from detectron2.structures import Boxes, Instances
 from d2pose.utils.logger import setup_logger
 from tqdm import tqdm
 
+from d2pose.codecs.center_offset import bottomup_targets, decode_center_offsets
 from d2pose.config import get_d2pose_cfg
 from d2pose.data.bottomup_mapper import BottomUpDatasetMapper
+from d2pose.data.build import min_center_area
 from d2pose.evaluation import KeypointEvaluator
 from d2pose.evaluation.coco_results import coco_results_keypoints, load_coco_results
 from d2pose.modeling import build_model
@@ -44,11 +56,24 @@ from d2pose.modeling.keypoint_sampling import keypoint_expansion
 
 from .meta_arch import mesh_oks
 
-__all__ = ["upper_bound_poses", "poses_to_instances", "gt_people", "evaluate_poses", "model_poses", "file_poses",
-           "upper_bound_rows", "main"]
+__all__ = ["upper_bound_poses", "ceiling_image_poses", "ceiling_poses", "poses_to_instances",
+           "gt_people", "evaluate_poses", "load_model", "model_poses", "file_poses", "bound_poses", "upper_bound_rows",
+           "print_table", "ROW_NAMES", "main"]
 
 #: {image id: (poses (P, K, 3) image coordinates, scores (P,))}
 PosesByImage = Dict[int, Tuple[np.ndarray, np.ndarray]]
+
+#: the table's rows, in order ("bound" names the KEM size: format it with kem_size)
+ROW_NAMES = {"ceiling": "targets' ceiling (perfect heads, test scale)",
+             "bound": "upper bound (best pose in the {kem_size}x{kem_size} KEM window)",
+             "none": "ADAPTATION none (initial centre-offset poses)",
+             "partial": "ADAPTATION partial (KAM on the KEM)",
+             "full": "ADAPTATION full (LOGO-CAP)",
+             "file": "initial poses (--initial-poses file)"}
+
+#: the centre-map value of a person's own peak is >= exp(-0.5 / 32) (the centre Gaussian, sigma 4
+#: cells, at its nearest cell): `ceiling_image_poses` keeps the peaks above this
+CENTER_PEAK = 0.9
 
 
 def upper_bound_poses(poses: np.ndarray, gt_keypoints: np.ndarray, gt_areas: np.ndarray, sigmas: Sequence[float],
@@ -91,7 +116,8 @@ def upper_bound_poses(poses: np.ndarray, gt_keypoints: np.ndarray, gt_areas: np.
 def poses_to_instances(poses: np.ndarray, scores: np.ndarray, hw: Tuple[int, int]) -> Instances:
     """`Instances` of P poses (P, K, 3) with their scores and boxes around the keypoints."""
     inst = Instances(hw)
-    kps = torch.as_tensor(poses, dtype=torch.float32).reshape(len(poses), -1, 3)
+    kps = torch.as_tensor(poses, dtype=torch.float32)
+    kps = kps if kps.dim() == 3 else kps.reshape(len(poses), -1, 3)  # (0, K, 3) stays: no reshape of 0 elements
     inst.pred_keypoints = kps
     inst.scores = torch.as_tensor(scores, dtype=torch.float32)
     inst.pred_boxes = Boxes(torch.cat([kps[..., :2].amin(1), kps[..., :2].amax(1)], -1) if len(kps) else torch.zeros(0, 4))
@@ -117,20 +143,70 @@ def evaluate_poses(dataset: str, per_image: PosesByImage, records: List[Dict], o
     return ev.evaluate()["keypoints"]
 
 
-def model_poses(cfg: CfgNode, records: List[Dict], adaptation: str) -> PosesByImage:
-    """The poses of the configured LOGO-CAP model on `records`, with MODEL.LOGOCAP.ADAPTATION
-    `adaptation` ("none": the initial centre-offset poses; "full": LOGO-CAP's)."""
+def ceiling_image_poses(record: Dict, K: int, short_side: int, stride: int,
+                        min_area: float) -> Tuple[np.ndarray, np.ndarray]:
+    """The poses a model whose heads equal the training targets decodes on one image.
+
+    The people are scaled to the test input (short side `short_side`: scale s = short_side /
+    min(H, W)), encoded by `bottomup_targets` on the (ceil(W s / stride), ceil(H s / stride)) grid
+    (the rule reads the source-image areas) and decoded on the grid; each centre peak above
+    CENTER_PEAK gives one pose (identical poses once), mapped back to the image (/ s).
+
+    Returns:
+        poses (P, K, 3) continuous image coordinates (third column: the score), scores (P,): the
+        centre values.
+    """
+    gt, areas = gt_people(record, K)
+    if len(gt) == 0:
+        return np.zeros((0, K, 3)), np.zeros(0)
+    H, W = record["height"], record["width"]
+    s = short_side / min(H, W)
+    kps = gt.copy()
+    kps[..., :2] *= s
+    grid = (math.ceil(W * s / stride), math.ceil(H * s / stride))
+    t = bottomup_targets(kps, areas * s ** 2, grid, stride=stride, min_area=min_area, rule_areas=areas)
+    centermap = torch.as_tensor(t["heatmaps"][K])[None, None]
+    # at most 4 tied peak cells per person (a centre on a cell corner)
+    centers, poses = decode_center_offsets(centermap, torch.as_tensor(t["offsets"])[None], stride,
+                                           topk=4 * len(gt) + 8)
+    keep = centers[0, :, 2] > CENTER_PEAK
+    scores, poses = centers[0, keep, 2].double().numpy(), poses[0, keep].double().numpy() / s
+    unique = ~np.tril(np.abs(poses[:, None] - poses[None]).max((2, 3)) < 1e-3, -1).any(1)
+    scores, poses = scores[unique], poses[unique]
+    return np.concatenate([poses, np.repeat(scores[:, None, None], K, 1)], -1), scores
+
+
+def ceiling_poses(records: List[Dict], K: int, short_side: int, stride: int, min_area: float) -> PosesByImage:
+    """`ceiling_image_poses` of every record: the targets' ceiling at the test scale."""
+    return {r["image_id"]: ceiling_image_poses(r, K, short_side, stride, min_area) for r in records}
+
+
+def load_model(cfg: CfgNode) -> Tuple[torch.nn.Module, BottomUpDatasetMapper]:
+    """The configured LOGO-CAP model (MODEL.WEIGHTS loaded, eval mode) and its test mapper."""
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    model.adaptation = adaptation
     meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
     mapper = BottomUpDatasetMapper(False, flip_indices=meta.keypoint_flip_indices,
                                    test_short_side=cfg.INPUT.BOTTOMUP.TEST_SHORT_SIDE, image_format=cfg.INPUT.FORMAT)
+    return model, mapper
+
+
+def model_poses(model: torch.nn.Module, mapper: BottomUpDatasetMapper, records: List[Dict],
+                adaptation: str) -> PosesByImage:
+    """The poses of a LOGO-CAP `model` (`load_model`) on `records`, with MODEL.LOGOCAP.ADAPTATION
+    `adaptation` ("none": the initial centre-offset poses; "partial": KAM on the KEM; "full":
+    LOGO-CAP's); the model's own adaptation is restored afterwards."""
+    if adaptation not in ("none", "partial", "full"):
+        raise ValueError(f"adaptation must be 'none', 'partial' or 'full', got {adaptation!r}")
+    previous, model.adaptation = model.adaptation, adaptation
     out = {}
-    with torch.no_grad():
-        for r in tqdm(records, desc=f"LOGO-CAP ({adaptation})"):
-            inst = model([mapper(r)])[0]["instances"]
-            out[r["image_id"]] = (inst.pred_keypoints.numpy(), inst.scores.numpy())
+    try:
+        with torch.no_grad():
+            for r in tqdm(records, desc=f"LOGO-CAP ({adaptation})"):
+                inst = model([mapper(r)])[0]["instances"]
+                out[r["image_id"]] = (inst.pred_keypoints.numpy(), inst.scores.numpy())
+    finally:
+        model.adaptation = previous
     return out
 
 
@@ -141,9 +217,8 @@ def file_poses(path: str, K: int) -> PosesByImage:
             for k, results in load_coco_results(path).items()}
 
 
-def upper_bound_rows(cfg: CfgNode, dataset: str, records: List[Dict], initial: PosesByImage,
-                     adapted: Optional[PosesByImage], work_dir: str) -> Dict[str, Dict[str, float]]:
-    """{row name: metrics} of the initial poses, their upper bound and (when given) the adapted poses."""
+def bound_poses(cfg: CfgNode, dataset: str, records: List[Dict], initial: PosesByImage) -> PosesByImage:
+    """`upper_bound_poses` of the `initial` poses of every record (the model's KEM size and mesh step)."""
     sigmas = list(MetadataCatalog.get(dataset).keypoint_oks_sigmas)
     K = len(sigmas)
     short = cfg.INPUT.BOTTOMUP.TEST_SHORT_SIDE
@@ -153,11 +228,35 @@ def upper_bound_rows(cfg: CfgNode, dataset: str, records: List[Dict], initial: P
         gt, areas = gt_people(r, K)
         step = min(r["height"], r["width"]) / short  # image pixels per network-input pixel
         bound[r["image_id"]] = (upper_bound_poses(poses, gt, areas, sigmas, step, cfg.MODEL.LOGOCAP.KEM_SIZE), scores)
-    rows = {"initial centre-offset poses": evaluate_poses(dataset, initial, records, work_dir),
-            "upper bound (best pose in the 11x11 KEM window)": evaluate_poses(dataset, bound, records, work_dir)}
-    if adapted is not None:
-        rows["LOGO-CAP (local-global adaptation)"] = evaluate_poses(dataset, adapted, records, work_dir)
+    return bound
+
+
+def upper_bound_rows(cfg: CfgNode, dataset: str, records: List[Dict], initial: PosesByImage,
+                     adapted: Optional[Mapping[str, PosesByImage]], work_dir: str,
+                     initial_row: str = ROW_NAMES["none"]) -> Dict[str, Dict[str, float]]:
+    """{row name (ROW_NAMES): metrics}, in order: the targets' ceiling, the upper bound of the
+    `initial` poses, the initial poses (row `initial_row`) and the `adapted` ones ({"partial" or
+    "full": poses}, when given)."""
+    K = len(MetadataCatalog.get(dataset).keypoint_oks_sigmas)
+    b = cfg.INPUT.BOTTOMUP
+    ceiling = ceiling_poses(records, K, b.TEST_SHORT_SIDE, b.STRIDE, min_center_area(cfg))
+    bound_row = ROW_NAMES["bound"].format(kem_size=cfg.MODEL.LOGOCAP.KEM_SIZE)
+    rows = {ROW_NAMES["ceiling"]: evaluate_poses(dataset, ceiling, records, work_dir),
+            bound_row: evaluate_poses(dataset, bound_poses(cfg, dataset, records, initial), records, work_dir),
+            initial_row: evaluate_poses(dataset, initial, records, work_dir)}
+    for adaptation, poses in (adapted or {}).items():
+        rows[ROW_NAMES[adaptation]] = evaluate_poses(dataset, poses, records, work_dir)
     return rows
+
+
+def print_table(dataset: str, images: int, rows: Mapping[str, Mapping[str, float]]) -> None:
+    """The rows as a markdown table (AP, AP50, AP75, AR)."""
+    width = max([len("poses")] + [len(name) for name in rows])
+    print(f"\n{dataset}: {images} images")
+    print(f"| {'poses':{width}s} | AP    | AP50  | AP75  | AR    |")
+    print(f"|{'-' * (width + 2)}|-------|-------|-------|-------|")
+    for name, m in rows.items():
+        print(f"| {name:{width}s} | {m['AP']:5.1f} | {m['AP50']:5.1f} | {m['AP75']:5.1f} | {m['AR']:5.1f} |")
 
 
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -187,20 +286,20 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     records = DatasetCatalog.get(dataset)
     if args.max_images:
         records = records[:args.max_images]
+    K = len(MetadataCatalog.get(dataset).keypoint_oks_sigmas)
     if args.initial_poses:
-        initial, adapted = file_poses(args.initial_poses, len(MetadataCatalog.get(dataset).keypoint_oks_sigmas)), None
+        initial, adapted, initial_row = file_poses(args.initial_poses, K), None, ROW_NAMES["file"]
     else:
         if not cfg.MODEL.WEIGHTS:
             raise ValueError("MODEL.WEIGHTS: give the model's weights (or --initial-poses)")
-        initial, adapted = model_poses(cfg, records, "none"), model_poses(cfg, records, "full")
+        model, mapper = load_model(cfg)
+        initial, initial_row = model_poses(model, mapper, records, "none"), ROW_NAMES["none"]
+        adapted = {a: model_poses(model, mapper, records, a) for a in ("partial", "full")}
     work = os.path.join(os.path.dirname(out_path) or ".", "logocap_upper_bound_eval")
-    rows = upper_bound_rows(cfg, dataset, records, initial, adapted, work)
-    print(f"\n{dataset}: {len(records)} images")
-    print(f"| {'poses':50s} | AP    | AP50  | AP75  | AR    |")
-    print(f"|{'-' * 52}|-------|-------|-------|-------|")
-    for name, m in rows.items():
-        print(f"| {name:50s} | {m['AP']:5.1f} | {m['AP50']:5.1f} | {m['AP75']:5.1f} | {m['AR']:5.1f} |")
+    rows = upper_bound_rows(cfg, dataset, records, initial, adapted, work, initial_row)
+    print_table(dataset, len(records), rows)
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     with open(out_path, "w") as f:
-        json.dump({"dataset": dataset, "images": len(records), "rows": rows}, f, indent=1)
+        json.dump({"dataset": dataset, "images": len(records), "min_center_area": min_center_area(cfg), "rows": rows},
+                  f, indent=1)
     return rows

@@ -8,7 +8,9 @@ training a random subset of the foreground ROIs of each image (at most
 MODEL.ROI_REGRESSION.MAX_TRAIN_INSTANCES) gets queries; the coarse FC and every decoder layer are
 supervised with RLE. The refiner and its losses are the top-down head's (`d2pose_poseur.refiner`);
 the conv stack, targets, sampling and inference split are the core's ROI regression base
-(`d2pose.modeling.roi_regression`), shared with RLE's ROI head.
+(`d2pose.modeling.roi_regression`), shared with RLE's ROI head. Predictions fill `pred_keypoints`
+with keypoint scores from sigma (TEST.KEYPOINT_SCORE, in [0, 1]); `Instances.scores` stay the box
+classifier's person probability, in [0, 1] (Detectron2's).
 
 Detectron2's StandardROIHeads hands keypoint heads only the pooled features, so Poseur needs its
 ROI-heads class as well: in a Keypoint R-CNN config set

@@ -1,11 +1,13 @@
 """RLE keypoint head for Keypoint R-CNN (Li et al., ICCV 2021; the authors' Mask R-CNN variant):
 a conv stack on the ROI features, average pooling and FCs to box-relative normalised keypoints mu
 and scales sigma, trained with the RLE loss; predictions fill `pred_keypoints` with scores from
-sigma. With `MODEL.ROI_REGRESSION.COORDS: "integral"` mu is instead the soft-argmax of K logit maps
-over the ROI grid (the paper's integral variant, Tab. 2b), sigma still from the pooled FC. Registered
-in Detectron2's ROI_KEYPOINT_HEAD_REGISTRY: set `MODEL.ROI_KEYPOINT_HEAD.NAME: "RLEKeypointHead"` in
-a Keypoint R-CNN config. The conv stack, targets, sampling and inference split are the core's ROI
-regression base (`d2pose.modeling.roi_regression`).
+sigma (TEST.KEYPOINT_SCORE, in [0, 1]); `Instances.scores` stay the box classifier's person
+probability, in [0, 1] (Detectron2's). With `MODEL.ROI_REGRESSION.COORDS: "integral"` mu is instead
+the soft-argmax of K logit maps over the ROI grid (the paper's integral variant, Tab. 2b), sigma
+still from the pooled FC. Registered in Detectron2's ROI_KEYPOINT_HEAD_REGISTRY: set
+`MODEL.ROI_KEYPOINT_HEAD.NAME: "RLEKeypointHead"` in a Keypoint R-CNN config. The conv stack,
+targets, sampling and inference split are the core's ROI regression base
+(`d2pose.modeling.roi_regression`).
 
 Shape shorthand: R ROIs, C channels, S x S pooled features, K keypoints.
 """

@@ -321,6 +321,61 @@ def test_training_losses_and_decoder_targets_with_oracle_maps():
     assert t["kams"].shape[0] == len(empty) and (t["kam_weights"] == 0).all()
 
 
+@pytest.mark.parametrize("match_oks,max_kept", [(0.5, 0), (0.999, 0), (0.1, 1)])
+def test_candidates_the_decoder_meets_are_logged(match_oks, max_kept):
+    """Each training step puts what the decoder met into the trainer's storage (metrics.json,
+    TensorBoard): candidates kept per image by MATCH_OKS, and per person the best initial OKS and the
+    best OKS in any mesh (>= the initial one); with initial poses 2 px off, most people's initial
+    poses pass 0.5 and none reaches 0.999; MAX_KEPT caps the kept candidates per image."""
+    from detectron2.utils.events import EventStorage
+
+    from d2pose.modeling import build_model
+
+    cfg = _small_cfg(**{"INPUT.BOTTOMUP.INPUT_SIZE": "256", "MODEL.LOGOCAP.MATCH_OKS": str(match_oks),
+                        "MODEL.LOGOCAP.MAX_KEPT": str(max_kept)})
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    batch = _batch(cfg)
+    real_network = model.network
+
+    def oracle(images, embeddings=True):
+        out = real_network(images, embeddings)
+        off = torch.stack([x["offsets"] for x in batch]) + 2.0
+        out.update(heatmaps=torch.stack([x["heatmaps"] for x in batch]), offsets=off, raw_offsets=-off / model.stride)
+        return out
+
+    model.network = oracle
+    with EventStorage(0) as storage:
+        model(batch)
+        logged = {k: v[0] for k, v in storage.latest().items() if k.startswith("logocap/")}
+    assert set(logged) == {"logocap/kept_per_image", "logocap/kept_fraction", "logocap/person_initial_oks",
+                           "logocap/person_mesh_oks", "logocap/person_initial_oks_over_match"}
+    people = sum(int((x["keypoints"][..., 2] > 0).any(-1).sum()) for x in batch)
+    assert logged["logocap/person_mesh_oks"] >= logged["logocap/person_initial_oks"] > 0.5
+    if match_oks == 0.5:
+        assert logged["logocap/kept_per_image"] >= people / len(batch)
+        assert logged["logocap/person_initial_oks_over_match"] >= 0.75  # a small person's 2 px can cost more
+    elif match_oks == 0.999:
+        assert logged["logocap/person_initial_oks_over_match"] == 0.0
+    else:  # MAX_KEPT 1: the best-scored candidate of each image, though more reach OKS 0.1
+        assert logged["logocap/kept_per_image"] == 1.0
+        t = model.training_outputs(model.normalize(torch.stack([x["image"] for x in batch])), batch)
+        assert [int(i) for i in t["cand_index"]] == [0] * len(batch)
+    total = logged["logocap/kept_per_image"] * len(batch)
+    assert logged["logocap/kept_fraction"] == pytest.approx(total / (len(batch) * cfg.MODEL.LOGOCAP.TOPK_CENTERS))
+
+
+def test_log_training_metrics_outside_a_trainer_does_nothing():
+    from detectron2.utils.events import EventStorage
+
+    from d2pose.utils.events import log_training_metrics
+
+    assert log_training_metrics({"a": 1.0}) is False
+    with EventStorage(0) as storage:
+        assert log_training_metrics({"a": 1.0, "b": 2}, prefix="m/") is True
+        assert storage.latest()["m/b"][0] == 2.0
+
+
 @pytest.mark.parametrize("adaptation", ["full", "partial", "none"])
 def test_inference_returns_people_in_the_image_frame(adaptation):
     """DefaultPredictor-style input (resized image + the original height / width) and mapper-style
@@ -396,3 +451,18 @@ def test_upper_bound_moves_keypoints_to_the_best_mesh_point():
     np.testing.assert_array_equal(bound[0, 4], initial[0, 4])
     np.testing.assert_array_equal(bound[..., 2], initial[..., 2])
     assert upper_bound_poses(initial, gt[:0], np.zeros(0), sigmas).shape == initial.shape
+
+
+@pytest.mark.parametrize("name", ["logocap_hrnet_w32_512_coco.yaml", "logocap_hrnet_w48_640_coco.yaml",
+                                  "logocap_hrnet_w32_512_crowdpose.yaml", "logocap_hrnet_w32_512_ochuman.yaml",
+                                  "logocap_hrnet_w48_640_ochuman.yaml"])
+def test_authors_configs_train_as_the_authors(name):
+    """The training choices the synthetic recipe changes (gate, kept candidates, small-person rule,
+    offset weight, data protocol) are the authors' in every COCO / CrowdPose / OCHuman config."""
+    from d2pose.config import get_d2pose_cfg
+
+    cfg = get_d2pose_cfg()
+    cfg.merge_from_file(f"projects/LOGOCAP/configs/{name}")
+    c = cfg.MODEL.LOGOCAP
+    assert (c.MATCH_OKS, c.MAX_KEPT, c.OFFSET_LOSS_WEIGHT, c.KAM_LOSS_WEIGHT) == (0.5, 0, 0.01, 0.01)
+    assert cfg.INPUT.BOTTOMUP.MIN_CENTER_AREA == 32 ** 2 and cfg.INPUT.BOTTOMUP.PROTOCOL == "dekr"
