@@ -24,6 +24,7 @@ from detectron2.config import CfgNode
 from detectron2.utils import comm
 
 from ..checkpoint import PoseCheckpointer
+from ..config.device import cpu_fallback
 from ..model_zoo import MANIFEST, TRAINED_DIR, file_digest, get_config, get_config_file, trained_models
 from ..utils.io import atomic_write
 from ..utils.machine import cpu_capability, cpu_model
@@ -83,8 +84,7 @@ def evaluate_weights(name: str, weights: str, dataset: str, output_dir: str, tas
         opts += ["MODEL.TOPDOWN.DETECTOR.CONFIG_FILE", detector["config"],
                  "MODEL.TOPDOWN.DETECTOR.WEIGHTS", detector["weights"]]
     cfg: CfgNode = get_config(name, opts=opts)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cpu_fallback(cfg)  # quietly, as Detectron2's model_zoo.get
     model = Trainer.build_model(cfg)
     PoseCheckpointer(model, strict=True).load(weights)
     results = Trainer.test(cfg, model)

@@ -28,6 +28,7 @@ from iopath.common.file_io import PathHandler
 
 from ..checkpoint import PoseCheckpointer
 from ..config import get_d2pose_cfg
+from ..config.device import cpu_fallback
 from .config_files import get_config_file
 
 __all__ = ["TRAINED_DIR", "MANIFEST", "PREFIX", "trained_models", "get_checkpoint_url", "get_weights_file",
@@ -97,8 +98,8 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None) -
     cfg = get_config(config_path, trained=trained)
     if device is not None:
         cfg.MODEL.DEVICE = device
-    elif not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    else:
+        cpu_fallback(cfg)  # quietly, as Detectron2's model_zoo.get
     model = build_model(cfg)
     if trained:
         PoseCheckpointer(model, strict=True).load(cfg.MODEL.WEIGHTS)

@@ -33,37 +33,34 @@ def track_color(track_id: int) -> Tuple[float, float, float]:
 
 
 #: the legend of drawings whose people carry no detector score
-POSE_SCORE_LEGEND = "pose %: mean keypoint score"
+POSE_SCORE_LEGEND = "pose %: the person's pose score"
 
 
 def display_scores(instances: Instances) -> Tuple[np.ndarray, bool]:
-    """((R,) scores in [0, 1] that a drawing shows and thresholds, whether they are detector scores).
+    """((R,) scores in [0, 1] that a drawing shows and thresholds, whether they are a detector's).
 
-    A detector's score when the people have one: `detector_scores` (a top-down model's person boxes
-    from a detector) or `scores` beside `pred_classes` (a detector's own output, Keypoint R-CNN);
-    otherwise the pose score, the mean keypoint score clipped to [0, 1] (instance `scores` are not
-    shown: a rescoring such as "box_plus_mean_max" gives values up to 3)."""
-    if instances.has("detector_scores"):
-        return instances.detector_scores.numpy().astype(np.float64), True
-    if instances.has("pred_classes") and instances.has("scores"):
-        return instances.scores.numpy().astype(np.float64), True
+    The people's `scores`, in [0, 1] for every d2pose model (each method's pose score; a detector's own
+    output, Keypoint R-CNN, gives its box scores beside `pred_classes`), so one threshold means the same
+    for every method; without `scores`, the mean keypoint score clipped to [0, 1]."""
+    if instances.has("scores"):
+        return np.clip(instances.scores.numpy().astype(np.float64), 0.0, 1.0), instances.has("pred_classes")
     if instances.has("pred_keypoints") and instances.pred_keypoints.shape[1] > 0:
         kp_scores = np.clip(instances.pred_keypoints.numpy()[..., 2].astype(np.float64), 0.0, 1.0)
         return kp_scores.mean(axis=1), False
-    return np.clip(instances.scores.numpy().astype(np.float64), 0.0, 1.0), False
+    return np.zeros(len(instances)), False
 
 
 class PoseDrawer:
-    """Draws Instances with Detectron2's Visualizer: boxes labelled Detectron2's way ("person 97%",
-    from the detector's score) or, without a detector score, with the pose score as a percentage and a
-    legend saying so ("pose 73%"; `display_scores`); track ids and colours for video; skeletons."""
+    """Draws Instances with Detectron2's Visualizer: boxes labelled with the person's score, Detectron2's
+    way for a detector's own output ("person 97%") or as a pose score with a legend saying so ("pose
+    73%"; `display_scores`); track ids and colours for video; skeletons."""
 
     def __init__(self, metadata, confidence_threshold: float, keypoint_threshold: float):
         """
         Args:
             metadata: the dataset's metadata (keypoint names and connection rules).
-            confidence_threshold: people whose shown score (detector score, else pose score; in
-                [0, 1]) is below it are not drawn.
+            confidence_threshold: people whose score (`Instances.scores`, in [0, 1] for every
+                method) is below it are not drawn.
             keypoint_threshold: keypoints scoring at most this are left out.
         """
         self.metadata = metadata
@@ -78,7 +75,9 @@ class PoseDrawer:
         what = "person" if from_detector else "pose"
         labels = [f"{what} {int(round(100 * s))}%" for s in scores[keep]]
         if track_ids is not None:
-            labels = [f"id {int(i)} {label}" for i, label in zip(np.asarray(track_ids)[keep], labels)]
+            # id -1: a person the tracker left untracked (a low-scored or duplicate detection)
+            labels = [f"id {int(i)} {label}" if int(i) >= 0 else label
+                      for i, label in zip(np.asarray(track_ids)[keep], labels)]
         legend = POSE_SCORE_LEGEND if len(keep) and not from_detector else None
         return keep, labels, legend
 
