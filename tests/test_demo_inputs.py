@@ -24,14 +24,15 @@ def _no_model(cfg):
 
 
 def _people(image: np.ndarray, keypoint_scores: List[float]) -> Instances:
-    """One person per score, each keypoint scoring it (no detector score: the pose score is shown)."""
+    """One person per score, the person and each of its keypoints scoring it (the drawing thresholds
+    the people's scores)."""
     h, w = image.shape[:2]
     n = len(keypoint_scores)
     xy = torch.rand(n, 17, 2) * torch.tensor([w - 1.0, h - 1.0])
     people = Instances((h, w))
     people.pred_keypoints = torch.cat([xy, torch.tensor(keypoint_scores).view(n, 1, 1).expand(n, 17, 1)], -1)
     people.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, w - 1.0, h - 1.0]] * n))
-    people.scores = torch.ones(n)
+    people.scores = torch.tensor(keypoint_scores, dtype=torch.float32)
     return people
 
 
