@@ -41,3 +41,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_safeguards():
+    """Detectron2's and yacs' classes as shipped (what D2POSE_NO_SAFEGUARDS=1 gives), for one test."""
+    import d2pose
+    from d2pose.safeguards import installed
+
+    was = installed()
+    d2pose.uninstall_safeguards()
+    try:
+        yield
+    finally:
+        if was:
+            d2pose.install_safeguards()

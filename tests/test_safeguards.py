@@ -17,7 +17,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 import d2pose
 from d2pose.checkpoint import (CheckpointMismatchError, PoseCheckpointer, UnsafeCheckpointError,
                                strict_checkpoint_loading)
-from d2pose.safeguards import CHANGES, installed
+from d2pose.safeguards import CHANGES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,18 +101,6 @@ def test_environment_variable_turns_the_safeguards_off():
     out = _snapshot({"D2POSE_NO_SAFEGUARDS": "1"})
     assert not out["installed"] and out["import"] == [] and out["uninstall"] == []
     assert out["install"] == sorted(out["CHANGES"])  # still available on request
-
-
-@pytest.fixture
-def no_safeguards():
-    """Detectron2's classes as Detectron2 ships them, for the duration of a test."""
-    was = installed()
-    d2pose.uninstall_safeguards()
-    try:
-        yield
-    finally:
-        if was:
-            d2pose.install_safeguards()
 
 
 class _Payload:

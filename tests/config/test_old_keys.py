@@ -11,22 +11,9 @@ from detectron2.config import get_cfg
 
 import d2pose
 from d2pose.config import MOVED_KEYS, RENAMED_KEYS, add_d2pose_config, get_d2pose_cfg
-from d2pose.safeguards import installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RLE_COCO = os.path.join(ROOT, "projects", "RLE", "configs", "rle_R_50_256x192_coco.yaml")
-
-
-@pytest.fixture
-def no_safeguards():
-    """Detectron2's and yacs' classes as shipped (what D2POSE_NO_SAFEGUARDS=1 gives), for one test."""
-    was = installed()
-    d2pose.uninstall_safeguards()
-    try:
-        yield
-    finally:
-        if was:
-            d2pose.install_safeguards()
 
 
 def _yaml(tmp_path, key: str, value: str = "1") -> str:

@@ -278,14 +278,12 @@ def _batch(cfg, n=2):
     return [mapper(r) for r in records]
 
 
-def test_training_losses_and_decoder_targets_with_oracle_maps():
-    """With the predicted heatmaps replaced by the training targets and the offsets by the targets
-    shifted 2 px (exact offsets leave the KAMs nothing to improve: weight 0), the decoder's candidates
-    match the people (OKS >= MATCH_OKS), the KAM and output-heatmap losses are positive and their gradients
-    reach the KAM network and the embedding head; without people every loss is finite."""
+def _oracle_model(cfg, grad: bool = False):
+    """(model in train mode whose network returns the training targets as heatmaps and the target
+    offsets shifted 2 px, its batch, the real network): the initial poses miss by 2 px, the meshes
+    hold better points; `grad`: the oracle maps require gradients."""
     from d2pose.modeling import build_model
 
-    cfg = _small_cfg(**{"INPUT.BOTTOMUP.INPUT_SIZE": "256"})
     torch.manual_seed(0)
     model = build_model(cfg).train()
     batch = _batch(cfg)
@@ -293,13 +291,21 @@ def test_training_losses_and_decoder_targets_with_oracle_maps():
 
     def oracle(images, embeddings=True):
         out = real_network(images, embeddings)
-        hm = torch.stack([x["heatmaps"] for x in batch]).requires_grad_()
-        # offsets 2 px off: the initial poses miss by 2 px, the meshes hold better points
+        hm = torch.stack([x["heatmaps"] for x in batch]).requires_grad_(grad)
         off = torch.stack([x["offsets"] for x in batch]) + 2.0
-        out.update(heatmaps=hm, offsets=off, raw_offsets=(-off / model.stride).requires_grad_())
+        out.update(heatmaps=hm, offsets=off, raw_offsets=(-off / model.stride).requires_grad_(grad))
         return out
 
     model.network = oracle
+    return model, batch, real_network
+
+
+def test_training_losses_and_decoder_targets_with_oracle_maps():
+    """With the predicted heatmaps replaced by the training targets and the offsets by the targets
+    shifted 2 px (exact offsets leave the KAMs nothing to improve: weight 0), the decoder's candidates
+    match the people (OKS >= MATCH_OKS), the KAM and output-heatmap losses are positive and their gradients
+    reach the KAM network and the embedding head; without people every loss is finite."""
+    model, batch, real_network = _oracle_model(_small_cfg(**{"INPUT.BOTTOMUP.INPUT_SIZE": "256"}), grad=True)
     losses = model(batch)
     assert set(losses) == {"loss_heatmap", "loss_offset", "loss_kam", "loss_output_heatmap"}
     assert float(losses["loss_heatmap"]) == 0.0 and float(losses["loss_offset"]) > 0.0
@@ -329,22 +335,9 @@ def test_candidates_the_decoder_meets_are_logged(match_oks, max_kept):
     poses pass 0.5 and none reaches 0.999; MAX_KEPT caps the kept candidates per image."""
     from detectron2.utils.events import EventStorage
 
-    from d2pose.modeling import build_model
-
     cfg = _small_cfg(**{"INPUT.BOTTOMUP.INPUT_SIZE": "256", "MODEL.LOGOCAP.MATCH_OKS": str(match_oks),
                         "MODEL.LOGOCAP.MAX_KEPT": str(max_kept)})
-    torch.manual_seed(0)
-    model = build_model(cfg).train()
-    batch = _batch(cfg)
-    real_network = model.network
-
-    def oracle(images, embeddings=True):
-        out = real_network(images, embeddings)
-        off = torch.stack([x["offsets"] for x in batch]) + 2.0
-        out.update(heatmaps=torch.stack([x["heatmaps"] for x in batch]), offsets=off, raw_offsets=-off / model.stride)
-        return out
-
-    model.network = oracle
+    model, batch, _ = _oracle_model(cfg)
     with EventStorage(0) as storage:
         model(batch)
         logged = {k: v[0] for k, v in storage.latest().items() if k.startswith("logocap/")}
